@@ -1,0 +1,475 @@
+//! The plugin configuration: a WasmPlugin's `pluginConfig`, as JSON.
+//!
+//! Names follow Istio where Istio has one (`randomSamplingPercentage`, `tracingServiceName`,
+//! `customTags`); the rest is grouped under `sampling`, `propagation` and `exporter`. Every key has
+//! a default, so `{}` (or an empty configuration) is valid. Unknown keys are rejected so a typo is
+//! reported at `on_configure` instead of silently ignored. These names are a public contract:
+//! keep them stable.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Default OTLP/HTTP collector cluster, named the way Istio names outbound clusters, for the
+/// collector of the seed walkthrough (`opentelemetry-collector` in `observability`).
+pub const DEFAULT_COLLECTOR_CLUSTER: &str =
+    "outbound|4318||opentelemetry-collector.observability.svc.cluster.local";
+
+/// Parsed, validated configuration. Built once per `on_configure` and shared, never cloned per
+/// request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Istio's `randomSamplingPercentage`: chance (0–100, 0.01 steps) that a new trace is sampled.
+    pub random_sampling_percentage: f64,
+    /// Istio's `tracingServiceName` mode.
+    pub tracing_service_name: ServiceNameMode,
+    /// An explicit service name; overrides `tracingServiceName` when set.
+    pub service_name: Option<String>,
+    /// Which side of the workload this proxy's spans describe.
+    pub role: RoleSetting,
+    /// Istio-style custom tags added to every span: name → source.
+    pub custom_tags: BTreeMap<String, CustomTag>,
+    /// Extra resource attributes, as `OTEL_RESOURCE_ATTRIBUTES` would give them.
+    pub resource_attributes: BTreeMap<String, String>,
+    pub sampling: SamplingConfig,
+    pub propagation: PropagationConfig,
+    pub exporter: ExporterConfig,
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            random_sampling_percentage: 1.0,
+            tracing_service_name: ServiceNameMode::default(),
+            service_name: None,
+            role: RoleSetting::Auto,
+            custom_tags: BTreeMap::new(),
+            resource_attributes: BTreeMap::new(),
+            sampling: SamplingConfig::default(),
+            propagation: PropagationConfig::default(),
+            exporter: ExporterConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Istio's `tracingServiceName` (ProxyConfig) modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceNameMode {
+    #[default]
+    AppLabelAndNamespace,
+    CanonicalNameOnly,
+    CanonicalNameAndNamespace,
+}
+
+/// Role of the proxy's span: `auto` derives it from the listener direction (and gateway node id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSetting {
+    #[default]
+    Auto,
+    Server,
+    Client,
+}
+
+/// One Istio custom tag: exactly one of `literal`, `environment`, `header`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum CustomTag {
+    Literal {
+        value: String,
+    },
+    Environment {
+        name: String,
+        #[serde(default)]
+        default_value: Option<String>,
+    },
+    Header {
+        name: String,
+        #[serde(default)]
+        default_value: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Honour a valid incoming sampled flag and force header (parent-based sampling).
+    pub trust_incoming: bool,
+    /// Request header that forces sampling when present (and trusted).
+    pub force_header: Option<String>,
+    /// Per-worker cap on new sampled traces per second; `None` is unlimited.
+    pub max_traces_per_second: Option<f64>,
+    /// Never sample Kubernetes probe and scrape paths (`/healthz`, `/ready`, …) unless a rule says
+    /// otherwise.
+    pub skip_probes: bool,
+    /// First matching rule decides; see [`SamplingRule`].
+    pub rules: Vec<SamplingRule>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            trust_incoming: true,
+            force_header: Some("x-envoy-force-trace".to_string()),
+            max_traces_per_second: None,
+            skip_probes: true,
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SamplingRule {
+    #[serde(default, rename = "match")]
+    pub matcher: RuleMatch,
+    /// `always`, `never`, or a percentage.
+    pub sample: RuleAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RuleMatch {
+    pub method: Option<String>,
+    pub path: Option<PathMatch>,
+    pub host: Option<String>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// A header that must be present, and equal `value` when one is given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RuleAction {
+    Keyword(RuleKeyword),
+    Percentage(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKeyword {
+    Always,
+    Never,
+}
+
+/// Context propagation formats, named as `OTEL_PROPAGATORS` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagator {
+    Tracecontext,
+    B3,
+    B3multi,
+    Baggage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PropagationConfig {
+    /// Formats read from incoming requests, in priority order.
+    pub extract: Vec<Propagator>,
+    /// Formats written to the request sent on.
+    pub inject: Vec<Propagator>,
+    /// Forward a well-formed incoming `x-request-id`; `false` always generates one (edge gateways).
+    pub trust_incoming_request_id: bool,
+}
+
+impl Default for PropagationConfig {
+    fn default() -> Self {
+        PropagationConfig {
+            extract: vec![
+                Propagator::Tracecontext,
+                Propagator::B3,
+                Propagator::B3multi,
+                Propagator::Baggage,
+            ],
+            inject: vec![Propagator::Tracecontext, Propagator::Baggage],
+            trust_incoming_request_id: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ExportProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// A static header sent with every export request (Istio's `headers` form).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    pub protocol: ExportProtocol,
+    /// Envoy cluster that reaches the collector.
+    pub cluster: String,
+    /// `:authority` of export requests; defaults to the cluster's host part.
+    pub authority: Option<String>,
+    /// OTLP/HTTP path.
+    pub path: String,
+    /// Export request timeout, as a protobuf-JSON duration (`"5s"`, `"0.5s"`, `"250ms"`).
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    pub headers: Vec<HeaderValue>,
+    /// Spans per export request.
+    pub max_batch_size: usize,
+    /// How often a partial batch is flushed.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+    /// Spans held per worker while the collector is slow or down; the oldest are dropped beyond.
+    pub max_queue_size: usize,
+    /// Attempts after the first for a retryable failure.
+    pub max_retries: u32,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        ExporterConfig {
+            protocol: ExportProtocol::HttpProtobuf,
+            cluster: DEFAULT_COLLECTOR_CLUSTER.to_string(),
+            authority: None,
+            path: "/v1/traces".to_string(),
+            timeout: Duration::from_secs(5),
+            headers: Vec::new(),
+            max_batch_size: 512,
+            flush_interval: Duration::from_secs(1),
+            max_queue_size: 2048,
+            max_retries: 3,
+        }
+    }
+}
+
+impl ExporterConfig {
+    /// `:authority` for export requests: the configured one, else the host of an Istio-style
+    /// cluster name (`outbound|4318||collector.ns.svc.cluster.local`), else the cluster name.
+    pub fn effective_authority(&self) -> &str {
+        if let Some(a) = &self.authority {
+            return a;
+        }
+        match self.cluster.rsplit("||").next() {
+            Some(host) if !host.is_empty() && host != self.cluster => host,
+            _ => &self.cluster,
+        }
+    }
+}
+
+/// Bounds that keep a hostile or careless client from inflating span cost.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest attribute value kept, in bytes; longer values are cut at a character boundary.
+    pub max_attribute_length: usize,
+    /// Most attributes on one span.
+    pub max_attributes: usize,
+    /// Largest export request body, in bytes.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_attribute_length: 256,
+            max_attributes: 64,
+            max_batch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a configuration was rejected; the message names the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid meshtrace configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid meshtrace configuration at `{}`: {}",
+                self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a configuration. Empty input (or only whitespace) gives the defaults.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        // serde accepts a struct written as a JSON array; a configuration must be an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(err("", "must be a JSON object"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // serde_path_to_error tracks the JSON path so the error names the key.
+        let config: Config =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        de.end().map_err(|e| ConfigError {
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_percentage("randomSamplingPercentage", self.random_sampling_percentage)?;
+        for (i, rule) in self.sampling.rules.iter().enumerate() {
+            if let RuleAction::Percentage(p) = rule.sample {
+                check_percentage(&format!("sampling.rules[{i}].sample"), p)?;
+            }
+        }
+        if let Some(rate) = self.sampling.max_traces_per_second {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return Err(err(
+                    "sampling.maxTracesPerSecond",
+                    "must be a non-negative number",
+                ));
+            }
+        }
+        if let Some(h) = &self.sampling.force_header {
+            check_header_name("sampling.forceHeader", h)?;
+        }
+        if let Some(name) = &self.service_name {
+            if name.is_empty() {
+                return Err(err("serviceName", "must not be empty"));
+            }
+        }
+        for (i, h) in self.exporter.headers.iter().enumerate() {
+            check_header_name(&format!("exporter.headers[{i}].name"), &h.name)?;
+        }
+        let ex = &self.exporter;
+        if ex.protocol != ExportProtocol::None && ex.cluster.is_empty() {
+            return Err(err(
+                "exporter.cluster",
+                "must name the Envoy cluster of the collector",
+            ));
+        }
+        if !ex.path.starts_with('/') {
+            return Err(err("exporter.path", "must start with `/`"));
+        }
+        if ex.timeout.is_zero() {
+            return Err(err("exporter.timeout", "must be greater than zero"));
+        }
+        if ex.flush_interval < Duration::from_millis(10) {
+            return Err(err("exporter.flushInterval", "must be at least 10ms"));
+        }
+        if ex.max_batch_size == 0 {
+            return Err(err("exporter.maxBatchSize", "must be at least 1"));
+        }
+        if ex.max_queue_size < ex.max_batch_size {
+            return Err(err(
+                "exporter.maxQueueSize",
+                "must be at least exporter.maxBatchSize",
+            ));
+        }
+        if self.limits.max_attribute_length < 16 {
+            return Err(err("limits.maxAttributeLength", "must be at least 16"));
+        }
+        if self.limits.max_batch_bytes < 1024 {
+            return Err(err("limits.maxBatchBytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+fn err(key: &str, message: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn check_percentage(key: &str, p: f64) -> Result<(), ConfigError> {
+    if p.is_finite() && (0.0..=100.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(err(key, &format!("must be between 0 and 100, got {p}")))
+    }
+}
+
+/// RFC 9110 §5.1: a field name is a token; Envoy stores them lowercase.
+fn check_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(key, "must be a lowercase HTTP header name"))
+    }
+}
+
+/// Protobuf-JSON durations as Istio writes them (`"5s"`, `"0.25s"`), plus `"250ms"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let secs: f64 = number.parse().ok()?;
+    let secs = secs * scale;
+    (secs.is_finite() && secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration like \"5s\", \"0.5s\" or \"250ms\""
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;

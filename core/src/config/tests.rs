@@ -1,0 +1,249 @@
+use super::*;
+
+#[test]
+fn empty_configuration_gives_documented_defaults() {
+    for input in ["", "  \n", "{}"] {
+        let c = Config::parse(input.as_bytes()).unwrap();
+        assert_eq!(c, Config::default(), "input {input:?}");
+    }
+    let c = Config::default();
+    assert_eq!(c.random_sampling_percentage, 1.0, "Istio's default is 1%");
+    assert_eq!(
+        c.tracing_service_name,
+        ServiceNameMode::AppLabelAndNamespace
+    );
+    assert_eq!(c.exporter.protocol, ExportProtocol::HttpProtobuf);
+    assert_eq!(c.exporter.cluster, DEFAULT_COLLECTOR_CLUSTER);
+    assert_eq!(c.exporter.path, "/v1/traces");
+    assert_eq!(
+        c.exporter.effective_authority(),
+        "opentelemetry-collector.observability.svc.cluster.local"
+    );
+}
+
+#[test]
+fn full_configuration_parses() {
+    let json = r#"{
+        "randomSamplingPercentage": 12.5,
+        "tracingServiceName": "CANONICAL_NAME_ONLY",
+        "serviceName": "shop",
+        "role": "server",
+        "customTags": {
+            "team": {"literal": {"value": "payments"}},
+            "pod": {"environment": {"name": "POD_NAME", "defaultValue": "unknown"}},
+            "tenant": {"header": {"name": "x-tenant"}}
+        },
+        "resourceAttributes": {"deployment.environment.name": "prod"},
+        "sampling": {
+            "trustIncoming": false,
+            "forceHeader": "x-force",
+            "maxTracesPerSecond": 100,
+            "skipProbes": false,
+            "rules": [
+                {"match": {"path": {"prefix": "/admin"}}, "sample": "never"},
+                {"match": {"method": "POST", "headers": [{"name": "x-debug"}]}, "sample": "always"},
+                {"match": {"host": "api.example.com"}, "sample": 50}
+            ]
+        },
+        "propagation": {"extract": ["b3"], "inject": ["tracecontext", "b3multi"], "trustIncomingRequestId": false},
+        "exporter": {"protocol": "grpc", "cluster": "outbound|4317||otel.obs.svc.cluster.local",
+                     "timeout": "0.5s", "headers": [{"name": "authorization", "value": "Bearer x"}],
+                     "maxBatchSize": 10, "flushInterval": "250ms", "maxQueueSize": 100, "maxRetries": 1},
+        "limits": {"maxAttributeLength": 64, "maxAttributes": 16, "maxBatchBytes": 4096}
+    }"#;
+    let c = Config::parse(json.as_bytes()).unwrap();
+    assert_eq!(c.random_sampling_percentage, 12.5);
+    assert_eq!(c.tracing_service_name, ServiceNameMode::CanonicalNameOnly);
+    assert_eq!(c.role, RoleSetting::Server);
+    assert_eq!(
+        c.custom_tags["pod"],
+        CustomTag::Environment {
+            name: "POD_NAME".into(),
+            default_value: Some("unknown".into())
+        }
+    );
+    assert!(!c.sampling.trust_incoming);
+    assert_eq!(c.sampling.rules.len(), 3);
+    assert_eq!(
+        c.sampling.rules[0].matcher.path,
+        Some(PathMatch::Prefix("/admin".into()))
+    );
+    assert_eq!(
+        c.sampling.rules[0].sample,
+        RuleAction::Keyword(RuleKeyword::Never)
+    );
+    assert_eq!(c.sampling.rules[2].sample, RuleAction::Percentage(50.0));
+    assert_eq!(
+        c.propagation.inject,
+        vec![Propagator::Tracecontext, Propagator::B3multi]
+    );
+    assert_eq!(c.exporter.protocol, ExportProtocol::Grpc);
+    assert_eq!(c.exporter.timeout, Duration::from_millis(500));
+    assert_eq!(c.exporter.flush_interval, Duration::from_millis(250));
+    assert_eq!(
+        c.exporter.effective_authority(),
+        "otel.obs.svc.cluster.local"
+    );
+}
+
+/// Each bad configuration is rejected with an error that names the key a user must fix.
+#[test]
+fn bad_configurations_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"randomSamplingPercentag": 1}"#,
+            "randomSamplingPercentag",
+            "typo in a top-level key",
+        ),
+        (
+            r#"{"randomSamplingPercentage": 101}"#,
+            "randomSamplingPercentage",
+            "above 100",
+        ),
+        (
+            r#"{"randomSamplingPercentage": -1}"#,
+            "randomSamplingPercentage",
+            "negative",
+        ),
+        (
+            r#"{"randomSamplingPercentage": "10"}"#,
+            "randomSamplingPercentage",
+            "string, not number",
+        ),
+        (
+            r#"{"tracingServiceName": "APP_LABEL"}"#,
+            "tracingServiceName",
+            "unknown mode",
+        ),
+        (r#"{"role": "sidecar"}"#, "role", "unknown role"),
+        (
+            r#"{"exporter": {"protocol": "http/json"}}"#,
+            "exporter.protocol",
+            "unsupported protocol",
+        ),
+        (
+            r#"{"exporter": {"clustr": "x"}}"#,
+            "exporter.clustr",
+            "unknown nested key",
+        ),
+        (
+            r#"{"exporter": {"cluster": ""}}"#,
+            "exporter.cluster",
+            "empty cluster",
+        ),
+        (
+            r#"{"exporter": {"path": "v1/traces"}}"#,
+            "exporter.path",
+            "relative path",
+        ),
+        (
+            r#"{"exporter": {"timeout": "5"}}"#,
+            "exporter.timeout",
+            "duration without unit",
+        ),
+        (
+            r#"{"exporter": {"timeout": "0s"}}"#,
+            "exporter.timeout",
+            "zero timeout",
+        ),
+        (
+            r#"{"exporter": {"maxBatchSize": 0}}"#,
+            "exporter.maxBatchSize",
+            "empty batches",
+        ),
+        (
+            r#"{"exporter": {"maxQueueSize": 1}}"#,
+            "exporter.maxQueueSize",
+            "queue smaller than a batch",
+        ),
+        (
+            r#"{"exporter": {"headers": [{"name": "Bad Header", "value": "x"}]}}"#,
+            "exporter.headers[0].name",
+            "not a header name",
+        ),
+        (
+            r#"{"sampling": {"rules": [{"sample": 200}]}}"#,
+            "sampling.rules[0].sample",
+            "rule percentage above 100",
+        ),
+        (
+            r#"{"sampling": {"rules": [{"sample": "sometimes"}]}}"#,
+            "sampling.rules[0].sample",
+            "unknown rule action",
+        ),
+        (
+            r#"{"sampling": {"maxTracesPerSecond": -5}}"#,
+            "sampling.maxTracesPerSecond",
+            "negative rate",
+        ),
+        (
+            r#"{"sampling": {"forceHeader": "X-Force"}}"#,
+            "sampling.forceHeader",
+            "uppercase header name",
+        ),
+        (
+            r#"{"propagation": {"extract": ["jaeger"]}}"#,
+            "propagation.extract[0]",
+            "unknown propagator",
+        ),
+        (
+            r#"{"serviceName": ""}"#,
+            "serviceName",
+            "empty service name",
+        ),
+        (
+            r#"{"customTags": {"t": {"literal": {}}}}"#,
+            "customTags.t.literal",
+            "literal without value",
+        ),
+        (
+            r#"{"limits": {"maxAttributeLength": 1}}"#,
+            "limits.maxAttributeLength",
+            "too small to be useful",
+        ),
+    ];
+    for (json, key, reason) in cases {
+        let e = Config::parse(json.as_bytes()).expect_err(reason);
+        assert!(
+            e.to_string().contains(&format!("`{key}`")),
+            "{reason}: error {e} should name `{key}`"
+        );
+    }
+}
+
+#[test]
+fn malformed_json_is_rejected_with_position() {
+    for (json, reason) in [
+        ("{", "truncated"),
+        ("{} {}", "trailing data"),
+        ("[]", "not an object"),
+        ("\u{0}", "binary"),
+    ] {
+        let e = Config::parse(json.as_bytes()).expect_err(reason);
+        assert!(
+            e.to_string().starts_with("invalid meshtrace configuration"),
+            "{reason}: {e}"
+        );
+    }
+}
+
+#[test]
+fn durations_parse_as_istio_writes_them() {
+    let cases = [
+        ("5s", Some(Duration::from_secs(5)), "seconds"),
+        (
+            "0.25s",
+            Some(Duration::from_millis(250)),
+            "fractional seconds",
+        ),
+        ("250ms", Some(Duration::from_millis(250)), "milliseconds"),
+        ("5", None, "no unit"),
+        ("-1s", None, "negative"),
+        ("s", None, "no number"),
+        ("1e3s", None, "exponent"),
+        ("99999999s", None, "beyond a day"),
+    ];
+    for (input, want, reason) in cases {
+        assert_eq!(parse_duration(input), want, "{reason}");
+    }
+}

@@ -1,0 +1,56 @@
+//! The few things the core needs from the proxy, behind one small trait. The proxy-wasm adapter
+//! implements it over host calls; [`mock::MockHost`] implements it for tests.
+
+use std::time::Duration;
+
+/// A failed host call. The core never panics on one: it degrades (no span, no export) instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
+/// Kinds of metric the proxy exposes (Envoy stats, Istio's Prometheus scrape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// An outgoing call to an Envoy cluster, made from the root context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing<'a> {
+    Http {
+        cluster: &'a str,
+        /// Pseudo-headers (`:method`, `:path`, `:authority`) included.
+        headers: Vec<(&'a str, &'a str)>,
+        body: &'a [u8],
+        timeout: Duration,
+    },
+    Grpc {
+        cluster: &'a str,
+        service: &'a str,
+        method: &'a str,
+        metadata: Vec<(&'a str, &'a [u8])>,
+        message: &'a [u8],
+        timeout: Duration,
+    },
+}
+
+pub trait Host {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    fn now_unix_nanos(&self) -> u64;
+    /// All request headers, in order, repeated names kept (one host call).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Sets (replacing every existing value) or, with `None`, removes a request header.
+    fn set_request_header(&self, name: &str, value: Option<&str>);
+    /// One response header (e.g. `:status`).
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// A host property (e.g. `["xds", "node", "metadata", "NAMESPACE"]`), raw bytes.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Starts an outgoing call; the answer arrives later with the returned token.
+    fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError>;
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
+    fn increment_metric(&self, id: u32, delta: i64);
+    fn record_metric(&self, id: u32, value: u64);
+}
+
+#[cfg(any(test, feature = "mock"))]
+pub mod mock;

@@ -1,0 +1,184 @@
+//! A builder-style in-memory host for tests: headers, properties, clock and recorded calls.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use super::{Host, HostError, MetricKind, Outgoing};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A recorded outgoing call, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    pub cluster: String,
+    /// For gRPC: `service/method`; for HTTP: the `:path` header.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+    pub grpc: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct MockHost {
+    pub now: Cell<u64>,
+    pub request_headers: RefCell<Vec<(String, String)>>,
+    pub response_headers: RefCell<Vec<(String, String)>>,
+    pub properties: BTreeMap<Vec<String>, Vec<u8>>,
+    pub calls: RefCell<Vec<RecordedCall>>,
+    /// When set, `dispatch` fails (e.g. unknown cluster).
+    pub fail_dispatch: Cell<bool>,
+    pub metric_names: RefCell<Vec<(MetricKind, String)>>,
+    pub metric_values: RefCell<BTreeMap<u32, i64>>,
+}
+
+impl MockHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_time(self, nanos: u64) -> Self {
+        self.now.set(nanos);
+        self
+    }
+
+    pub fn with_header(self, name: &str, value: &str) -> Self {
+        self.request_headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_response_header(self, name: &str, value: &str) -> Self {
+        self.response_headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_property(mut self, path: &[&str], value: &[u8]) -> Self {
+        self.properties
+            .insert(path.iter().map(|s| s.to_string()).collect(), value.to_vec());
+        self
+    }
+
+    /// First value of a request header as the upstream would see it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request_headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Value of a metric by its name.
+    pub fn metric(&self, name: &str) -> i64 {
+        let names = self.metric_names.borrow();
+        let id = names
+            .iter()
+            .position(|(_, n)| n == name)
+            .unwrap_or_else(|| panic!("metric {name} was never defined"));
+        *self.metric_values.borrow().get(&(id as u32)).unwrap_or(&0)
+    }
+}
+
+impl Host for MockHost {
+    fn now_unix_nanos(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.borrow().clone()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let mut h = self.request_headers.borrow_mut();
+        h.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            h.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        self.properties.get(&key).cloned()
+    }
+
+    fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
+        if self.fail_dispatch.get() {
+            return Err(HostError);
+        }
+        let recorded = match call {
+            Outgoing::Http {
+                cluster,
+                headers,
+                body,
+                timeout,
+            } => RecordedCall {
+                cluster: cluster.to_string(),
+                target: headers
+                    .iter()
+                    .find(|(k, _)| *k == ":path")
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: body.to_vec(),
+                timeout,
+                grpc: false,
+            },
+            Outgoing::Grpc {
+                cluster,
+                service,
+                method,
+                metadata,
+                message,
+                timeout,
+            } => RecordedCall {
+                cluster: cluster.to_string(),
+                target: format!("{service}/{method}"),
+                headers: metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+                body: message.to_vec(),
+                timeout,
+                grpc: true,
+            },
+        };
+        let mut calls = self.calls.borrow_mut();
+        calls.push(recorded);
+        Ok(calls.len() as u32)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let mut names = self.metric_names.borrow_mut();
+        if let Some(i) = names.iter().position(|(_, n)| n == name) {
+            return Ok(i as u32);
+        }
+        names.push((kind, name.to_string()));
+        Ok((names.len() - 1) as u32)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) {
+        *self.metric_values.borrow_mut().entry(id).or_insert(0) += delta;
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.metric_values.borrow_mut().insert(id, value as i64);
+    }
+}

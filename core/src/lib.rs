@@ -1,0 +1,11 @@
+//! meshtrace's pure core: everything the plugin decides, with no host calls. The proxy-wasm
+//! adapter (the `meshtrace` crate) feeds it through the [`host::Host`] trait.
+
+pub mod config;
+pub mod host;
+pub mod ids;
+pub mod naming;
+pub mod node;
+
+/// The plugin version, logged once per VM.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

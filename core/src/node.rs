@@ -1,0 +1,184 @@
+//! What the proxy knows about its workload: Istio's node metadata and the listener's direction.
+//!
+//! Envoy 1.40 exposes node data under `xds.node.*`; older istio-proxy builds under `node.*`. Both
+//! are read, the new path first. Labels are read one key at a time (a whole-struct read would
+//! return an opaque serialized map).
+
+use crate::host::Host;
+
+/// Labels we look up, in the order naming and resource attributes need them.
+pub const LABEL_APP: &str = "app";
+pub const LABEL_K8S_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+pub const LABEL_VERSION: &str = "version";
+pub const LABEL_K8S_VERSION: &str = "app.kubernetes.io/version";
+pub const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+
+const LABELS_READ: [&str; 6] = [
+    LABEL_APP,
+    LABEL_K8S_NAME,
+    LABEL_CANONICAL_NAME,
+    LABEL_VERSION,
+    LABEL_K8S_VERSION,
+    LABEL_CANONICAL_REVISION,
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Envoy node id, `sidecar~IP~POD.NS~NS.svc.cluster.local` or `router~…` for gateways.
+    pub id: String,
+    pub namespace: String,
+    pub workload_name: String,
+    /// Pod name (`NAME`).
+    pub pod_name: String,
+    pub cluster_id: String,
+    pub mesh_id: String,
+    /// The labels of [`LABELS_READ`] that are set and non-empty.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl NodeInfo {
+    pub fn read(host: &dyn Host) -> NodeInfo {
+        let meta = |key: &str| node_property(host, &["metadata", key]).unwrap_or_default();
+        let labels = LABELS_READ
+            .iter()
+            .filter_map(|label| {
+                node_property(host, &["metadata", "LABELS", label])
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (*label, v))
+            })
+            .collect();
+        NodeInfo {
+            id: node_property(host, &["id"]).unwrap_or_default(),
+            namespace: meta("NAMESPACE"),
+            workload_name: meta("WORKLOAD_NAME"),
+            pod_name: meta("NAME"),
+            cluster_id: meta("CLUSTER_ID"),
+            mesh_id: meta("MESH_ID"),
+            labels,
+        }
+    }
+
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Istio gateways have node ids beginning `router~`.
+    pub fn is_gateway(&self) -> bool {
+        self.id.starts_with("router~")
+    }
+}
+
+/// Reads `xds.node.<path>`, falling back to `node.<path>`.
+fn node_property(host: &dyn Host, path: &[&str]) -> Option<String> {
+    let mut full: Vec<&str> = Vec::with_capacity(path.len() + 2);
+    full.extend(["xds", "node"]);
+    full.extend_from_slice(path);
+    let bytes = host
+        .property(&full)
+        .or_else(|| full.get(1..).and_then(|old| host.property(old)))?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Traffic direction of the listener handling this stream (envoy.config.core.v3.TrafficDirection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerDirection {
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+impl ListenerDirection {
+    /// `xds.listener_direction` (older: `listener_direction`) is a little-endian int64.
+    pub fn read(host: &dyn Host) -> ListenerDirection {
+        let bytes = host
+            .property(&["xds", "listener_direction"])
+            .or_else(|| host.property(&["listener_direction"]));
+        let value = bytes
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(i64::from_le_bytes);
+        match value {
+            Some(1) => ListenerDirection::Inbound,
+            Some(2) => ListenerDirection::Outbound,
+            _ => ListenerDirection::Unspecified,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    #[test]
+    fn reads_new_paths_first_and_falls_back_to_old_ones() {
+        let host = MockHost::new()
+            .with_property(&["xds", "node", "metadata", "NAMESPACE"], b"shop")
+            .with_property(&["node", "metadata", "NAMESPACE"], b"old")
+            .with_property(&["node", "metadata", "WORKLOAD_NAME"], b"cart-v1")
+            .with_property(&["xds", "node", "metadata", "LABELS", "app"], b"cart")
+            .with_property(&["node", "metadata", "LABELS", "version"], b"v1")
+            .with_property(
+                &[
+                    "xds",
+                    "node",
+                    "metadata",
+                    "LABELS",
+                    "app.kubernetes.io/name",
+                ],
+                b"",
+            )
+            .with_property(&["xds", "node", "id"], b"router~10.0.0.1~gw.istio-system~x");
+        let node = NodeInfo::read(&host);
+        assert_eq!(node.namespace, "shop", "xds.node wins over node");
+        assert_eq!(
+            node.workload_name, "cart-v1",
+            "node.* used when xds.node.* is absent"
+        );
+        assert_eq!(node.label(LABEL_APP), Some("cart"));
+        assert_eq!(node.label(LABEL_VERSION), Some("v1"));
+        assert_eq!(
+            node.label(LABEL_K8S_NAME),
+            None,
+            "empty labels count as unset"
+        );
+        assert!(node.is_gateway());
+    }
+
+    #[test]
+    fn listener_direction_is_a_little_endian_int64() {
+        let cases: [(Option<(&[&str], Vec<u8>)>, ListenerDirection, &str); 5] = [
+            (
+                Some((&["xds", "listener_direction"], 1i64.to_le_bytes().to_vec())),
+                ListenerDirection::Inbound,
+                "inbound",
+            ),
+            (
+                Some((&["xds", "listener_direction"], 2i64.to_le_bytes().to_vec())),
+                ListenerDirection::Outbound,
+                "outbound",
+            ),
+            (
+                Some((&["listener_direction"], 1i64.to_le_bytes().to_vec())),
+                ListenerDirection::Inbound,
+                "older proxies",
+            ),
+            (
+                Some((&["xds", "listener_direction"], vec![1, 0])),
+                ListenerDirection::Unspecified,
+                "truncated value",
+            ),
+            (None, ListenerDirection::Unspecified, "property missing"),
+        ];
+        for (prop, want, reason) in cases {
+            let host = match prop {
+                Some((path, v)) => MockHost::new().with_property(path, &v),
+                None => MockHost::new(),
+            };
+            assert_eq!(ListenerDirection::read(&host), want, "{reason}");
+        }
+    }
+}

