@@ -1,0 +1,1 @@
+//! Trace context extraction and injection (issue 3). Placeholder until implemented.

@@ -1,0 +1,1 @@
+//! Sampling decisions (issue 4). Placeholder until implemented.

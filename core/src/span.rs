@@ -1,0 +1,1 @@
+//! Span records (issue 5). Placeholder until implemented.
