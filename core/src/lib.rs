@@ -6,6 +6,7 @@ pub mod context;
 pub mod export;
 pub mod host;
 pub mod ids;
+pub mod metrics;
 pub mod naming;
 pub mod node;
 pub mod otlp;

@@ -1,0 +1,158 @@
+//! The plugin's own metrics, defined through the proxy-wasm metrics API so they appear in
+//! Envoy's stats (`/stats`, prefixed `wasmcustom.` by Envoy) and in Istio's Prometheus scrape.
+
+use crate::host::{Host, MetricKind};
+
+/// Every metric meshtrace reports. Names are stable: dashboards depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Sampling decisions, by reason.
+    SampledParent,
+    SampledPercentage,
+    SampledRule,
+    SampledForced,
+    NotSampledParent,
+    NotSampledPercentage,
+    NotSampledRule,
+    NotSampledProbe,
+    NotSampledCap,
+    /// Incoming trace context that was invalid and restarted the trace.
+    ContextRestarted,
+    /// Incoming `x-request-id` that was replaced (malformed or untrusted).
+    RequestIdReplaced,
+    /// Spans recorded (sampled and finished).
+    SpansRecorded,
+    /// Spans the collector accepted.
+    SpansExported,
+    /// Spans dropped, by reason.
+    SpansDroppedQueueFull,
+    SpansDroppedExportFailed,
+    SpansDroppedTooLarge,
+    /// Export requests sent, and those that failed (any reason, retried or not).
+    ExportRequests,
+    ExportFailures,
+    /// Spans waiting in this worker's queue (gauge).
+    QueueDepth,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 19] = [
+        Metric::SampledParent,
+        Metric::SampledPercentage,
+        Metric::SampledRule,
+        Metric::SampledForced,
+        Metric::NotSampledParent,
+        Metric::NotSampledPercentage,
+        Metric::NotSampledRule,
+        Metric::NotSampledProbe,
+        Metric::NotSampledCap,
+        Metric::ContextRestarted,
+        Metric::RequestIdReplaced,
+        Metric::SpansRecorded,
+        Metric::SpansExported,
+        Metric::SpansDroppedQueueFull,
+        Metric::SpansDroppedExportFailed,
+        Metric::SpansDroppedTooLarge,
+        Metric::ExportRequests,
+        Metric::ExportFailures,
+        Metric::QueueDepth,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::SampledParent => "meshtrace_sampling_sampled_parent",
+            Metric::SampledPercentage => "meshtrace_sampling_sampled_percentage",
+            Metric::SampledRule => "meshtrace_sampling_sampled_rule",
+            Metric::SampledForced => "meshtrace_sampling_sampled_forced",
+            Metric::NotSampledParent => "meshtrace_sampling_not_sampled_parent",
+            Metric::NotSampledPercentage => "meshtrace_sampling_not_sampled_percentage",
+            Metric::NotSampledRule => "meshtrace_sampling_not_sampled_rule",
+            Metric::NotSampledProbe => "meshtrace_sampling_not_sampled_probe",
+            Metric::NotSampledCap => "meshtrace_sampling_not_sampled_cap",
+            Metric::ContextRestarted => "meshtrace_context_restarted",
+            Metric::RequestIdReplaced => "meshtrace_request_id_replaced",
+            Metric::SpansRecorded => "meshtrace_spans_recorded",
+            Metric::SpansExported => "meshtrace_spans_exported",
+            Metric::SpansDroppedQueueFull => "meshtrace_spans_dropped_queue_full",
+            Metric::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
+            Metric::SpansDroppedTooLarge => "meshtrace_spans_dropped_too_large",
+            Metric::ExportRequests => "meshtrace_export_requests",
+            Metric::ExportFailures => "meshtrace_export_failures",
+            Metric::QueueDepth => "meshtrace_queue_depth",
+        }
+    }
+
+    fn kind(self) -> MetricKind {
+        match self {
+            Metric::QueueDepth => MetricKind::Gauge,
+            _ => MetricKind::Counter,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Host metric ids, defined once per VM. A metric the host refused to define is skipped.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    ids: [Option<u32>; Metric::ALL.len()],
+}
+
+impl Metrics {
+    pub fn define(host: &dyn Host) -> Metrics {
+        let mut ids = [None; Metric::ALL.len()];
+        for (slot, m) in ids.iter_mut().zip(Metric::ALL) {
+            *slot = host.define_metric(m.kind(), m.name()).ok();
+        }
+        Metrics { ids }
+    }
+
+    /// Metrics that record nothing (for tests that do not look at them).
+    pub fn none() -> Metrics {
+        Metrics {
+            ids: [None; Metric::ALL.len()],
+        }
+    }
+
+    pub fn add(&self, host: &dyn Host, metric: Metric, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(Some(id)) = self.ids.get(metric.index()) {
+            host.increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn inc(&self, host: &dyn Host, metric: Metric) {
+        self.add(host, metric, 1);
+    }
+
+    pub fn set(&self, host: &dyn Host, metric: Metric, value: u64) {
+        if let Some(Some(id)) = self.ids.get(metric.index()) {
+            host.record_metric(*id, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    #[test]
+    fn every_metric_is_defined_and_counts() {
+        let host = MockHost::new();
+        let m = Metrics::define(&host);
+        assert_eq!(host.metric_names.borrow().len(), Metric::ALL.len());
+        for (i, metric) in Metric::ALL.iter().enumerate() {
+            assert_eq!(metric.index(), i, "ALL is in declaration order");
+        }
+        m.inc(&host, Metric::SpansRecorded);
+        m.add(&host, Metric::SpansRecorded, 2);
+        m.set(&host, Metric::QueueDepth, 7);
+        assert_eq!(host.metric("meshtrace_spans_recorded"), 3);
+        assert_eq!(host.metric("meshtrace_queue_depth"), 7);
+    }
+}
