@@ -150,7 +150,8 @@ mod tests {
 
     #[test]
     fn listener_direction_is_a_little_endian_int64() {
-        let cases: [(Option<(&[&str], Vec<u8>)>, ListenerDirection, &str); 5] = [
+        type Prop<'a> = Option<(&'a [&'a str], Vec<u8>)>;
+        let cases: [(Prop, ListenerDirection, &str); 5] = [
             (
                 Some((&["xds", "listener_direction"], 1i64.to_le_bytes().to_vec())),
                 ListenerDirection::Inbound,
