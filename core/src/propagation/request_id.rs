@@ -1,0 +1,88 @@
+//! `x-request-id`: Envoy's and Istio's request correlation id. Forwarded when it looks like an
+//! id, generated (UUIDv4, RFC 9562 §5.4) when missing or unfit.
+
+use crate::ids::{hex_lower, IdGenerator};
+
+/// Longest incoming id forwarded; real ids (UUIDs, ULIDs, cloud trace ids) are far shorter.
+pub const MAX_LEN: usize = 128;
+
+/// An opaque id of sane length made of visible ASCII that cannot break a log line, a header
+/// list or a CSV/JSON field: no spaces, controls, quotes, commas, semicolons or backslashes.
+pub fn is_acceptable(id: &str) -> bool {
+    (1..=MAX_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
+}
+
+/// A random UUID, version 4 (RFC 9562 §5.4): version nibble 4, variant bits `10`.
+pub fn generate(ids: &mut IdGenerator) -> String {
+    let mut b = ids.bytes16();
+    if let Some(v) = b.get_mut(6) {
+        *v = (*v & 0x0f) | 0x40;
+    }
+    if let Some(v) = b.get_mut(8) {
+        *v = (*v & 0x3f) | 0x80;
+    }
+    let hex = hex_lower(&b);
+    let part = |from: usize, to: usize| hex.get(from..to).unwrap_or_default();
+    format!(
+        "{}-{}-{}-{}-{}",
+        part(0, 8),
+        part(8, 12),
+        part(12, 16),
+        part(16, 20),
+        part(20, 32)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acceptable_ids() {
+        let long = "a".repeat(MAX_LEN + 1);
+        let cases = [
+            ("a0b1c2d3-req-42", true, "opaque token"),
+            ("123e4567-e89b-12d3-a456-426614174000", true, "UUID"),
+            ("01ARZ3NDEKTSV4RRFFQ69G5FAV", true, "ULID"),
+            (
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+                true,
+                "AWS trace id",
+            ),
+            ("", false, "empty"),
+            ("bad id", false, "space"),
+            ("bad\tid", false, "control character"),
+            ("a,b", false, "comma would split a header list"),
+            ("caf\u{e9}", false, "non-ASCII"),
+            (long.as_str(), false, "too long"),
+        ];
+        for (id, want, reason) in cases {
+            assert_eq!(is_acceptable(id), want, "{reason}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v4() {
+        let mut ids = IdGenerator::from_seed(7);
+        for _ in 0..100 {
+            let id = generate(&mut ids);
+            let b = id.as_bytes();
+            assert_eq!(id.len(), 36, "{id}");
+            assert_eq!(
+                (b[8], b[13], b[18], b[23]),
+                (b'-', b'-', b'-', b'-'),
+                "{id}"
+            );
+            assert_eq!(b[14], b'4', "version 4: {id}");
+            assert!(
+                matches!(b[19], b'8' | b'9' | b'a' | b'b'),
+                "variant 10: {id}"
+            );
+            assert!(is_acceptable(&id));
+        }
+        assert_ne!(generate(&mut ids), generate(&mut ids));
+    }
+}

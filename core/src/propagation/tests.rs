@@ -1,0 +1,188 @@
+use super::*;
+use crate::context::TraceFlags;
+use crate::ids::{SpanId, TraceId};
+
+const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const S: &str = "00f067aa0ba902b7";
+const ALL: [Propagator; 4] = [
+    Propagator::Tracecontext,
+    Propagator::B3,
+    Propagator::B3multi,
+    Propagator::Baggage,
+];
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_first_valid_format_wins() {
+    let other = "1".repeat(32);
+    let tp = format!("00-{T}-{S}-01");
+    let b3_other = format!("{other}-{S}-0");
+    let bad_tp = format!("00-{}-{S}-01", T.to_uppercase());
+    type Row<'a> = (
+        Vec<(&'a str, &'a str)>,
+        Option<&'a str>,
+        Option<Propagator>,
+        bool,
+        &'a str,
+    );
+    let cases: Vec<Row> = vec![
+        (
+            vec![("traceparent", &tp)],
+            Some(T),
+            Some(Propagator::Tracecontext),
+            false,
+            "W3C",
+        ),
+        (
+            vec![("b3", &b3_other)],
+            Some(&other),
+            Some(Propagator::B3),
+            false,
+            "B3 only",
+        ),
+        (
+            vec![("traceparent", &tp), ("b3", &b3_other)],
+            Some(T),
+            Some(Propagator::Tracecontext),
+            false,
+            "W3C first in the list",
+        ),
+        (
+            vec![("traceparent", &bad_tp), ("b3", &b3_other)],
+            Some(&other),
+            Some(Propagator::B3),
+            true,
+            "invalid W3C falls through to B3, and is counted",
+        ),
+        (
+            vec![("traceparent", &bad_tp)],
+            None,
+            None,
+            true,
+            "invalid: new trace",
+        ),
+        (vec![], None, None, false, "nothing: new trace"),
+    ];
+    for (input, trace, source, invalid, reason) in cases {
+        let got = extract(&headers(&input), &ALL);
+        assert_eq!(
+            got.parent.map(|p| p.trace_id.to_hex()).as_deref(),
+            trace,
+            "{reason}"
+        );
+        assert_eq!(got.source, source, "{reason}");
+        assert_eq!(got.invalid.is_some(), invalid, "{reason}");
+    }
+}
+
+#[test]
+fn only_configured_formats_are_read() {
+    let h = headers(&[("b3", &format!("{T}-{S}-1"))]);
+    assert!(extract(&h, &[Propagator::Tracecontext]).parent.is_none());
+    assert!(extract(&h, &[Propagator::B3]).parent.is_some());
+}
+
+#[test]
+fn tracestate_needs_a_valid_traceparent() {
+    let valid = headers(&[
+        ("traceparent", &format!("00-{T}-{S}-01")),
+        ("tracestate", "congo=1"),
+    ]);
+    assert_eq!(extract(&valid, &ALL).tracestate.get("congo"), Some("1"));
+    let invalid = headers(&[
+        ("traceparent", &format!("ff-{T}-{S}-01")),
+        ("tracestate", "congo=1"),
+    ]);
+    assert!(
+        extract(&invalid, &ALL).tracestate.is_empty(),
+        "dropped with an invalid parent"
+    );
+    let b3 = headers(&[("b3", &format!("{T}-{S}-1")), ("tracestate", "congo=1")]);
+    assert!(
+        extract(&b3, &ALL).tracestate.is_empty(),
+        "B3 carries no tracestate"
+    );
+}
+
+#[test]
+fn sampling_hints_and_debug() {
+    let deferred = format!("{T}-{S}");
+    let unsampled = format!("00-{T}-{S}-00");
+    type Row<'a> = (Vec<(&'a str, &'a str)>, Option<bool>, bool, &'a str);
+    let cases: Vec<Row> = vec![
+        (vec![("b3", "0")], Some(false), false, "decision-only deny"),
+        (vec![("b3", "d")], Some(true), true, "decision-only debug"),
+        (
+            vec![("x-b3-sampled", "1")],
+            Some(true),
+            false,
+            "multi decision only",
+        ),
+        (
+            vec![("b3", &deferred)],
+            None,
+            false,
+            "B3 deferred: local decision",
+        ),
+        (
+            vec![("traceparent", &unsampled)],
+            Some(false),
+            false,
+            "W3C flag",
+        ),
+    ];
+    for (input, hint, debug, reason) in cases {
+        let got = extract(&headers(&input), &ALL);
+        assert_eq!((got.sampling_hint, got.debug), (hint, debug), "{reason}");
+    }
+}
+
+fn ctx() -> SpanContext {
+    SpanContext {
+        trace_id: TraceId::from_hex(T).unwrap(),
+        span_id: SpanId::from_hex(S).unwrap(),
+        flags: TraceFlags(0x03),
+    }
+}
+
+#[test]
+fn inject_writes_configured_formats_and_clears_stale_ones() {
+    let state = TraceState::parse(["congo=1"].into_iter());
+    let out = inject(
+        &ctx(),
+        &state,
+        Some("a=1"),
+        &[Propagator::Tracecontext, Propagator::Baggage],
+        &ALL,
+    );
+    let get = |name: &str| out.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    assert_eq!(get("traceparent"), Some(Some(format!("00-{T}-{S}-03"))));
+    assert_eq!(get("tracestate"), Some(Some("congo=1".into())));
+    assert_eq!(get("baggage"), Some(Some("a=1".into())));
+    assert_eq!(get("b3"), Some(None), "stale single B3 removed");
+    assert_eq!(get("x-b3-traceid"), Some(None), "stale multi B3 removed");
+
+    let out = inject(
+        &ctx(),
+        &TraceState::default(),
+        None,
+        &[Propagator::B3],
+        &[Propagator::B3],
+    );
+    assert_eq!(
+        out,
+        vec![("b3", Some(format!("{T}-{S}-1")))],
+        "B3 only, nothing else touched"
+    );
+
+    let out = inject(&ctx(), &TraceState::default(), None, &ALL, &ALL);
+    let get = |name: &str| out.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    assert_eq!(get("tracestate"), Some(None), "no empty tracestate header");
+    assert_eq!(get("x-b3-sampled"), Some(Some("1".into())));
+}
