@@ -1,0 +1,167 @@
+//! Property tests: whatever a client sends, the parsers never panic, stay bounded, and what the
+//! proxy sends on is always valid (issue 9, "hostile input").
+
+use meshtrace_core::config::{Config, Propagator};
+use meshtrace_core::context::{SpanContext, TraceFlags};
+use meshtrace_core::ids::{SpanId, TraceId};
+use meshtrace_core::propagation::{
+    self, b3, baggage, request_id, traceparent, tracestate, TraceState,
+};
+use proptest::prelude::*;
+
+const ALL: [Propagator; 4] = [
+    Propagator::Tracecontext,
+    Propagator::B3,
+    Propagator::B3multi,
+    Propagator::Baggage,
+];
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 512,
+        // No files under WASI, and failures are reported with their input anyway.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Values near the grammar (where bugs live) as well as arbitrary text with controls.
+fn header_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[0-9a-fA-F]{0,3}-[0-9a-fA-F]{0,33}-[0-9a-fA-F]{0,17}-[0-9a-f]{0,3}(-.{0,5})?",
+        "[ \t]*00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}[ \t,]*",
+        "([a-z0-9@_*/-]{0,10}=[ -~]{0,10},?){0,40}",
+        "[0-9a-f]{16,32}-[0-9a-f]{16}(-[01d])?(-[0-9a-f]{16})?",
+        "[\\x00-\\x1f\\x7f]{0,8}",
+    ]
+}
+
+fn header_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("traceparent"),
+        Just("tracestate"),
+        Just("baggage"),
+        Just("b3"),
+        Just("x-b3-traceid"),
+        Just("x-b3-spanid"),
+        Just("x-b3-sampled"),
+        Just("x-b3-flags"),
+        Just("x-request-id"),
+    ]
+    .prop_map(String::from)
+}
+
+fn is_valid_traceparent(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 55
+        && v.starts_with("00-")
+        && traceparent::parse(v).is_ok()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c) || *c == b'-')
+}
+
+fn ctx() -> SpanContext {
+    SpanContext {
+        trace_id: TraceId([7; 16]),
+        span_id: SpanId([9; 8]),
+        flags: TraceFlags(TraceFlags::SAMPLED),
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn traceparent_parse_never_panics_and_round_trips(v in header_value()) {
+        if let Ok(parsed) = traceparent::parse(&v) {
+            let again = traceparent::format(&parsed);
+            prop_assert!(is_valid_traceparent(&again), "{again}");
+            let back = traceparent::parse(&again).unwrap();
+            prop_assert_eq!(back.trace_id, parsed.trace_id);
+            prop_assert_eq!(back.span_id, parsed.span_id);
+            prop_assert!(parsed.trace_id.is_valid() && parsed.span_id.is_valid());
+        }
+    }
+
+    #[test]
+    fn what_is_sent_on_is_always_valid(
+        headers in prop::collection::vec((header_name(), header_value()), 0..12)
+    ) {
+        let extracted = propagation::extract(&headers, &ALL);
+        let context = match extracted.parent {
+            Some(p) => SpanContext { span_id: SpanId([1; 8]), ..p },
+            None => ctx(),
+        };
+        let out = propagation::inject(
+            &context, &extracted.tracestate, extracted.baggage.as_deref(), &ALL, &ALL);
+        for (name, value) in out {
+            let Some(value) = value else { continue };
+            match name {
+                "traceparent" => prop_assert!(is_valid_traceparent(&value), "{value}"),
+                "tracestate" => {
+                    prop_assert!(!value.is_empty() && value.len() <= tracestate::MAX_LEN);
+                    prop_assert!(value.split(',').count() <= tracestate::MAX_MEMBERS);
+                    let reparsed = TraceState::parse([value.as_str()].into_iter());
+                    prop_assert_eq!(reparsed.header_value(), Some(value.clone()),
+                        "every member survives a second parse: all valid");
+                }
+                "baggage" => {
+                    prop_assert!(!value.is_empty() && value.len() <= baggage::MAX_BYTES);
+                    prop_assert!(value.split(',').count() <= baggage::MAX_MEMBERS);
+                    prop_assert!(value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)));
+                }
+                "b3" => prop_assert!(b3::parse_single(&value).is_ok(), "{value}"),
+                _ => prop_assert!(!value.is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_request_ids_are_safe(v in header_value()) {
+        if request_id::is_acceptable(&v) {
+            prop_assert!(v.len() <= request_id::MAX_LEN);
+            prop_assert!(v.bytes().all(|b| b.is_ascii_graphic() && b != b','));
+        }
+    }
+
+    #[test]
+    fn configuration_parse_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Config::parse(&bytes);
+    }
+
+    #[test]
+    fn configuration_values_of_any_type_are_rejected_or_accepted_cleanly(
+        key in prop_oneof![
+            Just("randomSamplingPercentage"), Just("tracingServiceName"), Just("role"),
+            Just("sampling"), Just("propagation"), Just("exporter"), Just("limits"),
+            Just("customTags"), Just("serviceName"), Just("unknownKey"),
+        ],
+        value in prop_oneof![
+            Just("null".to_string()), Just("-1".to_string()), Just("101".to_string()),
+            Just("1e309".to_string()), Just("\"\"".to_string()), Just("[]".to_string()),
+            Just("{}".to_string()), Just("{\"x\":1}".to_string()), "\"[ -~]{0,12}\"",
+            any::<i64>().prop_map(|n| n.to_string()),
+        ],
+    ) {
+        let json = format!("{{\"{key}\": {value}}}");
+        if let Err(e) = Config::parse(json.as_bytes()) {
+            prop_assert!(e.to_string().contains(key) || key == "unknownKey" || e.key.is_empty(),
+                "the error names the key: {e}");
+        }
+    }
+}
+
+proptest! {
+    // Thousands of members per case: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 32, ..config() })]
+
+    #[test]
+    fn huge_tracestate_stays_bounded(n in 0usize..5000, value in "[a-z0-9]{1,20}") {
+        let members: Vec<String> = (0..n).map(|i| format!("k{i}={value}")).collect();
+        let joined = members.join(",");
+        let state = TraceState::parse([joined.as_str()].into_iter());
+        prop_assert!(state.len() <= tracestate::MAX_MEMBERS);
+        prop_assert!(state.header_value().map_or(0, |h| h.len()) <= tracestate::MAX_LEN);
+    }
+}
