@@ -37,30 +37,14 @@ impl Host for ProxyHost {
     }
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
-        match call {
-            Outgoing::Http {
-                cluster,
-                headers,
-                body,
-                timeout,
-            } => hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout),
-            Outgoing::Grpc {
-                cluster,
-                service,
-                method,
-                metadata,
-                message,
-                timeout,
-            } => hostcalls::dispatch_grpc_call(
-                cluster,
-                service,
-                method,
-                metadata,
-                Some(message),
-                timeout,
-            ),
-        }
-        .map_err(|_| HostError)
+        let Outgoing::Http {
+            cluster,
+            headers,
+            body,
+            timeout,
+        } = call;
+        hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+            .map_err(|_| HostError)
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {

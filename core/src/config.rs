@@ -343,11 +343,18 @@ impl Config {
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         // serde_path_to_error tracks the JSON path so the error names the key.
-        let config: Config =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
-                key: e.path().to_string(),
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            // Syntax errors have no meaningful path (`?` or `.`): the message says where.
+            let key = e.path().to_string();
+            ConfigError {
+                key: if key == "?" || key == "." {
+                    String::new()
+                } else {
+                    key
+                },
                 message: e.inner().to_string(),
-            })?;
+            }
+        })?;
         de.end().map_err(|e| ConfigError {
             key: String::new(),
             message: e.to_string(),

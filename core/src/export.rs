@@ -1,1 +1,374 @@
-//! OTLP export: batching, bounded queue, retries (issue 5). Placeholder until implemented.
+//! OTLP export from a worker VM: a bounded queue of encoded spans, batches sent through the
+//! Envoy cluster of the collector on the root context's tick, and retries for the failures the
+//! OTLP specification calls retryable ("OTLP/HTTP Response", "OTLP/gRPC Response").
+//!
+//! Tracing must never hurt traffic, so nothing here blocks a request or grows without bound:
+//! the queue drops its oldest spans when full, at most [`MAX_IN_FLIGHT`] requests are
+//! outstanding, at most [`MAX_RETRY_BATCHES`] batches wait for a retry, and every span that does
+//! not reach the collector is counted by reason.
+
+use crate::config::{ExportProtocol, ExporterConfig, LimitsConfig};
+use crate::host::{Host, Outgoing};
+use crate::metrics::{Metric, Metrics};
+use crate::otlp::{self, BatchEncoder, InstrumentationScope};
+use crate::span::{AttrValue, Span};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// OTLP/gRPC: `TraceService/Export`, as gRPC over HTTP/2 ("gRPC over HTTP2" protocol spec).
+pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const CONTENT_TYPE: &str = "application/x-protobuf";
+const GRPC_CONTENT_TYPE: &str = "application/grpc";
+const USER_AGENT: &str = concat!("meshtrace/", env!("CARGO_PKG_VERSION"));
+
+/// Export requests outstanding at once per worker.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Failed batches kept for a retry; older ones are dropped (and counted) beyond.
+pub const MAX_RETRY_BATCHES: usize = 4;
+/// The queue also holds at most this many batches' worth of bytes.
+const QUEUE_BYTES_IN_BATCHES: usize = 4;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A collector's `Retry-After` is honoured up to this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Ticks are at least this frequent so full batches leave promptly under load.
+const MAX_TICK: Duration = Duration::from_millis(200);
+
+/// gRPC status codes OTLP/gRPC lists as retryable: CANCELLED, DEADLINE_EXCEEDED,
+/// RESOURCE_EXHAUSTED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS.
+const GRPC_RETRYABLE: [u32; 7] = [1, 4, 8, 10, 11, 14, 15];
+/// HTTP statuses OTLP/HTTP lists as retryable.
+const HTTP_RETRYABLE: [u16; 4] = [429, 502, 503, 504];
+
+#[derive(Debug)]
+struct Batch {
+    body: Vec<u8>,
+    spans: u64,
+    /// Retries already made.
+    retries: u32,
+}
+
+#[derive(Debug)]
+pub struct Exporter {
+    protocol: ExportProtocol,
+    cluster: String,
+    path: String,
+    authority: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+    max_batch_size: usize,
+    max_batch_bytes: usize,
+    max_queue_size: usize,
+    max_queue_bytes: usize,
+    max_retries: u32,
+    flush_interval: u64,
+    encoder: BatchEncoder,
+    queue: VecDeque<Vec<u8>>,
+    queue_bytes: usize,
+    in_flight: Vec<(u32, Batch)>,
+    retries: VecDeque<Batch>,
+    /// After a retryable failure nothing is sent before this time (back-off, `Retry-After`).
+    paused_until: u64,
+    last_flush: Option<u64>,
+    warned_dispatch: bool,
+}
+
+impl Exporter {
+    pub fn new(
+        config: &ExporterConfig,
+        limits: &LimitsConfig,
+        resource: Vec<(String, AttrValue)>,
+    ) -> Exporter {
+        let scope = InstrumentationScope {
+            name: "meshtrace".to_string(),
+            version: crate::VERSION.to_string(),
+        };
+        Exporter {
+            protocol: config.protocol,
+            cluster: config.cluster.clone(),
+            path: config.path.clone(),
+            authority: config.effective_authority().to_string(),
+            timeout: config.timeout,
+            headers: config
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            max_batch_size: config.max_batch_size,
+            max_batch_bytes: limits.max_batch_bytes,
+            max_queue_size: config.max_queue_size,
+            max_queue_bytes: limits
+                .max_batch_bytes
+                .saturating_mul(QUEUE_BYTES_IN_BATCHES),
+            max_retries: config.max_retries,
+            flush_interval: nanos(config.flush_interval),
+            encoder: BatchEncoder::new(&otlp::resource(resource), &scope),
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            in_flight: Vec::new(),
+            retries: VecDeque::new(),
+            paused_until: 0,
+            last_flush: None,
+            warned_dispatch: false,
+        }
+    }
+
+    /// How often the root context should call [`Exporter::on_tick`].
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_nanos(self.flush_interval).min(MAX_TICK)
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Records a finished span: encoded once, queued, the oldest dropped when the queue is full.
+    pub fn enqueue(&mut self, span: Span, host: &dyn Host, metrics: &Metrics) {
+        metrics.inc(host, Metric::SpansRecorded);
+        if self.protocol == ExportProtocol::None {
+            return;
+        }
+        let bytes = BatchEncoder::encode_span(&otlp::Span::from(span));
+        if self
+            .encoder
+            .request_len(BatchEncoder::span_cost(bytes.len()))
+            > self.max_batch_bytes
+        {
+            metrics.inc(host, Metric::SpansDroppedTooLarge);
+            return;
+        }
+        self.queue_bytes += bytes.len();
+        self.queue.push_back(bytes);
+        let mut dropped = 0;
+        while self.queue.len() > self.max_queue_size || self.queue_bytes > self.max_queue_bytes {
+            match self.queue.pop_front() {
+                Some(old) => {
+                    self.queue_bytes -= old.len();
+                    dropped += 1;
+                }
+                None => break,
+            }
+        }
+        metrics.add(host, Metric::SpansDroppedQueueFull, dropped);
+    }
+
+    /// Sends what is due: batches waiting for a retry first, then full batches, then — once per
+    /// flush interval — a partial one.
+    pub fn on_tick(&mut self, host: &dyn Host, metrics: &Metrics, now: u64) {
+        if self.protocol == ExportProtocol::None {
+            return;
+        }
+        let last = *self.last_flush.get_or_insert(now);
+        while now >= self.paused_until && self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(batch) = self.retries.pop_front() else {
+                break;
+            };
+            self.send(batch, host, metrics);
+        }
+        let interval_due = now.saturating_sub(last) >= self.flush_interval;
+        while now >= self.paused_until
+            && self.in_flight.len() < MAX_IN_FLIGHT
+            && self.retries.is_empty()
+            && (self.queue.len() >= self.max_batch_size || (interval_due && !self.queue.is_empty()))
+        {
+            let Some(batch) = self.next_batch() else {
+                break;
+            };
+            self.send(batch, host, metrics);
+            self.last_flush = Some(now);
+        }
+        if interval_due && self.queue.is_empty() {
+            self.last_flush = Some(now);
+        }
+    }
+
+    /// Takes up to `maxBatchSize` spans from the front of the queue, within `maxBatchBytes`.
+    fn next_batch(&mut self) -> Option<Batch> {
+        let mut spans_len = 0;
+        let mut count = 0;
+        for span in self.queue.iter().take(self.max_batch_size) {
+            let cost = BatchEncoder::span_cost(span.len());
+            if self.encoder.request_len(spans_len + cost) > self.max_batch_bytes {
+                break;
+            }
+            spans_len += cost;
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+        let spans: Vec<Vec<u8>> = self.queue.drain(..count).collect();
+        self.queue_bytes -= spans.iter().map(Vec::len).sum::<usize>();
+        Some(Batch {
+            body: self.encoder.encode(
+                spans.iter().map(Vec::as_slice),
+                self.protocol == ExportProtocol::Grpc,
+            ),
+            spans: count as u64,
+            retries: 0,
+        })
+    }
+
+    fn send(&mut self, batch: Batch, host: &dyn Host, metrics: &Metrics) {
+        metrics.inc(host, Metric::ExportRequests);
+        let grpc = self.protocol == ExportProtocol::Grpc;
+        let grpc_timeout;
+        let mut headers = vec![(":method", "POST")];
+        if grpc {
+            grpc_timeout = format!("{}m", self.timeout.as_millis());
+            headers.extend([
+                (":path", GRPC_PATH),
+                (":authority", self.authority.as_str()),
+                ("content-type", GRPC_CONTENT_TYPE),
+                ("te", "trailers"),
+                ("grpc-timeout", grpc_timeout.as_str()),
+            ]);
+        } else {
+            headers.extend([
+                (":path", self.path.as_str()),
+                (":authority", self.authority.as_str()),
+                ("content-type", CONTENT_TYPE),
+            ]);
+        }
+        headers.push(("user-agent", USER_AGENT));
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let result = host.dispatch(Outgoing::Http {
+            cluster: &self.cluster,
+            headers,
+            body: &batch.body,
+            timeout: self.timeout,
+        });
+        match result {
+            Ok(token) => self.in_flight.push((token, batch)),
+            Err(_) => {
+                // The host refused the call (e.g. no such cluster): not retryable.
+                if !self.warned_dispatch {
+                    log::warn!(
+                        "meshtrace: cannot send spans to cluster `{}`; is the collector's cluster \
+                         known to this proxy? (spans are dropped and counted)",
+                        self.cluster
+                    );
+                    self.warned_dispatch = true;
+                }
+                metrics.inc(host, Metric::ExportFailures);
+                metrics.add(host, Metric::SpansDroppedExportFailed, batch.spans);
+            }
+        }
+    }
+
+    fn take_in_flight(&mut self, token: u32) -> Option<Batch> {
+        let i = self.in_flight.iter().position(|(t, _)| *t == token)?;
+        Some(self.in_flight.swap_remove(i).1)
+    }
+
+    /// The answer to an export request.
+    pub fn on_response(
+        &mut self,
+        token: u32,
+        response: &ExportResponse<'_>,
+        host: &dyn Host,
+        metrics: &Metrics,
+        now: u64,
+    ) {
+        let Some(batch) = self.take_in_flight(token) else {
+            return;
+        };
+        match response.outcome(self.protocol == ExportProtocol::Grpc) {
+            Delivery::Delivered => metrics.add(host, Metric::SpansExported, batch.spans),
+            Delivery::Retry => {
+                let delay = response.retry_after.and_then(parse_retry_after);
+                self.retry(batch, delay, host, metrics, now);
+            }
+            Delivery::Rejected => self.give_up(batch, host, metrics),
+        }
+    }
+
+    fn give_up(&mut self, batch: Batch, host: &dyn Host, metrics: &Metrics) {
+        metrics.inc(host, Metric::ExportFailures);
+        metrics.add(host, Metric::SpansDroppedExportFailed, batch.spans);
+    }
+
+    /// Exponential back-off from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`], or the collector's
+    /// `Retry-After`; the batch is dropped after `maxRetries`.
+    fn retry(
+        &mut self,
+        mut batch: Batch,
+        retry_after: Option<Duration>,
+        host: &dyn Host,
+        metrics: &Metrics,
+        now: u64,
+    ) {
+        metrics.inc(host, Metric::ExportFailures);
+        if batch.retries >= self.max_retries {
+            metrics.add(host, Metric::SpansDroppedExportFailed, batch.spans);
+            return;
+        }
+        batch.retries += 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << (batch.retries - 1).min(16))
+            .min(MAX_BACKOFF);
+        let delay = retry_after.map_or(backoff, |d| d.min(MAX_RETRY_AFTER));
+        self.paused_until = self.paused_until.max(now.saturating_add(nanos(delay)));
+        self.retries.push_back(batch);
+        while self.retries.len() > MAX_RETRY_BATCHES {
+            if let Some(old) = self.retries.pop_front() {
+                metrics.add(host, Metric::SpansDroppedExportFailed, old.spans);
+            }
+        }
+    }
+}
+
+/// RFC 9110 §10.2.3 `Retry-After` as delay-seconds; an HTTP-date falls back to our back-off.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)))
+}
+
+/// What the host reported about an export request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportResponse<'a> {
+    /// HTTP status; `None` when no response arrived (connection failure, timeout).
+    pub status: Option<u16>,
+    /// `grpc-status` from the trailers (or a trailers-only response's headers).
+    pub grpc_status: Option<u32>,
+    pub retry_after: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Delivered,
+    Retry,
+    Rejected,
+}
+
+impl ExportResponse<'_> {
+    fn outcome(&self, grpc: bool) -> Delivery {
+        match (self.status, grpc) {
+            (None, _) => Delivery::Retry,
+            (Some(200), true) => match self.grpc_status {
+                Some(0) => Delivery::Delivered,
+                Some(code) if GRPC_RETRYABLE.contains(&code) => Delivery::Retry,
+                // A 200 without grpc-status is not a gRPC answer (wrong port, a proxy page).
+                _ => Delivery::Rejected,
+            },
+            (Some(200..=299), false) => Delivery::Delivered,
+            // Also for gRPC: Envoy answers with these when the collector is unreachable.
+            (Some(code), _) if HTTP_RETRYABLE.contains(&code) => Delivery::Retry,
+            (Some(_), _) => Delivery::Rejected,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

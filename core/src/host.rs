@@ -14,7 +14,9 @@ pub enum MetricKind {
     Gauge,
 }
 
-/// An outgoing call to an Envoy cluster, made from the root context.
+/// An outgoing HTTP call to an Envoy cluster, made from the root context. OTLP/gRPC goes this way
+/// too (gRPC over HTTP/2), so the exporter controls `:authority`: Envoy's own gRPC client would
+/// send the Istio cluster name, which strict HTTP/2 servers reject as an authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing<'a> {
     Http {
@@ -22,14 +24,6 @@ pub enum Outgoing<'a> {
         /// Pseudo-headers (`:method`, `:path`, `:authority`) included.
         headers: Vec<(&'a str, &'a str)>,
         body: &'a [u8],
-        timeout: Duration,
-    },
-    Grpc {
-        cluster: &'a str,
-        service: &'a str,
-        method: &'a str,
-        metadata: Vec<(&'a str, &'a [u8])>,
-        message: &'a [u8],
         timeout: Duration,
     },
 }

@@ -14,6 +14,7 @@ pub mod propagation;
 pub mod resource;
 pub mod sampling;
 pub mod span;
+pub mod tracer;
 
 /// The plugin version, logged once per VM.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,301 @@
-//! OTLP protobuf messages (prost) and encoding (issue 5). Placeholder until implemented.
+//! The OTLP trace messages meshtrace sends (opentelemetry-proto v1: `collector/trace/v1`,
+//! `trace/v1`, `resource/v1`, `common/v1`), declared with `prost` derives. Only the fields a proxy
+//! fills are declared; field numbers and types are those of the `.proto` files, so any OTLP
+//! receiver decodes them (tests decode with an independent implementation).
+
+use crate::ids::{SpanId, TraceId};
+use crate::span::{self, AttrValue, SpanKind, StatusCode};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+
+/// `ExportTraceServiceRequest` (collector/trace/v1/trace_service.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTraceServiceRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<ResourceSpans>,
+}
+
+/// `ExportTraceServiceResponse`: an empty message or a partial success.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTraceServiceResponse {
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportTracePartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTracePartialSuccess {
+    #[prost(int64, tag = "1")]
+    pub rejected_spans: i64,
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ResourceSpans {
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    #[prost(message, repeated, tag = "2")]
+    pub scope_spans: Vec<ScopeSpans>,
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Resource {
+    #[prost(message, repeated, tag = "1")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(uint32, tag = "2")]
+    pub dropped_attributes_count: u32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ScopeSpans {
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<InstrumentationScope>,
+    #[prost(message, repeated, tag = "2")]
+    pub spans: Vec<Span>,
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InstrumentationScope {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Span {
+    #[prost(bytes = "vec", tag = "1")]
+    pub trace_id: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub span_id: Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub trace_state: String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub parent_span_id: Vec<u8>,
+    #[prost(string, tag = "5")]
+    pub name: String,
+    /// `Span.SpanKind`: 2 SERVER, 3 CLIENT.
+    #[prost(int32, tag = "6")]
+    pub kind: i32,
+    #[prost(fixed64, tag = "7")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "8")]
+    pub end_time_unix_nano: u64,
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(uint32, tag = "10")]
+    pub dropped_attributes_count: u32,
+    #[prost(message, optional, tag = "15")]
+    pub status: Option<Status>,
+    /// `SpanFlags`: W3C trace flags in bits 0–7, and whether the parent is remote (bits 8, 9).
+    #[prost(fixed32, tag = "16")]
+    pub flags: u32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Status {
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// `Status.StatusCode`: 0 UNSET, 1 OK, 2 ERROR.
+    #[prost(int32, tag = "3")]
+    pub code: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyValue {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<AnyValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AnyValue {
+    #[prost(oneof = "any_value::Value", tags = "1, 2, 3")]
+    pub value: Option<any_value::Value>,
+}
+
+pub mod any_value {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Value {
+        #[prost(string, tag = "1")]
+        StringValue(String),
+        #[prost(bool, tag = "2")]
+        BoolValue(bool),
+        #[prost(int64, tag = "3")]
+        IntValue(i64),
+    }
+}
+
+/// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
+
+pub const SPAN_KIND_SERVER: i32 = 2;
+pub const SPAN_KIND_CLIENT: i32 = 3;
+
+pub fn key_value(key: String, value: AttrValue) -> KeyValue {
+    let value = match value {
+        AttrValue::Str(s) => any_value::Value::StringValue(s),
+        AttrValue::Int(i) => any_value::Value::IntValue(i),
+        AttrValue::Bool(b) => any_value::Value::BoolValue(b),
+    };
+    KeyValue {
+        key,
+        value: Some(AnyValue { value: Some(value) }),
+    }
+}
+
+pub fn resource(attributes: Vec<(String, AttrValue)>) -> Resource {
+    Resource {
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| key_value(k, v))
+            .collect(),
+        dropped_attributes_count: 0,
+    }
+}
+
+impl From<span::Span> for Span {
+    fn from(s: span::Span) -> Span {
+        // The parent of a proxy span always lives in another process (the caller, or the app
+        // behind this sidecar), so a parent is a remote parent.
+        let remote = if s.parent.is_some() { IS_REMOTE } else { 0 };
+        Span {
+            trace_id: s.context.trace_id.0.to_vec(),
+            span_id: s.context.span_id.0.to_vec(),
+            trace_state: s.trace_state,
+            parent_span_id: s.parent.map(|p| p.0.to_vec()).unwrap_or_default(),
+            name: s.name,
+            kind: match s.kind {
+                SpanKind::Server => SPAN_KIND_SERVER,
+                SpanKind::Client => SPAN_KIND_CLIENT,
+            },
+            start_time_unix_nano: s.start_unix_nanos,
+            end_time_unix_nano: s.end_unix_nanos,
+            attributes: s
+                .attributes
+                .into_iter()
+                .map(|(k, v)| key_value(k, v))
+                .collect(),
+            dropped_attributes_count: s.dropped_attributes,
+            status: match s.status {
+                StatusCode::Unset => None,
+                StatusCode::Ok => Some(Status {
+                    message: String::new(),
+                    code: 1,
+                }),
+                StatusCode::Error => Some(Status {
+                    message: s.status_message,
+                    code: 2,
+                }),
+            },
+            flags: u32::from(s.context.flags.0) | HAS_IS_REMOTE | remote,
+        }
+    }
+}
+
+/// Ids as the wire carries them, for tests and tools.
+pub fn ids(span: &Span) -> Option<(TraceId, SpanId)> {
+    Some((
+        TraceId(span.trace_id.as_slice().try_into().ok()?),
+        SpanId(span.span_id.as_slice().try_into().ok()?),
+    ))
+}
+
+/// Builds export requests from spans encoded once, when they are queued: a batch is the
+/// pre-encoded resource and scope framed around the queued span bytes, with no re-encoding.
+#[derive(Debug, Clone)]
+pub struct BatchEncoder {
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+}
+
+/// Bytes a length-delimited field of `len` bytes takes, key included (tags here are < 16).
+fn field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn put_field_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+impl BatchEncoder {
+    pub fn new(resource: &Resource, scope: &InstrumentationScope) -> BatchEncoder {
+        BatchEncoder {
+            resource: resource.encode_to_vec(),
+            scope: scope.encode_to_vec(),
+        }
+    }
+
+    /// One span as it will sit in the batch.
+    pub fn encode_span(span: &Span) -> Vec<u8> {
+        span.encode_to_vec()
+    }
+
+    /// Bytes a span of `len` encoded bytes adds to a batch.
+    pub fn span_cost(len: usize) -> usize {
+        field_len(len)
+    }
+
+    fn scope_spans_len(&self, spans_len: usize) -> usize {
+        field_len(self.scope.len()) + spans_len
+    }
+
+    fn resource_spans_len(&self, spans_len: usize) -> usize {
+        field_len(self.resource.len())
+            + field_len(self.scope_spans_len(spans_len))
+            + field_len(SCHEMA_URL.len())
+    }
+
+    /// Exact bytes of a request whose spans cost `spans_len` in total (see [`Self::span_cost`]).
+    pub fn request_len(&self, spans_len: usize) -> usize {
+        field_len(self.resource_spans_len(spans_len))
+    }
+
+    /// An `ExportTraceServiceRequest` holding `spans` (each from [`Self::encode_span`]); with
+    /// `grpc_frame`, preceded by gRPC's length prefix (uncompressed flag, 4-byte big-endian
+    /// length: "gRPC over HTTP2", Length-Prefixed-Message).
+    pub fn encode<'a>(
+        &self,
+        spans: impl Iterator<Item = &'a [u8]> + Clone,
+        grpc_frame: bool,
+    ) -> Vec<u8> {
+        let spans_len: usize = spans.clone().map(|s| field_len(s.len())).sum();
+        let len = self.request_len(spans_len);
+        let mut buf = Vec::with_capacity(len + 5);
+        if grpc_frame {
+            buf.push(0);
+            buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        }
+        // ExportTraceServiceRequest.resource_spans = 1
+        put_field_header(1, self.resource_spans_len(spans_len), &mut buf);
+        // ResourceSpans.resource = 1
+        put_field_header(1, self.resource.len(), &mut buf);
+        buf.extend_from_slice(&self.resource);
+        // ResourceSpans.scope_spans = 2
+        put_field_header(2, self.scope_spans_len(spans_len), &mut buf);
+        // ScopeSpans.scope = 1, then ScopeSpans.spans = 2 (repeated)
+        put_field_header(1, self.scope.len(), &mut buf);
+        buf.extend_from_slice(&self.scope);
+        for span in spans {
+            put_field_header(2, span.len(), &mut buf);
+            buf.extend_from_slice(span);
+        }
+        // ResourceSpans.schema_url = 3
+        put_field_header(3, SCHEMA_URL.len(), &mut buf);
+        buf.extend_from_slice(SCHEMA_URL.as_bytes());
+        buf
+    }
+}
+
+/// The semantic conventions version our attribute names follow.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.26.0";
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,134 @@
-//! Resource attributes built once per VM (issue 5). Placeholder until implemented.
+//! The OTel Resource of every span this proxy exports: who emitted it (OTel semantic
+//! conventions: `service.*`, `k8s.*`, `telemetry.sdk.*`), computed once per configuration.
+
+use crate::node::{NodeInfo, LABEL_CANONICAL_REVISION, LABEL_K8S_VERSION, LABEL_VERSION};
+use crate::span::AttrValue;
+use std::collections::BTreeMap;
+
+/// `extra` are `OTEL_RESOURCE_ATTRIBUTES`-style attributes from the configuration; they add to
+/// or replace the detected ones, except `service.name`, which `serviceName` and
+/// `tracingServiceName` own.
+pub fn build_resource(
+    node: &NodeInfo,
+    service_name: &str,
+    extra: &BTreeMap<String, String>,
+) -> Vec<(String, AttrValue)> {
+    let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(12 + extra.len());
+    let mut put = |key: &str, value: &str| {
+        if value.is_empty() {
+            return;
+        }
+        let value = AttrValue::Str(value.to_string());
+        match attrs.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => attrs.push((key.to_string(), value)),
+        }
+    };
+    put("service.name", service_name);
+    // Istio's canonical revision order: the explicit label, then the Kubernetes and plain ones.
+    let version = [LABEL_CANONICAL_REVISION, LABEL_K8S_VERSION, LABEL_VERSION]
+        .iter()
+        .find_map(|l| node.label(l));
+    put("service.version", version.unwrap_or(""));
+    put("service.namespace", &node.namespace);
+    put("k8s.namespace.name", &node.namespace);
+    put("k8s.pod.name", &node.pod_name);
+    put("k8s.cluster.name", &node.cluster_id);
+    put("istio.mesh_id", &node.mesh_id);
+    let instance = match (node.pod_name.is_empty(), node.namespace.is_empty()) {
+        (false, false) => format!("{}.{}", node.pod_name, node.namespace),
+        (false, true) => node.pod_name.clone(),
+        _ => node.id.clone(),
+    };
+    put("service.instance.id", &instance);
+    put("telemetry.sdk.name", "meshtrace");
+    put("telemetry.sdk.language", "rust");
+    put("telemetry.sdk.version", crate::VERSION);
+    for (k, v) in extra {
+        if k != "service.name" {
+            put(k, v);
+        }
+    }
+    attrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::LABEL_APP;
+
+    fn get<'a>(attrs: &'a [(String, AttrValue)], key: &str) -> Option<&'a str> {
+        attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| match v {
+                AttrValue::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn resource_describes_the_workload() {
+        let node = NodeInfo {
+            namespace: "default".into(),
+            pod_name: "reviews-v2-7d9f".into(),
+            cluster_id: "Kubernetes".into(),
+            mesh_id: "cluster.local".into(),
+            labels: vec![
+                (LABEL_APP, "reviews".into()),
+                (LABEL_CANONICAL_REVISION, "v2".into()),
+            ],
+            ..NodeInfo::default()
+        };
+        let extra = BTreeMap::from([
+            (
+                "deployment.environment.name".to_string(),
+                "prod".to_string(),
+            ),
+            ("service.name".to_string(), "ignored".to_string()),
+            ("k8s.cluster.name".to_string(), "east".to_string()),
+        ]);
+        let r = build_resource(&node, "reviews.default", &extra);
+        let cases = [
+            (
+                "service.name",
+                Some("reviews.default"),
+                "from tracingServiceName, not overridable by extras",
+            ),
+            (
+                "service.version",
+                Some("v2"),
+                "canonical revision when no version label",
+            ),
+            ("service.namespace", Some("default"), "namespace"),
+            ("k8s.namespace.name", Some("default"), "namespace"),
+            ("k8s.pod.name", Some("reviews-v2-7d9f"), "pod"),
+            (
+                "k8s.cluster.name",
+                Some("east"),
+                "extras replace detected values",
+            ),
+            ("istio.mesh_id", Some("cluster.local"), "mesh"),
+            (
+                "service.instance.id",
+                Some("reviews-v2-7d9f.default"),
+                "pod.namespace",
+            ),
+            ("telemetry.sdk.name", Some("meshtrace"), "sdk"),
+            (
+                "deployment.environment.name",
+                Some("prod"),
+                "extra attribute",
+            ),
+        ];
+        for (key, want, why) in cases {
+            assert_eq!(get(&r, key), want, "{key}: {why}");
+        }
+        let empty = build_resource(&NodeInfo::default(), "istio-proxy", &BTreeMap::new());
+        assert_eq!(
+            get(&empty, "k8s.namespace.name"),
+            None,
+            "empty values are left out"
+        );
+    }
+}

@@ -1,1 +1,172 @@
-//! Span records (issue 5). Placeholder until implemented.
+//! A finished span, as the proxy recorded it: OpenTelemetry's span data model (OTel
+//! specification, "Tracing API: Span") restricted to what a proxy knows.
+
+use crate::config::LimitsConfig;
+use crate::context::SpanContext;
+use crate::ids::SpanId;
+
+/// OTel SpanKind: the proxy is the SERVER side of an inbound call, the CLIENT of an outbound one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+/// The attribute value types spans need (OTel "Common: Attribute").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// OTel span status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusCode {
+    #[default]
+    Unset,
+    Ok,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub context: SpanContext,
+    /// The parent span id (the remote caller's or the app's span); `None` for a trace root.
+    pub parent: Option<SpanId>,
+    /// The `tracestate` sent on with this span's context (W3C §3.3), empty when none.
+    pub trace_state: String,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    pub attributes: Vec<(String, AttrValue)>,
+    /// Attributes refused by `limits.maxAttributes` (OTel "Attribute Limits": count, not fail).
+    pub dropped_attributes: u32,
+    pub status: StatusCode,
+    pub status_message: String,
+}
+
+impl Span {
+    pub fn new(
+        context: SpanContext,
+        parent: Option<SpanId>,
+        trace_state: String,
+        name: String,
+        kind: SpanKind,
+        start_unix_nanos: u64,
+        end_unix_nanos: u64,
+    ) -> Span {
+        Span {
+            context,
+            parent,
+            trace_state,
+            name,
+            kind,
+            start_unix_nanos,
+            end_unix_nanos,
+            attributes: Vec::with_capacity(16),
+            dropped_attributes: 0,
+            status: StatusCode::Unset,
+            status_message: String::new(),
+        }
+    }
+
+    /// Sets an attribute within the limits (OTel "Attribute Limits"): a string longer than
+    /// `maxAttributeLength` is cut at a character boundary; beyond `maxAttributes` the attribute
+    /// is dropped and counted. Setting a key again replaces its value.
+    pub fn set_attribute(
+        &mut self,
+        key: impl Into<String>,
+        value: AttrValue,
+        limits: &LimitsConfig,
+    ) {
+        let key = key.into();
+        let value = match value {
+            AttrValue::Str(s) => AttrValue::Str(truncate(s, limits.max_attribute_length)),
+            other => other,
+        };
+        if let Some(slot) = self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else if self.attributes.len() < limits.max_attributes {
+            self.attributes.push((key, value));
+        } else {
+            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::TraceFlags;
+    use crate::ids::TraceId;
+
+    fn span() -> Span {
+        let ctx = SpanContext {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([2; 8]),
+            flags: TraceFlags(1),
+        };
+        Span::new(
+            ctx,
+            None,
+            String::new(),
+            "GET /".into(),
+            SpanKind::Server,
+            1,
+            2,
+        )
+    }
+
+    #[test]
+    fn attributes_respect_the_limits() {
+        let limits = LimitsConfig {
+            max_attribute_length: 16,
+            max_attributes: 2,
+            ..LimitsConfig::default()
+        };
+        let mut s = span();
+        s.set_attribute("a", AttrValue::Str("x".repeat(100)), &limits);
+        s.set_attribute("b", AttrValue::Int(1), &limits);
+        s.set_attribute("c", AttrValue::Bool(true), &limits);
+        s.set_attribute("b", AttrValue::Int(2), &limits);
+        assert_eq!(
+            s.attributes,
+            vec![
+                ("a".into(), AttrValue::Str("x".repeat(16))),
+                ("b".into(), AttrValue::Int(2))
+            ]
+        );
+        assert_eq!(
+            s.dropped_attributes, 1,
+            "the third attribute is dropped and counted"
+        );
+    }
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let cases = [
+            ("héllo", 2, "h", "é is two bytes: cut before it"),
+            ("héllo", 3, "hé", "cut after it"),
+            ("abc", 3, "abc", "at the limit: unchanged"),
+            ("日本語", 4, "日", "three-byte characters"),
+            ("", 0, "", "empty"),
+        ];
+        for (input, max, want, why) in cases {
+            assert_eq!(truncate(input.to_string(), max), want, "{why}");
+        }
+    }
+}

@@ -15,12 +15,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedCall {
     pub cluster: String,
-    /// For gRPC: `service/method`; for HTTP: the `:path` header.
+    /// The `:path` header.
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout: Duration,
-    pub grpc: bool,
 }
 
 #[derive(Debug, Default)]
@@ -139,25 +138,6 @@ impl Host for MockHost {
                     .collect(),
                 body: body.to_vec(),
                 timeout,
-                grpc: false,
-            },
-            Outgoing::Grpc {
-                cluster,
-                service,
-                method,
-                metadata,
-                message,
-                timeout,
-            } => RecordedCall {
-                cluster: cluster.to_string(),
-                target: format!("{service}/{method}"),
-                headers: metadata
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
-                    .collect(),
-                body: message.to_vec(),
-                timeout,
-                grpc: true,
             },
         };
         let mut calls = self.calls.borrow_mut();

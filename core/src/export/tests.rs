@@ -1,0 +1,417 @@
+use super::*;
+use crate::config::Config;
+use crate::context::{SpanContext, TraceFlags};
+use crate::host::mock::MockHost;
+use crate::ids::{SpanId, TraceId};
+use crate::otlp::ExportTraceServiceRequest;
+
+fn ok() -> ExportResponse<'static> {
+    ExportResponse {
+        status: Some(200),
+        ..ExportResponse::default()
+    }
+}
+
+fn http(status: Option<u16>) -> ExportResponse<'static> {
+    ExportResponse {
+        status,
+        ..ExportResponse::default()
+    }
+}
+use crate::span::SpanKind;
+use prost::Message;
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+
+fn exporter(json: &str) -> (Exporter, MockHost, Metrics) {
+    let config = Config::parse(json.as_bytes()).unwrap();
+    let host = MockHost::new();
+    let metrics = Metrics::define(&host);
+    let resource = vec![(
+        "service.name".to_string(),
+        AttrValue::Str("reviews.default".into()),
+    )];
+    (
+        Exporter::new(&config.exporter, &config.limits, resource),
+        host,
+        metrics,
+    )
+}
+
+fn span(name: &str) -> Span {
+    let ctx = SpanContext {
+        trace_id: TraceId([7; 16]),
+        span_id: SpanId([1; 8]),
+        flags: TraceFlags(1),
+    };
+    Span::new(
+        ctx,
+        None,
+        String::new(),
+        name.to_string(),
+        SpanKind::Server,
+        1,
+        2,
+    )
+}
+
+/// Span names of each recorded export request, decoded.
+fn sent(host: &MockHost) -> Vec<Vec<String>> {
+    host.calls
+        .borrow()
+        .iter()
+        .map(|c| {
+            let grpc = c
+                .headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "application/grpc");
+            let body = if grpc { &c.body[5..] } else { &c.body[..] };
+            let req = ExportTraceServiceRequest::decode(body).unwrap();
+            req.resource_spans
+                .iter()
+                .flat_map(|rs| {
+                    rs.scope_spans
+                        .iter()
+                        .flat_map(|ss| ss.spans.iter().map(|s| s.name.clone()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn fill(e: &mut Exporter, host: &MockHost, m: &Metrics, names: &[&str]) {
+    for n in names {
+        e.enqueue(span(n), host, m);
+    }
+}
+
+#[test]
+fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "1s"}}"#);
+    e.on_tick(&host, &m, SEC);
+    fill(&mut e, &host, &m, &["a", "b", "c", "d", "e"]);
+    e.on_tick(&host, &m, SEC + 100 * MS);
+    assert_eq!(
+        sent(&host),
+        vec![vec!["a", "b"], vec!["c", "d"]],
+        "two full batches, in order"
+    );
+    assert_eq!(e.queue_len(), 1);
+    e.on_tick(&host, &m, SEC + 500 * MS);
+    assert_eq!(
+        sent(&host).len(),
+        2,
+        "a partial batch waits for the interval"
+    );
+    e.on_tick(&host, &m, 2 * SEC + 100 * MS);
+    assert_eq!(sent(&host)[2], vec!["e"]);
+    assert_eq!(host.metric("meshtrace_spans_recorded"), 5);
+    assert_eq!(host.metric("meshtrace_export_requests"), 3);
+    for (token, _) in [(1, ()), (2, ()), (3, ())] {
+        e.on_response(token, &ok(), &host, &m, 3 * SEC);
+    }
+    assert_eq!(host.metric("meshtrace_spans_exported"), 5);
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[test]
+fn http_requests_are_otlp_http_protobuf_posts() {
+    let (mut e, host, m) = exporter(
+        r#"{"exporter": {"cluster": "outbound|4318||otel.obs.svc.cluster.local", "path": "/otlp/v1/traces",
+            "timeout": "2s", "headers": [{"name": "authorization", "value": "Bearer t"}]}}"#,
+    );
+    fill(&mut e, &host, &m, &["a"]);
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 2 * SEC);
+    let calls = host.calls.borrow();
+    let call = &calls[0];
+    assert_eq!(call.cluster, "outbound|4318||otel.obs.svc.cluster.local");
+    assert_eq!(call.target, "/otlp/v1/traces");
+    assert_eq!(call.timeout, Duration::from_secs(2));
+    let h = |k: &str| {
+        call.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(h(":method"), Some("POST"));
+    assert_eq!(
+        h(":authority"),
+        Some("otel.obs.svc.cluster.local"),
+        "authority from the Istio cluster name"
+    );
+    assert_eq!(h("content-type"), Some("application/x-protobuf"));
+    assert_eq!(h("authorization"), Some("Bearer t"));
+    let req = ExportTraceServiceRequest::decode(call.body.as_slice()).unwrap();
+    let resource = req.resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(resource.attributes[0].key, "service.name");
+}
+
+#[test]
+fn grpc_requests_are_otlp_grpc_over_http2() {
+    let (mut e, host, m) = exporter(
+        r#"{"exporter": {"protocol": "grpc", "cluster": "outbound|4317||otel.obs.svc.cluster.local",
+            "timeout": "3s", "headers": [{"name": "x-tenant", "value": "books"}]}}"#,
+    );
+    fill(&mut e, &host, &m, &["a"]);
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 2 * SEC);
+    {
+        let calls = host.calls.borrow();
+        let h = |k: &str| {
+            calls[0]
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            calls[0].target,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+        assert_eq!(
+            h(":authority"),
+            Some("otel.obs.svc.cluster.local"),
+            "a valid authority"
+        );
+        assert_eq!(h("content-type"), Some("application/grpc"));
+        assert_eq!(h("te"), Some("trailers"));
+        assert_eq!(h("grpc-timeout"), Some("3000m"));
+        assert_eq!(h("x-tenant"), Some("books"));
+        let body = &calls[0].body;
+        assert_eq!(body[0], 0, "uncompressed message");
+        assert_eq!(
+            u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize,
+            body.len() - 5
+        );
+    }
+    assert_eq!(sent(&host), vec![vec!["a"]]);
+    e.on_response(
+        1,
+        &ExportResponse {
+            status: Some(200),
+            grpc_status: Some(0),
+            retry_after: None,
+        },
+        &host,
+        &m,
+        3 * SEC,
+    );
+    assert_eq!(host.metric("meshtrace_spans_exported"), 1);
+}
+
+#[test]
+fn the_queue_is_bounded_and_drops_the_oldest() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 4, "maxQueueSize": 4}}"#);
+    // The collector never answers: once MAX_IN_FLIGHT requests are out, spans pile up.
+    let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    for chunk in names.chunks(10) {
+        for n in chunk {
+            e.enqueue(span(n), &host, &m);
+        }
+        e.on_tick(&host, &m, 0);
+    }
+    assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
+    assert_eq!(e.queue_len(), 4);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_queue_full"),
+        100 - 4 - 4 * MAX_IN_FLIGHT as i64
+    );
+    e.on_response(1, &ok(), &host, &m, 0);
+    e.on_tick(&host, &m, 0);
+    assert_eq!(
+        sent(&host).last().unwrap(),
+        &vec!["s96", "s97", "s98", "s99"],
+        "the newest spans survive"
+    );
+}
+
+#[test]
+fn retryable_failures_back_off_and_give_up_after_max_retries() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxRetries": 2}}"#);
+    fill(&mut e, &host, &m, &["a"]);
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, SEC);
+    e.on_response(1, &http(Some(503)), &host, &m, SEC);
+    e.on_tick(&host, &m, SEC + 900 * MS);
+    assert_eq!(host.calls.borrow().len(), 1, "first back-off is one second");
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(host.calls.borrow().len(), 2, "retried");
+    assert_eq!(
+        host.calls.borrow()[0].body,
+        host.calls.borrow()[1].body,
+        "the same batch"
+    );
+    e.on_response(2, &http(None), &host, &m, 2 * SEC);
+    e.on_tick(&host, &m, 3 * SEC + 900 * MS);
+    assert_eq!(
+        host.calls.borrow().len(),
+        2,
+        "second back-off is two seconds"
+    );
+    e.on_tick(&host, &m, 4 * SEC);
+    e.on_response(3, &http(Some(502)), &host, &m, 4 * SEC);
+    assert_eq!(host.metric("meshtrace_export_failures"), 3);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_export_failed"),
+        1,
+        "dropped after two retries"
+    );
+    e.on_tick(&host, &m, 60 * SEC);
+    assert_eq!(host.calls.borrow().len(), 3, "nothing left to retry");
+}
+
+#[test]
+fn responses_are_classified_as_the_otlp_specification_says() {
+    // (status, retried?, why)
+    let statuses = [
+        (Some(429), true, "too many requests"),
+        (Some(502), true, "bad gateway"),
+        (Some(503), true, "unavailable"),
+        (Some(504), true, "gateway timeout"),
+        (None, true, "no response: connection refused or timed out"),
+        (Some(400), false, "bad request is permanent"),
+        (Some(401), false, "unauthorized is permanent"),
+        (Some(404), false, "wrong path is permanent"),
+        (
+            Some(500),
+            false,
+            "internal error is not in the retryable list",
+        ),
+    ];
+    for (status, retried, why) in statuses {
+        let (mut e, host, m) = exporter("{}");
+        fill(&mut e, &host, &m, &["a"]);
+        e.on_tick(&host, &m, 0);
+        e.on_tick(&host, &m, SEC);
+        e.on_response(1, &http(status), &host, &m, SEC);
+        e.on_tick(&host, &m, 100 * SEC);
+        assert_eq!(
+            host.calls.borrow().len() == 2,
+            retried,
+            "HTTP {status:?}: {why}"
+        );
+        assert_eq!(
+            host.metric("meshtrace_spans_dropped_export_failed") == 0,
+            retried,
+            "{why}"
+        );
+    }
+    let grpc = [
+        (Some(14), true, "UNAVAILABLE"),
+        (Some(8), true, "RESOURCE_EXHAUSTED"),
+        (Some(4), true, "DEADLINE_EXCEEDED"),
+        (Some(3), false, "INVALID_ARGUMENT"),
+        (Some(16), false, "UNAUTHENTICATED"),
+        (
+            None,
+            false,
+            "HTTP 200 without grpc-status is not a gRPC server",
+        ),
+    ];
+    for (code, retried, why) in grpc {
+        let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "grpc"}}"#);
+        fill(&mut e, &host, &m, &["a"]);
+        e.on_tick(&host, &m, 0);
+        e.on_tick(&host, &m, SEC);
+        e.on_response(
+            1,
+            &ExportResponse {
+                status: Some(200),
+                grpc_status: code,
+                retry_after: None,
+            },
+            &host,
+            &m,
+            SEC,
+        );
+        e.on_tick(&host, &m, 100 * SEC);
+        assert_eq!(
+            host.calls.borrow().len() == 2,
+            retried,
+            "gRPC {code:?}: {why}"
+        );
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_and_bounded() {
+    let cases = [
+        (Some("3"), 3 * SEC, "delay-seconds"),
+        (Some("3600"), 60 * SEC, "capped at a minute"),
+        (
+            Some("Wed, 21 Oct 2026 07:28:00 GMT"),
+            SEC,
+            "HTTP-date: our own back-off",
+        ),
+        (Some("-1"), SEC, "garbage: our own back-off"),
+        (None, SEC, "absent"),
+    ];
+    for (header, wait, why) in cases {
+        let (mut e, host, m) = exporter("{}");
+        fill(&mut e, &host, &m, &["a"]);
+        e.on_tick(&host, &m, 0);
+        e.on_tick(&host, &m, SEC);
+        e.on_response(
+            1,
+            &ExportResponse {
+                status: Some(429),
+                grpc_status: None,
+                retry_after: header,
+            },
+            &host,
+            &m,
+            SEC,
+        );
+        e.on_tick(&host, &m, SEC + wait - 1);
+        assert_eq!(host.calls.borrow().len(), 1, "{why}: not before {wait}ns");
+        e.on_tick(&host, &m, SEC + wait);
+        assert_eq!(host.calls.borrow().len(), 2, "{why}: retried at {wait}ns");
+    }
+}
+
+#[test]
+fn batches_respect_max_batch_bytes_and_oversized_spans_are_dropped() {
+    let (mut e, host, m) = exporter(r#"{"limits": {"maxBatchBytes": 1024}}"#);
+    let big = "x".repeat(300);
+    for i in 0..6 {
+        e.enqueue(span(&format!("{i}{big}")), &host, &m);
+    }
+    e.enqueue(span(&"y".repeat(2000)), &host, &m);
+    assert_eq!(host.metric("meshtrace_spans_dropped_too_large"), 1);
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 2 * SEC);
+    let calls = host.calls.borrow();
+    assert!(
+        calls.len() >= 2,
+        "six 300-byte spans do not fit one 1 KiB request"
+    );
+    assert!(
+        calls.iter().all(|c| c.body.len() <= 1024),
+        "every request within maxBatchBytes"
+    );
+    drop(calls);
+    assert_eq!(sent(&host).concat().len(), 6, "and none is lost");
+}
+
+#[test]
+fn a_refused_dispatch_drops_and_counts_without_failing() {
+    let (mut e, host, m) = exporter("{}");
+    host.fail_dispatch.set(true);
+    fill(&mut e, &host, &m, &["a", "b"]);
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(host.metric("meshtrace_spans_dropped_export_failed"), 2);
+    assert_eq!(host.metric("meshtrace_export_failures"), 1);
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[test]
+fn export_none_records_but_sends_nothing() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "none"}}"#);
+    fill(&mut e, &host, &m, &["a"]);
+    e.on_tick(&host, &m, 10 * SEC);
+    assert!(host.calls.borrow().is_empty());
+    assert_eq!(e.queue_len(), 0);
+}

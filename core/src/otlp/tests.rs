@@ -1,0 +1,126 @@
+use super::*;
+use crate::config::LimitsConfig;
+use crate::context::{SpanContext, TraceFlags};
+
+fn sample_span(name: &str, parent: Option<SpanId>) -> span::Span {
+    let mut s = span::Span::new(
+        SpanContext {
+            trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags: TraceFlags(3),
+        },
+        parent,
+        "ot=th:0".into(),
+        name.into(),
+        SpanKind::Server,
+        1_700_000_000_000_000_000,
+        1_700_000_000_002_000_000,
+    );
+    let limits = LimitsConfig::default();
+    s.set_attribute("http.request.method", AttrValue::Str("GET".into()), &limits);
+    s.set_attribute("http.response.status_code", AttrValue::Int(503), &limits);
+    s.set_attribute("error.flag", AttrValue::Bool(true), &limits);
+    s.status = StatusCode::Error;
+    s.status_message = "upstream reset".into();
+    s
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "meshtrace".into(),
+        version: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn span_fields_map_to_otlp() {
+    let parent = SpanId::from_hex("b7ad6b7169203331").unwrap();
+    let s = Span::from(sample_span("GET /reviews/{id}", Some(parent)));
+    assert_eq!(
+        s.trace_id,
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+            .unwrap()
+            .0
+    );
+    assert_eq!(s.parent_span_id, parent.0.to_vec());
+    assert_eq!(s.kind, SPAN_KIND_SERVER);
+    assert_eq!(s.flags, 0x303, "trace flags 03, parent known to be remote");
+    assert_eq!(
+        s.status,
+        Some(Status {
+            message: "upstream reset".into(),
+            code: 2
+        })
+    );
+    assert_eq!(s.attributes.len(), 3);
+    assert_eq!(
+        s.attributes[1].value,
+        Some(AnyValue {
+            value: Some(any_value::Value::IntValue(503))
+        })
+    );
+    let root = Span::from(sample_span("GET /", None));
+    assert!(
+        root.parent_span_id.is_empty(),
+        "a root span has no parent id"
+    );
+    assert_eq!(
+        root.flags, 0x103,
+        "root: has-is-remote set, is-remote clear"
+    );
+}
+
+#[test]
+fn framed_batches_equal_a_struct_encoding_and_decode_back() {
+    let resource = resource(vec![(
+        "service.name".into(),
+        AttrValue::Str("reviews.default".into()),
+    )]);
+    let spans: Vec<Span> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Span::from(sample_span(&format!("GET /{}", n.repeat(200)), None)))
+        .collect();
+    let encoded: Vec<Vec<u8>> = spans.iter().map(BatchEncoder::encode_span).collect();
+    let enc = BatchEncoder::new(&resource, &scope());
+    let framed = enc.encode(encoded.iter().map(Vec::as_slice), false);
+    let expected = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope()),
+                spans: spans.clone(),
+                schema_url: String::new(),
+            }],
+            schema_url: SCHEMA_URL.into(),
+        }],
+    };
+    assert_eq!(
+        framed,
+        expected.encode_to_vec(),
+        "byte-identical to prost's own encoding"
+    );
+    let decoded = ExportTraceServiceRequest::decode(framed.as_slice()).unwrap();
+    assert_eq!(decoded, expected);
+    let cost: usize = encoded
+        .iter()
+        .map(|e| BatchEncoder::span_cost(e.len()))
+        .sum();
+    assert_eq!(
+        framed.len(),
+        enc.request_len(cost),
+        "size accounting is exact"
+    );
+    let empty = enc.encode(std::iter::empty(), false);
+    assert_eq!(empty.len(), enc.request_len(0));
+    let grpc = enc.encode(encoded.iter().map(Vec::as_slice), true);
+    assert_eq!(grpc[0], 0, "uncompressed");
+    assert_eq!(
+        u32::from_be_bytes(grpc[1..5].try_into().unwrap()) as usize,
+        framed.len()
+    );
+    assert_eq!(
+        &grpc[5..],
+        framed.as_slice(),
+        "gRPC frame around the same message"
+    );
+}

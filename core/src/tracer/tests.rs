@@ -1,0 +1,313 @@
+use super::*;
+use crate::config::Config;
+use crate::host::mock::MockHost;
+use crate::node::NodeInfo;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SPAN: &str = "00f067aa0ba902b7";
+
+fn tracer(json: &str) -> Tracer {
+    let node = NodeInfo {
+        namespace: "default".into(),
+        workload_name: "reviews-v2".into(),
+        labels: vec![(crate::node::LABEL_APP, "reviews".into())],
+        mesh_id: "cluster.local".into(),
+        ..NodeInfo::default()
+    };
+    Tracer::new(Config::parse(json.as_bytes()).unwrap(), node, &|name| {
+        (name == "POD_NAME").then(|| "reviews-v2-abc".to_string())
+    })
+}
+
+fn request(host: &MockHost, t: &Tracer, role: Role) -> Option<ActiveSpan> {
+    let mut ids = IdGenerator::from_seed(1);
+    t.on_request_headers(host, &mut ids, &Metrics::none(), role)
+}
+
+fn traceparent(host: &MockHost) -> (String, String, String) {
+    let tp = host
+        .header("traceparent")
+        .expect("traceparent is always sent on");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[0], "00");
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+fn base_request() -> MockHost {
+    MockHost::new()
+        .with_time(1_700_000_000_000_000_000)
+        .with_header(":method", "GET")
+        .with_header(":path", "/reviews/0?user=1")
+        .with_header(":authority", "reviews:9080")
+        .with_header(":scheme", "http")
+}
+
+#[test]
+fn a_request_without_context_starts_a_random_sampled_trace() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = base_request();
+    let active = request(&host, &t, Role::Server).expect("sampled at 100%");
+    let (trace, span, flags) = traceparent(&host);
+    assert_eq!(
+        flags, "03",
+        "sampled, and the random flag for an id we generated"
+    );
+    assert_eq!(trace, active.context.trace_id.to_hex());
+    assert_eq!(span, active.context.span_id.to_hex());
+    assert!(active.parent.is_none());
+    let rid = host
+        .header("x-request-id")
+        .expect("a request id is generated");
+    assert_eq!(rid.len(), 36);
+}
+
+#[test]
+fn a_valid_parent_is_continued_with_a_new_span_id() {
+    let t = tracer(r#"{"randomSamplingPercentage": 0}"#);
+    let host = base_request()
+        .with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"))
+        .with_header("x-request-id", "req-7");
+    let active = request(&host, &t, Role::Client).expect("parent-based: sampled parent");
+    let (trace, span, flags) = traceparent(&host);
+    assert_eq!(trace, TRACE);
+    assert_ne!(span, SPAN);
+    assert_eq!(flags, "01", "the parent's random flag (unset) is kept");
+    assert_eq!(active.parent.map(|p| p.to_hex()), Some(SPAN.to_string()));
+    assert_eq!(host.header("x-request-id").as_deref(), Some("req-7"));
+}
+
+#[test]
+fn unsampled_requests_are_propagated_but_not_recorded() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00"));
+    assert!(request(&host, &t, Role::Server).is_none());
+    let (trace, _, flags) = traceparent(&host);
+    assert_eq!((trace.as_str(), flags.as_str()), (TRACE, "00"));
+}
+
+#[test]
+fn export_none_propagates_and_samples_but_records_nothing() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}}"#);
+    let host = base_request();
+    assert!(request(&host, &t, Role::Server).is_none());
+    assert_eq!(traceparent(&host).2, "03");
+}
+
+#[test]
+fn role_follows_direction_gateway_and_override() {
+    let sidecar = tracer("{}");
+    let mut gw = tracer("{}");
+    gw.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+    let forced = tracer(r#"{"role": "client"}"#);
+    let cases = [
+        (
+            &sidecar,
+            ListenerDirection::Inbound,
+            Role::Server,
+            "inbound listener",
+        ),
+        (
+            &sidecar,
+            ListenerDirection::Outbound,
+            Role::Client,
+            "outbound listener",
+        ),
+        (
+            &sidecar,
+            ListenerDirection::Unspecified,
+            Role::Server,
+            "plain Envoy listener",
+        ),
+        (
+            &gw,
+            ListenerDirection::Outbound,
+            Role::Server,
+            "gateways are the mesh's entry",
+        ),
+        (
+            &forced,
+            ListenerDirection::Inbound,
+            Role::Client,
+            "config override",
+        ),
+    ];
+    for (t, dir, want, reason) in cases {
+        assert_eq!(t.role(dir), want, "{reason}");
+    }
+}
+
+#[test]
+fn finished_span_carries_semantic_convention_attributes() {
+    let t = tracer(
+        r#"{"randomSamplingPercentage": 100, "customTags": {
+            "team": {"literal": {"value": "books"}},
+            "pod": {"environment": {"name": "POD_NAME"}},
+            "tenant": {"header": {"name": "x-tenant", "defaultValue": "none"}}}}"#,
+    );
+    let host = base_request()
+        .with_header("user-agent", "curl/8")
+        .with_header("x-request-id", "rid");
+    let active = request(&host, &t, Role::Client).unwrap();
+    let outcome = Outcome {
+        status: Some(503),
+        protocol_version: Some("1.1".into()),
+        upstream_cluster: Some("outbound|9080||ratings.default.svc.cluster.local".into()),
+        route_name: None,
+        details: Some("upstream_reset_before_response_started".into()),
+    };
+    let span = t.finish(active, &outcome, 1_700_000_000_000_500_000);
+    assert_eq!(span.name, "GET /reviews/{id}");
+    assert_eq!(span.kind, SpanKind::Client);
+    assert_eq!(span.end_unix_nanos - span.start_unix_nanos, 500_000);
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("missing attribute {k}"))
+    };
+    assert_eq!(attr("http.request.method"), AttrValue::Str("GET".into()));
+    assert_eq!(
+        attr("url.path"),
+        AttrValue::Str("/reviews/0".into()),
+        "no query string"
+    );
+    assert_eq!(attr("url.scheme"), AttrValue::Str("http".into()));
+    assert_eq!(attr("server.address"), AttrValue::Str("reviews".into()));
+    assert_eq!(attr("server.port"), AttrValue::Int(9080));
+    assert_eq!(attr("http.response.status_code"), AttrValue::Int(503));
+    assert_eq!(
+        attr("network.protocol.version"),
+        AttrValue::Str("1.1".into())
+    );
+    assert_eq!(attr("user_agent.original"), AttrValue::Str("curl/8".into()));
+    assert_eq!(attr("guid:x-request-id"), AttrValue::Str("rid".into()));
+    assert_eq!(attr("team"), AttrValue::Str("books".into()));
+    assert_eq!(attr("pod"), AttrValue::Str("reviews-v2-abc".into()));
+    assert_eq!(
+        attr("tenant"),
+        AttrValue::Str("none".into()),
+        "header default"
+    );
+    assert_eq!(span.status, StatusCode::Error);
+    assert_eq!(
+        span.status_message,
+        "upstream_reset_before_response_started"
+    );
+}
+
+#[test]
+fn status_follows_the_http_semantic_conventions() {
+    let cases = [
+        (Role::Server, Some(200), StatusCode::Unset, "2xx"),
+        (
+            Role::Server,
+            Some(404),
+            StatusCode::Unset,
+            "4xx is the client's fault",
+        ),
+        (
+            Role::Client,
+            Some(404),
+            StatusCode::Error,
+            "4xx fails the call",
+        ),
+        (Role::Server, Some(500), StatusCode::Error, "5xx"),
+        (Role::Client, Some(503), StatusCode::Error, "5xx"),
+        (Role::Server, None, StatusCode::Error, "reset: no response"),
+        (
+            Role::Client,
+            Some(302),
+            StatusCode::Unset,
+            "redirects are fine",
+        ),
+    ];
+    for (role, status, want, reason) in cases {
+        let outcome = Outcome {
+            status,
+            ..Outcome::default()
+        };
+        assert_eq!(
+            span_status(role, &outcome).0,
+            want,
+            "{role:?} {status:?}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn span_names_have_bounded_cardinality() {
+    let cases = [
+        (
+            "GET",
+            None,
+            "/productpage",
+            "GET /productpage",
+            "static path",
+        ),
+        ("GET", None, "/reviews/0", "GET /reviews/{id}", "numeric id"),
+        (
+            "GET",
+            None,
+            "/a/123e4567-e89b-12d3-a456-426614174000/b",
+            "GET /a/{id}/b",
+            "uuid",
+        ),
+        (
+            "POST",
+            None,
+            "/orders/5f2b8c1d9e/items",
+            "POST /orders/{id}/items",
+            "hex id",
+        ),
+        (
+            "GET",
+            None,
+            "/search?q=secret",
+            "GET /search",
+            "query string dropped",
+        ),
+        ("GET", None, "/", "GET /", "root"),
+        ("GET", None, "", "GET /", "empty path"),
+        ("", None, "/x", "HTTP /x", "missing method"),
+        (
+            "GET",
+            Some("reviews-route"),
+            "/reviews/0",
+            "GET reviews-route",
+            "named route wins",
+        ),
+        (
+            "GET",
+            Some("default"),
+            "/reviews/0",
+            "GET /reviews/{id}",
+            "generic route ignored",
+        ),
+        (
+            "GET",
+            None,
+            "/v1/users",
+            "GET /v1/users",
+            "version segment is not an id",
+        ),
+    ];
+    for (method, route, path, want, reason) in cases {
+        assert_eq!(span_name(method, route, path), want, "{reason}");
+    }
+}
+
+#[test]
+fn authority_splits_into_host_and_port() {
+    let cases = [
+        ("reviews:9080", ("reviews", Some(9080)), "host and port"),
+        ("reviews", ("reviews", None), "no port"),
+        ("[::1]:8080", ("::1", Some(8080)), "IPv6 literal"),
+        ("reviews:http", ("reviews:http", None), "non-numeric port"),
+        ("", ("", None), "empty"),
+    ];
+    for (input, want, reason) in cases {
+        assert_eq!(split_authority(input), want, "{reason}");
+    }
+}
