@@ -248,8 +248,9 @@ impl Exporter {
                 // The host refused the call (e.g. no such cluster): not retryable.
                 if !self.warned_dispatch {
                     log::warn!(
-                        "meshtrace: cannot send spans to cluster `{}`; is the collector's cluster \
-                         known to this proxy? (spans are dropped and counted)",
+                        "meshtrace: cannot send spans through exporter.cluster `{}`: is it a \
+                         cluster this proxy knows? Spans are dropped and counted in \
+                         meshtrace_spans_dropped_export_failed",
                         self.cluster
                     );
                     self.warned_dispatch = true;

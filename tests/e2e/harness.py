@@ -235,6 +235,97 @@ def any_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
+
+class FaultyCollector:
+    """An OTLP/HTTP front for the real collector that injects faults on demand: forwards export
+    requests to rotel (`forward`), answers with a status and headers (`status`), answers late
+    (`slow`), or stops listening altogether (`stop()`: connection refused) and comes back
+    (`start()`). Every attempt is recorded with its arrival time and span count."""
+
+    def __init__(self, target_port: int) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self._pb = trace_service_pb2
+        self.target_port = target_port
+        self.port = free_port()
+        self.mode: dict[str, Any] = {"kind": "forward"}
+        self.attempts: list[tuple[float, str, int]] = []
+        self._release = threading.Event()
+        self._server: _QuietServer | None = None
+        self._conns: set[socket.socket] = set()
+        self.start()
+
+    def _handler(self) -> type:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                owner._conns.add(self.connection)
+
+            def finish(self) -> None:
+                owner._conns.discard(self.connection)
+                super().finish()
+
+            def _answer(self, code: int, body: bytes = b"", headers: dict | None = None) -> None:
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                req = owner._pb.ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+                mode = dict(owner.mode)
+                owner.attempts.append((time.monotonic(), mode["kind"], n))
+                if mode["kind"] == "status":
+                    self._answer(mode["code"], headers=mode.get("headers"))
+                    return
+                if mode["kind"] == "slow":
+                    # Holds the answer past the exporter's timeout; released on close.
+                    owner._release.wait(mode["delay"])
+                fwd = urllib.request.Request(
+                    f"http://127.0.0.1:{owner.target_port}{self.path}", data=body, method="POST",
+                    headers={"content-type": "application/x-protobuf"})
+                try:
+                    with urllib.request.urlopen(fwd, timeout=10) as r:
+                        self._answer(r.status, r.read())
+                except Exception:  # noqa: BLE001 - the collector's failure is the answer
+                    self._answer(503)
+
+        return Handler
+
+    def start(self) -> None:
+        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stops listening and cuts the connections Envoy keeps alive: from now on, refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._release.set()
+        self.stop()
+
+
 class SpanView:
     """A decoded span with its resource, convenient for assertions."""
 
@@ -463,6 +554,13 @@ class Envoy:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the Envoy process (every Wasm VM lives in it)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
     def stats(self, filter_: str = "") -> dict[str, int]:
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -502,6 +600,8 @@ class Sidecar:
     concurrency: int = 1
     log_level: str = "info"
     wait_ready: bool = True
+    # Where the OTLP/HTTP collector cluster points (default: the stack's collector).
+    collector_http_port: int | None = None
 
     def __post_init__(self) -> None:
         s = self.stack
@@ -517,7 +617,9 @@ class Sidecar:
             static_cluster(f"inbound|{app_port}||", app_port),
             static_cluster(f"outbound|9080||{self.outbound_host}", self.upstream.port),
         ]
-        if s.collector is not None:
+        if self.collector_http_port is not None:
+            clusters.append(static_cluster(self.collector_cluster, self.collector_http_port))
+        elif s.collector is not None:
             clusters.append(static_cluster(self.collector_cluster, s.collector.http_port))
             clusters.append(static_cluster(self.collector_grpc_cluster, s.collector.grpc_port,
                                            http2=True))
@@ -559,6 +661,10 @@ class Stack:
     def _own(self, thing: Any) -> Any:
         self._closers.append(thing.close)
         return thing
+
+    def faulty_collector(self) -> FaultyCollector:
+        assert self.collector is not None, "a faulty collector fronts the real one"
+        return self._own(FaultyCollector(self.collector.http_port))
 
     def upstream(self, **kw: Any) -> Upstream:
         return self._own(Upstream(**kw))

@@ -1,0 +1,130 @@
+"""Tracing never hurts traffic: a real Envoy with the plugin exports through a fault-injecting
+front to the real rotel collector. Whatever the collector does, every request succeeds, the queue
+stays bounded, undelivered spans are counted by reason, and export resumes when it recovers."""
+import pytest
+
+from harness import wait_until
+
+EXPORTER = {"flushInterval": "50ms", "timeout": "2s", "maxBatchSize": 10,
+            "maxQueueSize": 50, "maxRetries": 2}
+
+
+@pytest.fixture
+def faulty(stack):
+    """(sidecar at 100% exporting through the faulty front, the front)."""
+    front = stack.faulty_collector()
+    car = stack.sidecar({"randomSamplingPercentage": 100, "exporter": EXPORTER},
+                        collector_http_port=front.port)
+    return car, front
+
+
+def load(car, n, path="/productpage"):
+    for _ in range(n):
+        status, _ = car.request(path)
+        assert status == 200, "tracing never fails a request"
+
+
+def stat(car, name):
+    return car.envoy.stat(f"wasmcustom.meshtrace_{name}")
+
+
+def dropped(car):
+    return sum(stat(car, f"spans_dropped_{r}") for r in ("queue_full", "export_failed", "too_large"))
+
+
+def test_429_retry_after_is_honoured_then_delivered(stack, faulty):
+    car, front = faulty
+    front.mode = {"kind": "status", "code": 429, "headers": {"retry-after": "2"}}
+    load(car, 5)
+    wait_until(lambda: front.attempts, 10, "the first export attempt")
+    front.mode = {"kind": "forward"}
+    stack.sink.wait_for_spans(10)
+    first, second = front.attempts[0][0], front.attempts[1][0]
+    assert second - first >= 1.9, "nothing is sent before Retry-After (2 s) has passed"
+    wait_until(lambda: stat(car, "spans_exported") == 10, 10, "every span to count as exported")
+    assert dropped(car) == 0 and stat(car, "export_failures") >= 1
+
+
+def test_503_is_retried_with_backoff_until_delivered(stack, faulty):
+    car, front = faulty
+    front.mode = {"kind": "status", "code": 503}
+    load(car, 5)
+    wait_until(lambda: len(front.attempts) >= 2, 15, "a retry after the first 503")
+    front.mode = {"kind": "forward"}
+    spans = stack.sink.wait_for_spans(10)
+    assert len({s.span_id for s in spans}) == 10, "each span delivered once"
+    wait_until(lambda: stat(car, "spans_exported") == 10, 10, "every span to count as exported")
+    assert dropped(car) == 0
+
+
+def test_400_is_dropped_without_retry(stack, faulty):
+    car, front = faulty
+    front.mode = {"kind": "status", "code": 400}
+    load(car, 5)
+    # Given up at once: with two retries and back-off a retried batch would need over 3 s.
+    wait_until(lambda: stat(car, "spans_dropped_export_failed") == 10, 2.5,
+               "the rejected spans to be dropped and counted without retries")
+    assert sum(n for _, _, n in front.attempts) == 10, "every span was sent exactly once"
+    front.mode = {"kind": "forward"}
+    load(car, 1)
+    stack.sink.wait_for_spans(2)
+    assert stat(car, "spans_exported") >= 2, "later batches still go out"
+
+
+def test_slow_collector_times_out_and_requests_are_unaffected(stack, faulty):
+    car, front = faulty
+    front.mode = {"kind": "slow", "delay": 8.0}
+    load(car, 20)
+    # Three attempts of 2 s (timeout) with 1 s and 2 s back-off between them.
+    wait_until(lambda: stat(car, "spans_dropped_export_failed") > 0, 30,
+               "timed-out batches to be dropped after their retries")
+    front.mode = {"kind": "forward"}
+    before = stat(car, "spans_exported")
+    load(car, 5)
+    wait_until(lambda: stat(car, "spans_exported") >= before + 10, 20, "export to resume")
+
+
+def test_collector_down_under_load_stays_bounded_and_recovers(stack, faulty):
+    car, front = faulty
+    load(car, 100)
+    wait_until(lambda: stat(car, "spans_exported") == 200, 20, "the warm-up spans exported")
+    rss_before = car.envoy.rss_bytes()
+    front.stop()  # connection refused from now on
+    for _ in range(10):
+        load(car, 100)
+        assert stat(car, "queue_depth") <= EXPORTER["maxQueueSize"], "the queue is bounded"
+    wait_until(lambda: stat(car, "spans_dropped_queue_full") > 0
+               and stat(car, "spans_dropped_export_failed") > 0, 20,
+               "drops counted by reason: queue full and export failed")
+    growth = car.envoy.rss_bytes() - rss_before
+    assert growth < 20 * 2**20, f"2,000 spans with the collector down grew Envoy by {growth} bytes"
+    front.start()
+    exported = stat(car, "spans_exported")
+    load(car, 10)
+    wait_until(lambda: stat(car, "spans_exported") >= exported + 20, 20,
+               "export to resume when the collector is back")
+    assert stat(car, "spans_recorded") == 2220
+
+
+def test_a_client_cannot_inflate_cost_at_an_untrusting_gateway(stack):
+    from harness import Node
+
+    gateway = {"sampling": {"trustIncoming": False, "forceHeader": "x-force-trace"},
+               "limits": {"maxAttributeLength": 64},
+               "customTags": {"tenant": {"header": {"name": "x-tenant"}}},
+               "exporter": {"flushInterval": "50ms"}}
+    car = stack.sidecar({**gateway, "randomSamplingPercentage": 0},
+                        node=Node(app="istio-ingressgateway", gateway=True), app_propagates=False)
+    hostile = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+               "x-force-trace": "1", "b3": "1", "user-agent": "A" * 8000, "x-tenant": "t" * 8000}
+    for _ in range(20):
+        status, _ = car.request("/", hostile)
+        assert status == 200
+    assert car.envoy.stat("wasmcustom.meshtrace_spans_recorded") == 0, \
+        "neither a sampled parent nor a force header turns tracing on"
+    big = stack.sidecar({**gateway, "randomSamplingPercentage": 100},
+                        node=Node(app="istio-ingressgateway", gateway=True), app_propagates=False)
+    big.request("/", hostile)
+    (span,) = stack.sink.wait_for_spans(1)
+    assert len(span.attributes["user_agent.original"]) == 64, "attribute values are truncated"
+    assert len(span.attributes["tenant"]) == 64, "custom tags from headers too"
