@@ -395,11 +395,20 @@ const GENERIC_ROUTES: [&str; 4] = [
     "InboundPassthroughCluster",
 ];
 
+/// A route someone named (a VirtualService route name), not one Istio generated: generic names,
+/// ports (`9080`), `host:port` virtual hosts and cluster-style names (`inbound|9080||`).
+fn is_meaningful_route(route: &str) -> bool {
+    !route.is_empty()
+        && !GENERIC_ROUTES.contains(&route)
+        && !route.bytes().all(|b| b.is_ascii_digit())
+        && !route.contains(['|', ':'])
+}
+
 /// `{METHOD} {target}` (OTel HTTP span name): a named route if there is one, else the path with
 /// id-like segments replaced by `{id}` — never the query string or raw ids (cardinality).
 pub fn span_name(method: &str, route_name: Option<&str>, path: &str) -> String {
     let method = if method.is_empty() { "HTTP" } else { method };
-    if let Some(route) = route_name.filter(|r| !r.is_empty() && !GENERIC_ROUTES.contains(r)) {
+    if let Some(route) = route_name.filter(|r| is_meaningful_route(r)) {
         return format!("{method} {route}");
     }
     let (path, _) = split_query(path);

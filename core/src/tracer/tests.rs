@@ -292,6 +292,27 @@ fn span_names_have_bounded_cardinality() {
             "GET /v1/users",
             "version segment is not an id",
         ),
+        (
+            "GET",
+            Some("9080"),
+            "/r/1",
+            "GET /r/{id}",
+            "Istio port route ignored",
+        ),
+        (
+            "GET",
+            Some("reviews.default.svc.cluster.local:9080"),
+            "/r",
+            "GET /r",
+            "host:port ignored",
+        ),
+        (
+            "GET",
+            Some("inbound|9080||"),
+            "/r",
+            "GET /r",
+            "cluster-style name ignored",
+        ),
     ];
     for (method, route, path, want, reason) in cases {
         assert_eq!(span_name(method, route, path), want, "{reason}");
