@@ -126,6 +126,7 @@ class Upstream:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -181,6 +182,7 @@ class OtlpSink:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -260,6 +262,7 @@ class FaultyCollector:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -364,9 +367,10 @@ def http_get(url: str, headers: dict[str, str] | list[tuple[str, str]] | None = 
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
+        pairs = list(headers.items() if isinstance(headers, dict) else (headers or []))
         conn.putrequest(method, u.path + (("?" + u.query) if u.query else ""),
+                        skip_host=any(k.lower() == "host" for k, _ in pairs),
                         skip_accept_encoding=True)
-        pairs = headers.items() if isinstance(headers, dict) else (headers or [])
         for k, v in pairs:
             conn.putheader(k, v)
         conn.endheaders()
@@ -648,8 +652,11 @@ class Sidecar:
 class Stack:
     """Owns every process and server a test starts; `close()` stops them all."""
 
-    def __init__(self, collector: bool = True) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="meshtrace-e2e-"))
+    def __init__(self, collector: bool = True, workdir: Path | None = None) -> None:
+        # A given workdir (the demo's log folder) is kept; a temporary one is removed on close.
+        self._keep_workdir = workdir is not None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="meshtrace-e2e-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._closers: list[Callable[[], None]] = []
         self.envoys: list[Envoy] = []
         self.sink: OtlpSink | None = None
@@ -691,4 +698,5 @@ class Stack:
                 close()
             except Exception:  # noqa: BLE001 - teardown must reach every process
                 pass
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self._keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

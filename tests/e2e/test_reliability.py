@@ -86,8 +86,8 @@ def test_slow_collector_times_out_and_requests_are_unaffected(stack, faulty):
 
 def test_collector_down_under_load_stays_bounded_and_recovers(stack, faulty):
     car, front = faulty
-    load(car, 100)
-    wait_until(lambda: stat(car, "spans_exported") == 200, 20, "the warm-up spans exported")
+    load(car, 20)  # 40 spans: within one queue, so none is dropped
+    wait_until(lambda: stat(car, "spans_exported") == 40, 20, "the warm-up spans exported")
     rss_before = car.envoy.rss_bytes()
     front.stop()  # connection refused from now on
     for _ in range(10):
@@ -103,7 +103,7 @@ def test_collector_down_under_load_stays_bounded_and_recovers(stack, faulty):
     load(car, 10)
     wait_until(lambda: stat(car, "spans_exported") >= exported + 20, 20,
                "export to resume when the collector is back")
-    assert stat(car, "spans_recorded") == 2220
+    assert stat(car, "spans_recorded") == 2060
 
 
 def test_a_client_cannot_inflate_cost_at_an_untrusting_gateway(stack):

@@ -1,0 +1,202 @@
+"""A Bookinfo-shaped mesh on 127.0.0.1: an ingress gateway and four workloads, each an app behind
+a sidecar Envoy with Istio-shaped node metadata, inbound and outbound listeners and the meshtrace
+plugin on both, exporting to the rotel collector (which forwards to an OTLP sink).
+
+    client → istio-ingressgateway → productpage ─┬→ details
+                                                 └→ reviews → ratings
+
+The apps copy `traceparent`, `tracestate`, `x-request-id` and `baggage` onto their outgoing calls,
+as the seed's Step 3 tells apps to — except `reviews`, which speaks only B3: its sidecar hands it
+`x-b3-*` headers and reads them back, so the trace stays joined across a B3-only app.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from harness import (INBOUND, OUTBOUND, Node, Stack, _QuietServer, free_port,  # noqa: E402
+                     http_get, listener, plugin_filter, static_cluster, wait_until,
+                     wasm_path)
+
+NAMESPACE = "default"
+PORT = 9080  # Bookinfo's service port
+W3C = ("traceparent", "tracestate", "x-request-id", "baggage")
+B3_ONLY = ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+           "x-request-id")
+COLLECTOR_CLUSTER = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
+
+
+@dataclass
+class Service:
+    app: str
+    version: str
+    path: str
+    calls: list[str] = field(default_factory=list)
+    propagate: tuple[str, ...] = W3C
+
+    @property
+    def workload(self) -> str:
+        return f"{self.app}-{self.version}"
+
+    @property
+    def host(self) -> str:
+        return f"{self.app}.{NAMESPACE}.svc.cluster.local"
+
+
+SERVICES = [
+    Service("productpage", "v1", "/productpage", calls=["details", "reviews"]),
+    Service("details", "v1", "/details/0"),
+    Service("reviews", "v2", "/reviews/0", calls=["ratings"], propagate=B3_ONLY),
+    Service("ratings", "v1", "/ratings/0"),
+]
+BY_APP = {s.app: s for s in SERVICES}
+
+
+class App:
+    """A Bookinfo app: answers with its name and what its callees answered, calling each callee
+    through its sidecar's outbound listener with the headers it was told to propagate."""
+
+    def __init__(self, service: Service, outbound_port: int) -> None:
+        owner = self
+        self.service = service
+        self.outbound_port = outbound_port
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                incoming = {k.lower(): v for k, v in self.headers.items()}
+                forward = {k: v for k, v in incoming.items() if k in owner.service.propagate}
+                status, children = 200, []
+                for callee in owner.service.calls:
+                    target = BY_APP[callee]
+                    code, body = http_get(f"http://127.0.0.1:{owner.outbound_port}{target.path}",
+                                          {**forward, "host": f"{callee}:{PORT}"})
+                    status = max(status, code)
+                    children.append(json.loads(body or b"{}"))
+                out = json.dumps({"service": owner.service.app, "calls": children}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.port = free_port()
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def plugin_config(percentage: float, mode: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "randomSamplingPercentage": percentage,
+        "tracingServiceName": mode,
+        "exporter": {"cluster": COLLECTOR_CLUSTER, "flushInterval": "200ms"},
+    }
+    config.update(extra)
+    return config
+
+
+def with_virtual_hosts(lst: dict, hosts: dict[str, str]) -> dict:
+    """Routes an outbound listener by Host, as Istio's per-port route tables do."""
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"] = [
+        {"name": f"{host}:{PORT}", "domains": [host, f"{host}:{PORT}", app, f"{app}:{PORT}"],
+         "routes": [{"name": "default", "match": {"prefix": "/"},
+                     "route": {"cluster": f"outbound|{PORT}||{host}", "timeout": "10s"}}]}
+        for app, host in hosts.items()]
+    return lst
+
+
+class Mesh:
+    """Starts everything; `close()` stops everything."""
+
+    def __init__(self, stack: Stack, sampling: float, mode: str) -> None:
+        self.stack = stack
+        wasm = wasm_path()
+        inbound_ports = {s.app: free_port() for s in SERVICES}
+        collector = static_cluster(COLLECTOR_CLUSTER, stack.collector.http_port)
+        self.apps: list[App] = []
+        self.sidecars = {}
+        for s in SERVICES:
+            outbound_port = free_port()
+            app = App(s, outbound_port)
+            stack._own(app)
+            self.apps.append(app)
+            extra: dict[str, Any] = {}
+            if s.propagate is B3_ONLY:
+                # Hand the B3-only app B3 headers as well as W3C ones; read B3 back.
+                extra["propagation"] = {"inject": ["tracecontext", "b3multi", "baggage"]}
+            filters = [plugin_filter(wasm, plugin_config(sampling, mode, **extra))]
+            callees = {c: BY_APP[c].host for c in s.calls}
+            clusters = [static_cluster(f"inbound|{PORT}||", app.port), collector]
+            clusters += [static_cluster(f"outbound|{PORT}||{BY_APP[c].host}", inbound_ports[c])
+                         for c in s.calls]
+            listeners = [listener("virtualInbound", inbound_ports[s.app], INBOUND,
+                                  f"inbound|{PORT}||", filters, route_name=f"inbound|{PORT}||")]
+            if callees:
+                listeners.append(with_virtual_hosts(
+                    listener("virtualOutbound", outbound_port, OUTBOUND, "unused", filters,
+                             route_name=str(PORT)), callees))
+            node = Node(app=s.app, version=s.version, namespace=NAMESPACE)
+            self.sidecars[s.app] = stack.envoy(
+                s.workload, {"node": node.envoy_node(),
+                             "static_resources": {"listeners": listeners, "clusters": clusters}},
+                wait_ready=False)
+        # The gateway: Istio marks its listeners OUTBOUND; the plugin is the mesh's entry SERVER
+        # span, and an internet-facing gateway trusts neither client sampling nor request ids.
+        self.gateway_port = free_port()
+        gw_config = plugin_config(sampling, mode, sampling={"trustIncoming": False},
+                                  propagation={"trustIncomingRequestId": False})
+        gw_node = Node(app="istio-ingressgateway", version="1.28", namespace="istio-system",
+                       gateway=True, workload="istio-ingressgateway",
+                       labels={"app": "istio-ingressgateway", "istio": "ingressgateway"})
+        pp = BY_APP["productpage"]
+        gw_listener = with_virtual_hosts(
+            listener("0.0.0.0_8080", self.gateway_port, OUTBOUND, "unused",
+                     [plugin_filter(wasm, gw_config)], route_name="http.8080"),
+            {"productpage": pp.host})
+        gw_listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+            "virtual_hosts"][0]["domains"] = ["*"]
+        self.gateway = stack.envoy(
+            "istio-ingressgateway",
+            {"node": gw_node.envoy_node(), "static_resources": {
+                "listeners": [gw_listener],
+                "clusters": [static_cluster(f"outbound|{PORT}||{pp.host}",
+                                            inbound_ports["productpage"]), collector]}},
+            wait_ready=False)
+        for envoy in [*self.sidecars.values(), self.gateway]:
+            envoy.wait_ready()
+
+    @property
+    def envoys(self) -> list:
+        return [self.gateway, *self.sidecars.values()]
+
+    def request(self) -> int:
+        status, _ = http_get(f"http://127.0.0.1:{self.gateway_port}/productpage",
+                             {"user-agent": "meshtrace-demo"})
+        return status
+
+    def counters(self) -> dict[str, int]:
+        """The plugin's counters summed over every proxy."""
+        total: dict[str, int] = {}
+        for envoy in self.envoys:
+            for k, v in envoy.stats("meshtrace").items():
+                if k.startswith("wasmcustom."):
+                    name = k.removeprefix("wasmcustom.meshtrace_")
+                    total[name] = total.get(name, 0) + v
+        return total
