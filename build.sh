@@ -104,8 +104,8 @@ cmd_test() {
   CARGO_TARGET_WASM32_WASIP1_RUNNER="$VENV/bin/python $ROOT/tests/wasi_runner.py" \
     cargo test -p meshtrace-core --target "$WASM_TARGET"
   cmd_build
-  # Headless Chromium renders the demo's HTML page in tests/demo.
-  ensure_apt chromium:chromium
+  # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image.
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
 }
