@@ -125,10 +125,9 @@ impl RootContext for Root {
             &tracer.config.limits,
             tracer.resource.clone(),
         );
-        if exporting {
-            if let Err(e) = hostcalls::set_tick_period(exporter.tick_period()) {
-                warn!("meshtrace: could not set the export tick: {e:?}");
-            }
+        // The tick flushes the request path's counters and, when exporting, sends spans.
+        if let Err(e) = hostcalls::set_tick_period(exporter.tick_period()) {
+            warn!("meshtrace: could not set the tick: {e:?}");
         }
         info!(
             "meshtrace configured: service {}, sampling {}%, export {}",
@@ -154,6 +153,7 @@ impl RootContext for Root {
         let host = ProxyHost;
         let mut exporter = shared.exporter.borrow_mut();
         exporter.on_tick(&host, &shared.metrics, host.now_unix_nanos());
+        shared.metrics.flush(&host);
         shared
             .metrics
             .set(&host, Metric::QueueDepth, exporter.queue_len() as u64);
@@ -201,7 +201,7 @@ impl HttpContext for Request {
             .tracer
             .finish(active, &outcome, host.now_unix_nanos());
         if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
-            exporter.enqueue(span, &host, &self.shared.metrics);
+            exporter.enqueue(span, &self.shared.metrics);
         }
     }
 }
@@ -225,6 +225,11 @@ fn read_outcome(host: &ProxyHost) -> Outcome {
             .map(|p| p.trim_start_matches("HTTP/").to_string()),
         upstream_cluster: text(&["xds", "cluster_name"]).or_else(|| text(&["cluster_name"])),
         route_name: text(&["xds", "route_name"]).or_else(|| text(&["route_name"])),
-        details: text(&["response", "code_details"]),
+        // Only an error's status message uses the details: no host call for the rest.
+        details: if status.is_none_or(|c| c >= 400) {
+            text(&["response", "code_details"])
+        } else {
+            None
+        },
     }
 }

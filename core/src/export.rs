@@ -127,8 +127,9 @@ impl Exporter {
     }
 
     /// Records a finished span: encoded once, queued, the oldest dropped when the queue is full.
-    pub fn enqueue(&mut self, span: Span, host: &dyn Host, metrics: &Metrics) {
-        metrics.inc(host, Metric::SpansRecorded);
+    /// Counts go through [`Metrics::count`]: no host call on the request path.
+    pub fn enqueue(&mut self, span: Span, metrics: &Metrics) {
+        metrics.count(Metric::SpansRecorded, 1);
         if self.protocol == ExportProtocol::None {
             return;
         }
@@ -138,7 +139,7 @@ impl Exporter {
             .request_len(BatchEncoder::span_cost(bytes.len()))
             > self.max_batch_bytes
         {
-            metrics.inc(host, Metric::SpansDroppedTooLarge);
+            metrics.count(Metric::SpansDroppedTooLarge, 1);
             return;
         }
         self.queue_bytes += bytes.len();
@@ -153,7 +154,7 @@ impl Exporter {
                 None => break,
             }
         }
-        metrics.add(host, Metric::SpansDroppedQueueFull, dropped);
+        metrics.count(Metric::SpansDroppedQueueFull, dropped);
     }
 
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per

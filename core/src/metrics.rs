@@ -2,6 +2,7 @@
 //! Envoy's stats (`/stats`, prefixed `wasmcustom.` by Envoy) and in Istio's Prometheus scrape.
 
 use crate::host::{Host, MetricKind};
+use std::cell::Cell;
 
 /// Every metric meshtrace reports. Names are stable: dashboards depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,9 @@ impl Metric {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     ids: [Option<u32>; Metric::ALL.len()],
+    /// Counts from the request path, held in the VM and handed to the host by [`Metrics::flush`]
+    /// on the root context's tick: a host call per request saved.
+    pending: [Cell<u64>; Metric::ALL.len()],
 }
 
 impl Metrics {
@@ -106,13 +110,17 @@ impl Metrics {
         for (slot, m) in ids.iter_mut().zip(Metric::ALL) {
             *slot = host.define_metric(m.kind(), m.name()).ok();
         }
-        Metrics { ids }
+        Metrics {
+            ids,
+            pending: Default::default(),
+        }
     }
 
     /// Metrics that record nothing (for tests that do not look at them).
     pub fn none() -> Metrics {
         Metrics {
             ids: [None; Metric::ALL.len()],
+            pending: Default::default(),
         }
     }
 
@@ -127,6 +135,21 @@ impl Metrics {
 
     pub fn inc(&self, host: &dyn Host, metric: Metric) {
         self.add(host, metric, 1);
+    }
+
+    /// Counts without a host call; visible after the next [`Metrics::flush`].
+    pub fn count(&self, metric: Metric, n: u64) {
+        if let Some(cell) = self.pending.get(metric.index()) {
+            cell.set(cell.get().saturating_add(n));
+        }
+    }
+
+    /// Hands the counts held since the last flush to the host.
+    pub fn flush(&self, host: &dyn Host) {
+        for (metric, cell) in Metric::ALL.iter().zip(&self.pending) {
+            let n = cell.replace(0);
+            self.add(host, *metric, n);
+        }
     }
 
     pub fn set(&self, host: &dyn Host, metric: Metric, value: u64) {
@@ -152,7 +175,15 @@ mod tests {
         m.inc(&host, Metric::SpansRecorded);
         m.add(&host, Metric::SpansRecorded, 2);
         m.set(&host, Metric::QueueDepth, 7);
-        assert_eq!(host.metric("meshtrace_spans_recorded"), 3);
+        m.count(Metric::SpansRecorded, 4);
+        assert_eq!(
+            host.metric("meshtrace_spans_recorded"),
+            3,
+            "held until the flush"
+        );
+        m.flush(&host);
+        m.flush(&host);
+        assert_eq!(host.metric("meshtrace_spans_recorded"), 7, "flushed once");
         assert_eq!(host.metric("meshtrace_queue_depth"), 7);
     }
 }

@@ -117,14 +117,15 @@ impl Tracer {
         metrics: &Metrics,
         role: Role,
     ) -> Option<ActiveSpan> {
-        let now = host.now_unix_nanos();
+        // The clock is a host call: read only when a rate cap needs it or a span starts.
+        let clock = || host.now_unix_nanos();
         let headers = host.request_headers();
         let prop = &self.config.propagation;
         let extracted = propagation::extract(&headers, &prop.extract);
         // Counted only when the request really starts over (another format may have carried a
         // valid context).
         if extracted.invalid.is_some() && extracted.parent.is_none() {
-            metrics.inc(host, Metric::ContextRestarted);
+            metrics.count(Metric::ContextRestarted, 1);
         }
         let Extracted {
             parent,
@@ -171,9 +172,13 @@ impl Tracer {
                 host: authority,
                 headers: &headers,
             },
-            now,
+            if self.sampler.has_rate_cap() {
+                clock()
+            } else {
+                0
+            },
         );
-        metrics.inc(host, decision_metric(decision.reason, decision.sampled));
+        metrics.count(decision_metric(decision.reason, decision.sampled), 1);
         // OpenTelemetry tracestate handling: a modified entry moves to the front (W3C §3.5).
         if decision.ot != incoming_ot {
             match &decision.ot {
@@ -219,7 +224,7 @@ impl Tracer {
             context,
             parent: parent.map(|p| p.span_id),
             trace_state: tracestate.header_value().unwrap_or_default(),
-            start_unix_nanos: now,
+            start_unix_nanos: clock(),
             method: method.to_string(),
             path: path_only.to_string(),
             scheme: header(":scheme").unwrap_or("").to_string(),
@@ -252,7 +257,7 @@ impl Tracer {
             if self.config.propagation.trust_incoming_request_id && request_id::is_acceptable(id) {
                 return id.to_string();
             }
-            metrics.inc(host, Metric::RequestIdReplaced);
+            metrics.count(Metric::RequestIdReplaced, 1);
         }
         let id = request_id::generate(ids);
         host.set_request_header(REQUEST_ID, Some(&id));

@@ -41,13 +41,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def settled(mesh: Mesh) -> dict[str, int] | None:
-    """The summed counters once every proxy has finished its spans and every recorded span is
-    exported (or dropped) and has reached the sink; None before."""
-    for envoy in mesh.envoys:
+def settled(mesh: Mesh, requests: int) -> dict[str, int] | None:
+    """The summed counters once every proxy has counted every decision and finished its spans,
+    and every recorded span is exported (or dropped) and has reached the sink; None before."""
+    for envoy, per_request in mesh.decisions_per_request():
         stats = envoy.stats("meshtrace")
-        decided = sum(v for k, v in stats.items() if "meshtrace_sampling_sampled_" in k)
-        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != decided:
+        decided = sum(v for k, v in stats.items() if "meshtrace_sampling_" in k)
+        sampled = sum(v for k, v in stats.items() if "meshtrace_sampling_sampled_" in k)
+        if decided != requests * per_request:
+            return None
+        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != sampled:
             return None
     c = mesh.counters()
     dropped = sum(v for k, v in c.items() if k.startswith("spans_dropped_"))
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mesh up in {time.monotonic() - t0:.1f}s: gateway http://127.0.0.1:{mesh.gateway_port}"
               f"/productpage, {len(mesh.envoys)} proxies with meshtrace, rotel collector")
         failed = sum(mesh.request() != 200 for _ in range(args.requests))
-        counters = wait_until(lambda: settled(mesh), 30, "every span to reach the collector")
+        counters = wait_until(lambda: settled(mesh, args.requests), 30,
+                              "every span to reach the collector")
         trees = report.traces(stack.sink.spans())
         for tree in trees:
             print(report.print_tree(tree))

@@ -186,6 +186,11 @@ class Mesh:
     def envoys(self) -> list:
         return [self.gateway, *self.sidecars.values()]
 
+    def decisions_per_request(self) -> list[tuple[object, int]]:
+        """Each proxy with the sampling decisions one request makes there: one per listener
+        it crosses (inbound, plus outbound once per call)."""
+        return [(self.gateway, 1)] + [(self.sidecars[s.app], 1 + len(s.calls)) for s in SERVICES]
+
     def request(self) -> int:
         status, _ = http_get(f"http://127.0.0.1:{self.gateway_port}/productpage",
                              {"user-agent": "meshtrace-demo"})

@@ -80,9 +80,9 @@ fn sent(host: &MockHost) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn fill(e: &mut Exporter, host: &MockHost, m: &Metrics, names: &[&str]) {
+fn fill(e: &mut Exporter, m: &Metrics, names: &[&str]) {
     for n in names {
-        e.enqueue(span(n), host, m);
+        e.enqueue(span(n), m);
     }
 }
 
@@ -90,7 +90,7 @@ fn fill(e: &mut Exporter, host: &MockHost, m: &Metrics, names: &[&str]) {
 fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "1s"}}"#);
     e.on_tick(&host, &m, SEC);
-    fill(&mut e, &host, &m, &["a", "b", "c", "d", "e"]);
+    fill(&mut e, &m, &["a", "b", "c", "d", "e"]);
     e.on_tick(&host, &m, SEC + 100 * MS);
     assert_eq!(
         sent(&host),
@@ -106,6 +106,7 @@ fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
     );
     e.on_tick(&host, &m, 2 * SEC + 100 * MS);
     assert_eq!(sent(&host)[2], vec!["e"]);
+    m.flush(&host);
     assert_eq!(host.metric("meshtrace_spans_recorded"), 5);
     assert_eq!(host.metric("meshtrace_export_requests"), 3);
     for (token, _) in [(1, ()), (2, ()), (3, ())] {
@@ -121,7 +122,7 @@ fn http_requests_are_otlp_http_protobuf_posts() {
         r#"{"exporter": {"cluster": "outbound|4318||otel.obs.svc.cluster.local", "path": "/otlp/v1/traces",
             "timeout": "2s", "headers": [{"name": "authorization", "value": "Bearer t"}]}}"#,
     );
-    fill(&mut e, &host, &m, &["a"]);
+    fill(&mut e, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     let calls = host.calls.borrow();
@@ -154,7 +155,7 @@ fn grpc_requests_are_otlp_grpc_over_http2() {
         r#"{"exporter": {"protocol": "grpc", "cluster": "outbound|4317||otel.obs.svc.cluster.local",
             "timeout": "3s", "headers": [{"name": "x-tenant", "value": "books"}]}}"#,
     );
-    fill(&mut e, &host, &m, &["a"]);
+    fill(&mut e, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     {
@@ -208,12 +209,13 @@ fn the_queue_is_bounded_and_drops_the_oldest() {
     let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
     for chunk in names.chunks(10) {
         for n in chunk {
-            e.enqueue(span(n), &host, &m);
+            e.enqueue(span(n), &m);
         }
         e.on_tick(&host, &m, 0);
     }
     assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
     assert_eq!(e.queue_len(), 4);
+    m.flush(&host);
     assert_eq!(
         host.metric("meshtrace_spans_dropped_queue_full"),
         100 - 4 - 4 * MAX_IN_FLIGHT as i64
@@ -230,7 +232,7 @@ fn the_queue_is_bounded_and_drops_the_oldest() {
 #[test]
 fn retryable_failures_back_off_and_give_up_after_max_retries() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxRetries": 2}}"#);
-    fill(&mut e, &host, &m, &["a"]);
+    fill(&mut e, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, SEC);
     e.on_response(1, &http(Some(503)), &host, &m, SEC);
@@ -282,7 +284,7 @@ fn responses_are_classified_as_the_otlp_specification_says() {
     ];
     for (status, retried, why) in statuses {
         let (mut e, host, m) = exporter("{}");
-        fill(&mut e, &host, &m, &["a"]);
+        fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         e.on_response(1, &http(status), &host, &m, SEC);
@@ -312,7 +314,7 @@ fn responses_are_classified_as_the_otlp_specification_says() {
     ];
     for (code, retried, why) in grpc {
         let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "grpc"}}"#);
-        fill(&mut e, &host, &m, &["a"]);
+        fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         e.on_response(
@@ -350,7 +352,7 @@ fn retry_after_is_honoured_and_bounded() {
     ];
     for (header, wait, why) in cases {
         let (mut e, host, m) = exporter("{}");
-        fill(&mut e, &host, &m, &["a"]);
+        fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         e.on_response(
@@ -376,9 +378,10 @@ fn batches_respect_max_batch_bytes_and_oversized_spans_are_dropped() {
     let (mut e, host, m) = exporter(r#"{"limits": {"maxBatchBytes": 1024}}"#);
     let big = "x".repeat(300);
     for i in 0..6 {
-        e.enqueue(span(&format!("{i}{big}")), &host, &m);
+        e.enqueue(span(&format!("{i}{big}")), &m);
     }
-    e.enqueue(span(&"y".repeat(2000)), &host, &m);
+    e.enqueue(span(&"y".repeat(2000)), &m);
+    m.flush(&host);
     assert_eq!(host.metric("meshtrace_spans_dropped_too_large"), 1);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
@@ -399,7 +402,7 @@ fn batches_respect_max_batch_bytes_and_oversized_spans_are_dropped() {
 fn a_refused_dispatch_drops_and_counts_without_failing() {
     let (mut e, host, m) = exporter("{}");
     host.fail_dispatch.set(true);
-    fill(&mut e, &host, &m, &["a", "b"]);
+    fill(&mut e, &m, &["a", "b"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     assert_eq!(host.metric("meshtrace_spans_dropped_export_failed"), 2);
@@ -410,7 +413,7 @@ fn a_refused_dispatch_drops_and_counts_without_failing() {
 #[test]
 fn export_none_records_but_sends_nothing() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "none"}}"#);
-    fill(&mut e, &host, &m, &["a"]);
+    fill(&mut e, &m, &["a"]);
     e.on_tick(&host, &m, 10 * SEC);
     assert!(host.calls.borrow().is_empty());
     assert_eq!(e.queue_len(), 0);

@@ -109,7 +109,13 @@ impl Sampler {
         }
     }
 
-    /// Decides for a request of trace `trace_id`. `now_nanos` feeds the rate cap.
+    /// Whether [`Sampler::decide`] needs the time (for the rate cap).
+    pub fn has_rate_cap(&self) -> bool {
+        self.cap.is_some()
+    }
+
+    /// Decides for a request of trace `trace_id`. `now_nanos` feeds the rate cap (and is
+    /// ignored without one).
     ///
     /// When incoming context is not trusted, the client's `ot` entry (which could carry a chosen
     /// `rv`) is discarded; if `parent.local_randomness` is given it becomes the trace's explicit
