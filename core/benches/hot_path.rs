@@ -1,0 +1,258 @@
+//! Micro-benchmarks of the pure core: the work meshtrace does per request, without the proxy.
+//! `cargo bench -p meshtrace-core` (or `./build.sh bench --micro`) prints ns per operation.
+//!
+//! Native figures; inside Envoy the same code runs as Wasm under V8, typically 1.5–3× slower,
+//! and host calls come on top (see BENCHMARKS.md for both).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use meshtrace_core::config::{Config, Propagator};
+use meshtrace_core::context::Role;
+use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
+use meshtrace_core::ids::{IdGenerator, TraceId};
+use meshtrace_core::metrics::Metrics;
+use meshtrace_core::node::NodeInfo;
+use meshtrace_core::otlp::{self, BatchEncoder, InstrumentationScope};
+use meshtrace_core::propagation::{self, b3, traceparent, TraceState};
+use meshtrace_core::sampling::{ParentInfo, RequestInfo, Sampler};
+use meshtrace_core::tracer::{Outcome, Tracer};
+use std::cell::Cell;
+use std::hint::black_box;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const TRACESTATE: &str = "ot=th:0;rv:0123456789abcd,congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+
+/// A host that answers like Envoy does for a typical mesh request, and counts header writes.
+/// `request_headers` returns an owned copy, as the proxy-wasm SDK does.
+struct BenchHost {
+    headers: Vec<(String, String)>,
+    writes: Cell<u32>,
+}
+
+impl BenchHost {
+    fn new(extra: &[(&str, &str)]) -> BenchHost {
+        let mut headers: Vec<(String, String)> = [
+            (":authority", "reviews.default.svc.cluster.local:9080"),
+            (":path", "/reviews/0?user=jason"),
+            (":method", "GET"),
+            (":scheme", "http"),
+            ("user-agent", "python-requests/2.32"),
+            ("accept", "*/*"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "a3e1c4d2-7b1f-4c3e-9d2a-5f6b7c8d9e0f"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        BenchHost {
+            headers,
+            writes: Cell::new(0),
+        }
+    }
+}
+
+impl Host for BenchHost {
+    fn now_unix_nanos(&self) -> u64 {
+        1_700_000_000_000_000_000
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn set_request_header(&self, _name: &str, _value: Option<&str>) {
+        self.writes.set(self.writes.get() + 1);
+    }
+    fn response_header(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+    fn dispatch(&self, _call: Outgoing<'_>) -> Result<u32, HostError> {
+        Err(HostError)
+    }
+    fn define_metric(&self, _kind: MetricKind, _name: &str) -> Result<u32, HostError> {
+        Err(HostError)
+    }
+    fn increment_metric(&self, _id: u32, _delta: i64) {}
+    fn record_metric(&self, _id: u32, _value: u64) {}
+}
+
+fn node() -> NodeInfo {
+    NodeInfo {
+        namespace: "default".into(),
+        workload_name: "reviews-v2".into(),
+        labels: vec![(meshtrace_core::node::LABEL_APP, "reviews".into())],
+        mesh_id: "cluster.local".into(),
+        ..NodeInfo::default()
+    }
+}
+
+fn tracer(json: &str) -> Tracer {
+    Tracer::new(Config::parse(json.as_bytes()).unwrap(), node(), &|_| None)
+}
+
+fn outcome() -> Outcome {
+    Outcome {
+        status: Some(200),
+        protocol_version: Some("1.1".into()),
+        upstream_cluster: Some("outbound|9080||reviews.default.svc.cluster.local".into()),
+        route_name: None,
+        details: None,
+    }
+}
+
+fn propagation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("propagation");
+    g.bench_function("traceparent parse", |b| {
+        b.iter(|| traceparent::parse(black_box(TRACEPARENT)))
+    });
+    let ctx = traceparent::parse(TRACEPARENT).unwrap();
+    g.bench_function("traceparent format", |b| {
+        b.iter(|| traceparent::format(black_box(&ctx)))
+    });
+    g.bench_function("tracestate parse+format (3 members)", |b| {
+        b.iter(|| TraceState::parse(std::iter::once(black_box(TRACESTATE))).header_value())
+    });
+    g.bench_function("b3 single parse", |b| {
+        b.iter(|| {
+            b3::parse_single(black_box(
+                "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            ))
+        })
+    });
+    let headers =
+        BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]).headers;
+    let all = [
+        Propagator::Tracecontext,
+        Propagator::B3,
+        Propagator::B3multi,
+        Propagator::Baggage,
+    ];
+    g.bench_function("extract (default propagators, W3C request)", |b| {
+        b.iter(|| propagation::extract(black_box(&headers), &all))
+    });
+    g.finish();
+}
+
+fn sampling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sampling");
+    let request = RequestInfo {
+        method: "GET",
+        path: "/reviews/0",
+        host: "reviews:9080",
+        headers: &[],
+    };
+    let root = Sampler::new(&Config::parse(br#"{"randomSamplingPercentage": 1}"#).unwrap());
+    let mut ids = IdGenerator::from_seed(7);
+    g.bench_function("decide (new trace, 1%)", |b| {
+        b.iter(|| root.decide(ids.trace_id(), &ParentInfo::default(), &request, 0))
+    });
+    let parent = ParentInfo {
+        sampled: Some(true),
+        ot: Some("th:0;rv:0123456789abcd"),
+        ..ParentInfo::default()
+    };
+    let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    g.bench_function("decide (sampled parent with ot)", |b| {
+        b.iter(|| root.decide(black_box(trace), &parent, &request, 0))
+    });
+    let with_rules = Sampler::new(
+        &Config::parse(
+            br#"{"sampling": {"rules": [
+                {"match": {"path": {"prefix": "/static/"}}, "sample": "never"},
+                {"match": {"method": "POST", "path": {"prefix": "/api/checkout"}}, "sample": "always"},
+                {"match": {"headers": [{"name": "x-tenant", "value": "gold"}]}, "sample": 50}]}}"#,
+        )
+        .unwrap(),
+    );
+    g.bench_function("decide (3 rules, none match)", |b| {
+        b.iter(|| with_rules.decide(ids.trace_id(), &ParentInfo::default(), &request, 0))
+    });
+    g.finish();
+}
+
+fn spans_and_export(c: &mut Criterion) {
+    let mut g = c.benchmark_group("export");
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = BenchHost::new(&[("traceparent", TRACEPARENT)]);
+    let mut ids = IdGenerator::from_seed(3);
+    let metrics = Metrics::none();
+    let mut span = || {
+        let active = t
+            .on_request_headers(&host, &mut ids, &metrics, Role::Client)
+            .unwrap();
+        t.finish(active, &outcome(), 1_700_000_000_002_000_000)
+    };
+    let one = span();
+    g.bench_function("encode one span", |b| {
+        b.iter_batched(
+            || one.clone(),
+            |s| BatchEncoder::encode_span(&otlp::Span::from(s)),
+            BatchSize::SmallInput,
+        )
+    });
+    let encoded = BatchEncoder::encode_span(&otlp::Span::from(one.clone()));
+    let spans: Vec<Vec<u8>> = (0..512).map(|_| encoded.clone()).collect();
+    let encoder = BatchEncoder::new(
+        &otlp::resource(t.resource.clone()),
+        &InstrumentationScope {
+            name: "meshtrace".into(),
+            version: "0.1.0".into(),
+        },
+    );
+    g.bench_function("frame a batch of 512 encoded spans (OTLP/HTTP)", |b| {
+        b.iter(|| encoder.encode(spans.iter().map(Vec::as_slice), false))
+    });
+    g.finish();
+}
+
+/// The whole request path as the plugin runs it per request, host calls excepted.
+fn request_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request path");
+    let metrics = Metrics::none();
+    let mut ids = IdGenerator::from_seed(11);
+    for (name, json, extra) in [
+        (
+            "new trace, not sampled (1%)",
+            r#"{"randomSamplingPercentage": 0}"#,
+            &[][..],
+        ),
+        (
+            "W3C parent, not sampled",
+            "{}",
+            &[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            )][..],
+        ),
+    ] {
+        let t = tracer(json);
+        let host = BenchHost::new(extra);
+        g.bench_function(format!("request headers: {name}"), |b| {
+            b.iter(|| t.on_request_headers(&host, &mut ids, &metrics, Role::Server))
+        });
+    }
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]);
+    g.bench_function("sampled: headers, finish, encode", |b| {
+        b.iter(|| {
+            let active = t
+                .on_request_headers(&host, &mut ids, &metrics, Role::Server)
+                .unwrap();
+            let span = t.finish(active, &outcome(), 1_700_000_000_002_000_000);
+            BatchEncoder::encode_span(&otlp::Span::from(span))
+        })
+    });
+    g.finish();
+    black_box(host.writes.get());
+}
+
+criterion_group!(
+    benches,
+    propagation,
+    sampling,
+    spans_and_export,
+    request_path
+);
+criterion_main!(benches);
