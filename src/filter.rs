@@ -1,7 +1,7 @@
 //! The proxy-wasm contexts: a root context per VM that owns the configuration and the exporter,
 //! and an HTTP context per request. Both delegate every decision to the core.
 
-use crate::proxy_host::ProxyHost;
+use crate::proxy_host::{self, ProxyHost};
 use log::{error, info, warn};
 use meshtrace_core::config::{Config, ExportProtocol};
 use meshtrace_core::export::{ExportResponse, Exporter};
@@ -57,17 +57,16 @@ impl Context for Root {
         num_trailers: usize,
     ) {
         let Some(shared) = &self.shared else { return };
-        // Envoy answers a read of an absent map with BadArgument, on which the SDK panics: read a
-        // map only when the host says it has entries.
+        // The collector's answer: read only what the host says is there.
         let header = |name| {
             (num_headers > 0)
-                .then(|| hostcalls::get_map_value(MapType::HttpCallResponseHeaders, name))
-                .and_then(|r| r.ok().flatten())
+                .then(|| proxy_host::map_value(MapType::HttpCallResponseHeaders, name))
+                .flatten()
         };
         let trailer = |name| {
             (num_trailers > 0)
-                .then(|| hostcalls::get_map_value(MapType::HttpCallResponseTrailers, name))
-                .and_then(|r| r.ok().flatten())
+                .then(|| proxy_host::map_value(MapType::HttpCallResponseTrailers, name))
+                .flatten()
         };
         let status = header(":status").and_then(|s| s.parse::<u16>().ok());
         let retry_after = header("retry-after");
@@ -180,7 +179,8 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let host = ProxyHost;
         let shared = &self.shared;
-        let role = shared.tracer.role(ListenerDirection::read(&host));
+        let xds = shared.tracer.node.xds;
+        let role = shared.tracer.role(|| ListenerDirection::read(&host, xds));
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return Action::Continue;
         };
@@ -195,7 +195,7 @@ impl HttpContext for Request {
             return;
         };
         let host = ProxyHost;
-        let outcome = read_outcome(&host);
+        let outcome = Outcome::read(&host, self.shared.tracer.node.xds);
         let span = self
             .shared
             .tracer
@@ -203,33 +203,5 @@ impl HttpContext for Request {
         if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
             exporter.enqueue(span, &self.shared.metrics);
         }
-    }
-}
-
-/// The stream's outcome from Envoy's attributes (read only for sampled requests).
-fn read_outcome(host: &ProxyHost) -> Outcome {
-    let text = |path: &[&str]| {
-        host.property(path)
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-    };
-    let status = host
-        .property(&["response", "code"])
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(i64::from_le_bytes)
-        .and_then(|c| u16::try_from(c).ok())
-        .filter(|c| *c != 0);
-    Outcome {
-        status,
-        protocol_version: text(&["request", "protocol"])
-            .map(|p| p.trim_start_matches("HTTP/").to_string()),
-        upstream_cluster: text(&["xds", "cluster_name"]).or_else(|| text(&["cluster_name"])),
-        route_name: text(&["xds", "route_name"]).or_else(|| text(&["route_name"])),
-        // Only an error's status message uses the details: no host call for the rest.
-        details: if status.is_none_or(|c| c >= 400) {
-            text(&["response", "code_details"])
-        } else {
-            None
-        },
     }
 }

@@ -8,6 +8,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshtrace_core::config::{Config, Propagator};
 use meshtrace_core::context::Role;
+use meshtrace_core::headers::HeaderMap;
 use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
 use meshtrace_core::ids::{IdGenerator, TraceId};
 use meshtrace_core::metrics::Metrics;
@@ -23,15 +24,16 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 const TRACESTATE: &str = "ot=th:0;rv:0123456789abcd,congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
 
 /// A host that answers like Envoy does for a typical mesh request, and counts header writes.
-/// `request_headers` returns an owned copy, as the proxy-wasm SDK does.
+/// `request_headers` parses the map from the ABI's serialized form, as the plugin does.
 struct BenchHost {
-    headers: Vec<(String, String)>,
+    headers: HeaderMap,
+    serialized: Vec<u8>,
     writes: Cell<u32>,
 }
 
 impl BenchHost {
     fn new(extra: &[(&str, &str)]) -> BenchHost {
-        let mut headers: Vec<(String, String)> = [
+        let mut pairs: Vec<(&str, &str)> = vec![
             (":authority", "reviews.default.svc.cluster.local:9080"),
             (":path", "/reviews/0?user=jason"),
             (":method", "GET"),
@@ -40,13 +42,11 @@ impl BenchHost {
             ("accept", "*/*"),
             ("x-forwarded-proto", "http"),
             ("x-request-id", "a3e1c4d2-7b1f-4c3e-9d2a-5f6b7c8d9e0f"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ];
+        pairs.extend_from_slice(extra);
         BenchHost {
-            headers,
+            headers: pairs.iter().copied().collect(),
+            serialized: serialize(&pairs),
             writes: Cell::new(0),
         }
     }
@@ -56,8 +56,8 @@ impl Host for BenchHost {
     fn now_unix_nanos(&self) -> u64 {
         1_700_000_000_000_000_000
     }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn request_headers(&self) -> HeaderMap {
+        HeaderMap::from_serialized(&self.serialized)
     }
     fn set_request_header(&self, _name: &str, _value: Option<&str>) {
         self.writes.set(self.writes.get() + 1);
@@ -76,6 +76,22 @@ impl Host for BenchHost {
     }
     fn increment_metric(&self, _id: u32, _delta: i64) {}
     fn record_metric(&self, _id: u32, _value: u64) {}
+}
+
+/// proxy-wasm's header map serialization, as the host hands it over.
+fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend(k.as_bytes());
+        out.push(0);
+        out.extend(v.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 fn node() -> NodeInfo {
@@ -121,8 +137,11 @@ fn propagation(c: &mut Criterion) {
             ))
         })
     });
-    let headers =
-        BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]).headers;
+    let host = BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]);
+    g.bench_function("read the header map (10 headers)", |b| {
+        b.iter(|| HeaderMap::from_serialized(black_box(&host.serialized)))
+    });
+    let headers = host.headers;
     let all = [
         Propagator::Tracecontext,
         Propagator::B3,
@@ -141,7 +160,7 @@ fn sampling(c: &mut Criterion) {
         method: "GET",
         path: "/reviews/0",
         host: "reviews:9080",
-        headers: &[],
+        headers: &HeaderMap::new(),
     };
     let root = Sampler::new(&Config::parse(br#"{"randomSamplingPercentage": 1}"#).unwrap());
     let mut ids = IdGenerator::from_seed(7);

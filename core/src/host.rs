@@ -1,6 +1,7 @@
 //! The few things the core needs from the proxy, behind one small trait. The proxy-wasm adapter
 //! implements it over host calls; [`mock::MockHost`] implements it for tests.
 
+use crate::headers::HeaderMap;
 use std::time::Duration;
 
 /// A failed host call. The core never panics on one: it degrades (no span, no export) instead.
@@ -32,7 +33,7 @@ pub trait Host {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     fn now_unix_nanos(&self) -> u64;
     /// All request headers, in order, repeated names kept (one host call).
-    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_headers(&self) -> HeaderMap;
     /// Sets (replacing every existing value) or, with `None`, removes a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod context;
 pub mod export;
+pub mod headers;
 pub mod host;
 pub mod ids;
 pub mod metrics;

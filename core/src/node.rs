@@ -1,8 +1,10 @@
 //! What the proxy knows about its workload: Istio's node metadata and the listener's direction.
 //!
 //! Envoy 1.40 exposes node data under `xds.node.*`; older istio-proxy builds under `node.*`. Both
-//! are read, the new path first. Labels are read one key at a time (a whole-struct read would
-//! return an opaque serialized map).
+//! are read, the new path first, once per configuration; which one answered tells where this
+//! proxy keeps the per-request xDS attributes (`listener_direction`, `cluster_name`, `route_name`),
+//! so a request reads exactly one path for each (a property read is among the dearest host calls).
+//! Labels are read one key at a time (a whole-struct read would return an opaque serialized map).
 
 use crate::host::Host;
 
@@ -35,6 +37,27 @@ pub struct NodeInfo {
     pub mesh_id: String,
     /// The labels of [`LABELS_READ`] that are set and non-empty.
     pub labels: Vec<(&'static str, String)>,
+    /// Where the per-request xDS attributes are.
+    pub xds: XdsAttributes,
+}
+
+/// Where a proxy exposes xDS attributes: under `xds.` (Envoy 1.40) or at the top level (older
+/// istio-proxy builds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XdsAttributes {
+    #[default]
+    Nested,
+    TopLevel,
+}
+
+impl XdsAttributes {
+    /// Reads the xDS attribute `name` (e.g. `cluster_name`) of the current stream.
+    pub fn read(self, host: &dyn Host, name: &str) -> Option<Vec<u8>> {
+        match self {
+            XdsAttributes::Nested => host.property(&["xds", name]),
+            XdsAttributes::TopLevel => host.property(&[name]),
+        }
+    }
 }
 
 impl NodeInfo {
@@ -48,14 +71,24 @@ impl NodeInfo {
                     .map(|v| (*label, v))
             })
             .collect();
+        let (id, xds) = match host.property(&["xds", "node", "id"]) {
+            Some(id) => (Some(id), XdsAttributes::Nested),
+            None => match host.property(&["node", "id"]) {
+                Some(id) => (Some(id), XdsAttributes::TopLevel),
+                None => (None, XdsAttributes::Nested),
+            },
+        };
         NodeInfo {
-            id: node_property(host, &["id"]).unwrap_or_default(),
+            id: id
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default(),
             namespace: meta("NAMESPACE"),
             workload_name: meta("WORKLOAD_NAME"),
             pod_name: meta("NAME"),
             cluster_id: meta("CLUSTER_ID"),
             mesh_id: meta("MESH_ID"),
             labels,
+            xds,
         }
     }
 
@@ -93,11 +126,9 @@ pub enum ListenerDirection {
 
 impl ListenerDirection {
     /// `xds.listener_direction` (older: `listener_direction`) is a little-endian int64.
-    pub fn read(host: &dyn Host) -> ListenerDirection {
-        let bytes = host
-            .property(&["xds", "listener_direction"])
-            .or_else(|| host.property(&["listener_direction"]));
-        let value = bytes
+    pub fn read(host: &dyn Host, xds: XdsAttributes) -> ListenerDirection {
+        let value = xds
+            .read(host, "listener_direction")
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(i64::from_le_bytes);
         match value {
@@ -150,36 +181,66 @@ mod tests {
 
     #[test]
     fn listener_direction_is_a_little_endian_int64() {
+        use XdsAttributes::*;
         type Prop<'a> = Option<(&'a [&'a str], Vec<u8>)>;
-        let cases: [(Prop, ListenerDirection, &str); 5] = [
+        let cases: [(Prop, XdsAttributes, ListenerDirection, &str); 6] = [
             (
                 Some((&["xds", "listener_direction"], 1i64.to_le_bytes().to_vec())),
+                Nested,
                 ListenerDirection::Inbound,
                 "inbound",
             ),
             (
                 Some((&["xds", "listener_direction"], 2i64.to_le_bytes().to_vec())),
+                Nested,
                 ListenerDirection::Outbound,
                 "outbound",
             ),
             (
                 Some((&["listener_direction"], 1i64.to_le_bytes().to_vec())),
+                TopLevel,
                 ListenerDirection::Inbound,
                 "older proxies",
             ),
             (
+                Some((&["listener_direction"], 1i64.to_le_bytes().to_vec())),
+                Nested,
+                ListenerDirection::Unspecified,
+                "only the path this proxy uses is read",
+            ),
+            (
                 Some((&["xds", "listener_direction"], vec![1, 0])),
+                Nested,
                 ListenerDirection::Unspecified,
                 "truncated value",
             ),
-            (None, ListenerDirection::Unspecified, "property missing"),
+            (
+                None,
+                Nested,
+                ListenerDirection::Unspecified,
+                "property missing",
+            ),
         ];
-        for (prop, want, reason) in cases {
+        for (prop, xds, want, reason) in cases {
             let host = match prop {
                 Some((path, v)) => MockHost::new().with_property(path, &v),
                 None => MockHost::new(),
             };
-            assert_eq!(ListenerDirection::read(&host), want, "{reason}");
+            assert_eq!(ListenerDirection::read(&host, xds), want, "{reason}");
         }
+    }
+
+    #[test]
+    fn the_node_path_that_answers_tells_where_xds_attributes_are() {
+        let new = MockHost::new().with_property(&["xds", "node", "id"], b"sidecar~a");
+        let old = MockHost::new().with_property(&["node", "id"], b"sidecar~a");
+        assert_eq!(NodeInfo::read(&new).xds, XdsAttributes::Nested);
+        assert_eq!(NodeInfo::read(&old).xds, XdsAttributes::TopLevel);
+        assert_eq!(NodeInfo::read(&old).id, "sidecar~a");
+        assert_eq!(
+            NodeInfo::read(&MockHost::new()).xds,
+            XdsAttributes::Nested,
+            "no node data at all: assume a current Envoy"
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::host::Host;
 use crate::ids::{IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
 use crate::naming;
-use crate::node::{ListenerDirection, NodeInfo};
+use crate::node::{ListenerDirection, NodeInfo, XdsAttributes};
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
 use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
@@ -93,15 +93,16 @@ impl Tracer {
         }
     }
 
-    /// The role of this proxy's span for a listener of the given direction.
-    pub fn role(&self, direction: ListenerDirection) -> Role {
+    /// The role of this proxy's span. `direction` reads the listener's direction, a host call
+    /// made only when the role depends on it (not at gateways, not with `role` set).
+    pub fn role(&self, direction: impl FnOnce() -> ListenerDirection) -> Role {
         match self.config.role {
             RoleSetting::Server => Role::Server,
             RoleSetting::Client => Role::Client,
             // Istio marks every gateway listener OUTBOUND, but a gateway is the server side of the
             // entry into the mesh.
             RoleSetting::Auto if self.node.is_gateway() => Role::Server,
-            RoleSetting::Auto => match direction {
+            RoleSetting::Auto => match direction() {
                 ListenerDirection::Outbound => Role::Client,
                 ListenerDirection::Inbound | ListenerDirection::Unspecified => Role::Server,
             },
@@ -143,12 +144,7 @@ impl Tracer {
             None => (ids.trace_id(), TraceFlags(TraceFlags::RANDOM)),
         };
 
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| headers.get(name);
         let method = header(":method").unwrap_or("");
         let path = header(":path").unwrap_or("");
         let authority = header(":authority").unwrap_or("");
@@ -204,10 +200,10 @@ impl Tracer {
         ) {
             // Host calls cost more than this comparison: skip removing an absent header or
             // rewriting one that already holds exactly the value.
-            let mut present = headers.iter().filter(|(k, _)| k == name);
+            let mut present = headers.get_all(name);
             let unchanged = match (&value, present.next(), present.next()) {
                 (None, None, _) => true,
-                (Some(v), Some((_, old)), None) => v == old,
+                (Some(v), Some(old), None) => v == old,
                 _ => false,
             };
             if !unchanged {
@@ -359,6 +355,36 @@ pub struct Outcome {
     pub route_name: Option<String>,
     /// Envoy response flags / details, used as the status message on errors.
     pub details: Option<String>,
+}
+
+impl Outcome {
+    /// Reads the outcome of the stream that is ending (at `on_log`, for sampled requests only).
+    /// The status comes from the `:status` response header — a header read is far cheaper than
+    /// the `response.code` attribute, and a stream reset before any response has none — and the
+    /// response details only for an error, whose status message they become.
+    pub fn read(host: &dyn Host, xds: XdsAttributes) -> Outcome {
+        let text = |bytes: Option<Vec<u8>>| {
+            bytes
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .filter(|c| *c != 0);
+        Outcome {
+            status,
+            protocol_version: text(host.property(&["request", "protocol"]))
+                .map(|p| p.trim_start_matches("HTTP/").to_string()),
+            upstream_cluster: text(xds.read(host, "cluster_name")),
+            route_name: text(xds.read(host, "route_name")),
+            details: if status.is_none_or(|c| c >= 400) {
+                text(host.property(&["response", "code_details"]))
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// OTel HTTP semantic conventions, "Status": a SERVER span is an error for 5xx only (4xx is the

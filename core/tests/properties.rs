@@ -3,6 +3,7 @@
 
 use meshtrace_core::config::{Config, Propagator};
 use meshtrace_core::context::{SpanContext, TraceFlags};
+use meshtrace_core::headers::HeaderMap;
 use meshtrace_core::ids::{SpanId, TraceId};
 use meshtrace_core::propagation::{
     self, b3, baggage, request_id, traceparent, tracestate, TraceState,
@@ -88,6 +89,7 @@ proptest! {
     fn what_is_sent_on_is_always_valid(
         headers in prop::collection::vec((header_name(), header_value()), 0..12)
     ) {
+        let headers: HeaderMap = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let extracted = propagation::extract(&headers, &ALL);
         let context = match extracted.parent {
             Some(p) => SpanContext { span_id: SpanId([1; 8]), ..p },
@@ -150,6 +152,47 @@ proptest! {
             prop_assert!(e.to_string().contains(key) || key == "unknownKey" || e.key.is_empty(),
                 "the error names the key: {e}");
         }
+    }
+}
+
+/// The host's header map serialization (proxy-wasm ABI v0.2.1).
+fn serialize(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend(k);
+        out.push(0);
+        out.extend(v);
+        out.push(0);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever bytes a client puts in header values, reading the map never fails, keeps every
+    /// pair in order, and keeps UTF-8 values exactly.
+    #[test]
+    fn header_maps_from_the_host_round_trip(
+        pairs in prop::collection::vec(
+            ("[a-z:-]{1,12}".prop_map(String::into_bytes), any::<Vec<u8>>()), 0..16)
+    ) {
+        let map = HeaderMap::from_serialized(&serialize(&pairs));
+        prop_assert_eq!(map.len(), pairs.len());
+        for ((name, value), (k, v)) in map.iter().zip(&pairs) {
+            prop_assert_eq!(name.as_bytes(), k.as_slice());
+            prop_assert_eq!(value, String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn header_map_parse_never_panics(bytes in any::<Vec<u8>>()) {
+        let map = HeaderMap::from_serialized(&bytes);
+        prop_assert!(map.len() * 10 <= bytes.len());
     }
 }
 

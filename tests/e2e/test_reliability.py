@@ -130,3 +130,23 @@ def test_a_client_cannot_inflate_cost_at_an_untrusting_gateway(stack):
     (span,) = stack.sink.wait_for_spans(1)
     assert len(span.attributes["user_agent.original"]) == 64, "attribute values are truncated"
     assert len(span.attributes["tenant"]) == 64, "custom tags from headers too"
+
+
+def test_header_bytes_that_are_not_utf8_neither_fail_the_request_nor_stop_tracing(stack):
+    """RFC 9110 lets a header value carry obs-text (bytes 0x80-0xFF), so any client can send
+    one. The SDK's header-map read panics on it, which traps the Wasm VM: that request got a 503
+    and the worker traced nothing more. meshtrace reads the bytes itself (as U+FFFD)."""
+    car = stack.sidecar({"randomSamplingPercentage": 100, "exporter": {"flushInterval": "50ms"}})
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    latin1_tp = f"00-{trace[:-1]}\xe9-00f067aa0ba902b7-01"  # http.client sends it as Latin-1
+    for headers in ({"user-agent": "caf\xe9"}, {"traceparent": latin1_tp}, {}):
+        status, _ = car.request("/checkout", headers)
+        assert status == 200, f"a request with {headers} still succeeds"
+    sent_on = car.upstream.received[1].get("traceparent")
+    assert sent_on and len(sent_on) == 55 and trace not in sent_on, \
+        "a traceparent with a non-UTF-8 byte is invalid: the trace restarts"
+    spans = stack.sink.wait_for_spans(6)
+    agents = {s.attributes.get("user_agent.original") for s in spans if s.kind == "SERVER"}
+    assert "caf\ufffd" in agents, "the byte is recorded as U+FFFD"
+    assert car.envoy.stat("wasmcustom.meshtrace_context_restarted") >= 1
+    assert "panicked" not in car.envoy.log()

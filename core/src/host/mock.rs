@@ -7,6 +7,7 @@
 )]
 
 use super::{Host, HostError, MetricKind, Outgoing};
+use crate::headers::HeaderMap;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -90,8 +91,12 @@ impl Host for MockHost {
         self.now.get()
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.request_headers.borrow().clone()
+    fn request_headers(&self) -> HeaderMap {
+        self.request_headers
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {

@@ -17,6 +17,7 @@ pub use self::tracestate::TraceState;
 
 use crate::config::Propagator;
 use crate::context::SpanContext;
+use crate::headers::HeaderMap;
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
@@ -53,19 +54,9 @@ pub struct Extracted {
 
 /// Reads the request's context with the given propagators, in priority order. `headers` are
 /// lowercase names as the proxy delivers them, repeated names kept.
-pub fn extract(headers: &[(String, String)], propagators: &[Propagator]) -> Extracted {
-    let values = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let first = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+pub fn extract(headers: &HeaderMap, propagators: &[Propagator]) -> Extracted {
+    let values = |name: &'static str| headers.get_all(name);
+    let first = |name: &str| headers.get(name);
     let mut out = Extracted::default();
     for propagator in propagators {
         if out.parent.is_some() {
@@ -86,7 +77,7 @@ pub fn extract(headers: &[(String, String)], propagators: &[Propagator]) -> Extr
             },
             Propagator::B3 => {
                 if let Some(value) = first(b3::SINGLE) {
-                    apply_b3(&mut out, b3::parse_single(&value), Propagator::B3);
+                    apply_b3(&mut out, b3::parse_single(value), Propagator::B3);
                 }
             }
             Propagator::B3multi => {

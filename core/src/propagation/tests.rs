@@ -11,11 +11,8 @@ const ALL: [Propagator; 4] = [
     Propagator::Baggage,
 ];
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    pairs.iter().copied().collect()
 }
 
 #[test]

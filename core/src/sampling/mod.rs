@@ -20,6 +20,7 @@ mod ot;
 pub use self::ot::{format_threshold, parse_threshold, threshold_for_percentage, OtValue};
 
 use crate::config::{Config, PathMatch, RuleAction, RuleKeyword, SamplingRule};
+use crate::headers::HeaderMap;
 use crate::ids::TraceId;
 use std::cell::Cell;
 
@@ -61,7 +62,7 @@ pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
-    pub headers: &'a [(String, String)],
+    pub headers: &'a HeaderMap,
 }
 
 /// Paths of Kubernetes probes and metric scrapes (istio#1403): never worth a trace.
@@ -176,10 +177,10 @@ impl Sampler {
         decision(true, reason, ot)
     }
 
-    fn forced(&self, headers: &[(String, String)]) -> bool {
+    fn forced(&self, headers: &HeaderMap) -> bool {
         self.force_header
             .as_deref()
-            .is_some_and(|name| headers.iter().any(|(k, _)| k == name))
+            .is_some_and(|name| headers.contains(name))
     }
 }
 
@@ -220,8 +221,8 @@ impl crate::config::RuleMatch {
             && self.headers.iter().all(|want| {
                 request
                     .headers
-                    .iter()
-                    .any(|(k, v)| *k == want.name && want.value.as_ref().is_none_or(|w| w == v))
+                    .get_all(&want.name)
+                    .any(|v| want.value.as_deref().is_none_or(|w| w == v))
             })
     }
 }
@@ -232,8 +233,8 @@ fn is_probe(request: &RequestInfo<'_>) -> bool {
         || path.starts_with(PROBE_PREFIX)
         || request
             .headers
-            .iter()
-            .any(|(k, v)| k == "user-agent" && PROBE_USER_AGENTS.iter().any(|ua| v.starts_with(ua)))
+            .get_all("user-agent")
+            .any(|v| PROBE_USER_AGENTS.iter().any(|ua| v.starts_with(ua)))
 }
 
 fn path_without_query(path: &str) -> &str {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::headers::HeaderMap;
 use crate::ids::IdGenerator;
 
 const SEC: u64 = 1_000_000_000;
@@ -14,11 +15,8 @@ fn trace_with_randomness(r: u64) -> TraceId {
     TraceId(bytes)
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    pairs.iter().copied().collect()
 }
 
 struct Case<'a> {
@@ -471,7 +469,7 @@ fn measured_fraction_matches_the_percentage() {
     ] {
         let s = sampler(&format!(r#"{{"randomSamplingPercentage": {pct}}}"#));
         let mut ids = IdGenerator::from_seed(42);
-        let h = Vec::new();
+        let h = HeaderMap::new();
         let req = RequestInfo {
             method: "GET",
             path: "/",
@@ -502,7 +500,7 @@ fn a_higher_percentage_samples_a_superset() {
         .map(|p| sampler(&format!(r#"{{"randomSamplingPercentage": {p}}}"#)))
         .collect();
     let mut ids = IdGenerator::from_seed(9);
-    let h = Vec::new();
+    let h = HeaderMap::new();
     let req = RequestInfo {
         method: "GET",
         path: "/",
@@ -525,7 +523,7 @@ fn a_higher_percentage_samples_a_superset() {
 #[test]
 fn the_rate_cap_refills_over_time() {
     let s = sampler(r#"{"randomSamplingPercentage": 100, "sampling": {"maxTracesPerSecond": 2}}"#);
-    let h = Vec::new();
+    let h = HeaderMap::new();
     let req = RequestInfo {
         method: "GET",
         path: "/",

@@ -133,7 +133,20 @@ fn role_follows_direction_gateway_and_override() {
         ),
     ];
     for (t, dir, want, reason) in cases {
-        assert_eq!(t.role(dir), want, "{reason}");
+        assert_eq!(t.role(|| dir), want, "{reason}");
+    }
+    // The direction is a property read, one of the dearest host calls: made only when needed.
+    for (t, reads, reason) in [
+        (&sidecar, true, "sidecar with role auto"),
+        (&gw, false, "gateway"),
+        (&forced, false, "role set in config"),
+    ] {
+        let read = std::cell::Cell::new(false);
+        t.role(|| {
+            read.set(true);
+            ListenerDirection::Inbound
+        });
+        assert_eq!(read.get(), reads, "{reason}");
     }
 }
 
@@ -331,4 +344,64 @@ fn authority_splits_into_host_and_port() {
     for (input, want, reason) in cases {
         assert_eq!(split_authority(input), want, "{reason}");
     }
+}
+
+#[test]
+fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths() {
+    use crate::node::XdsAttributes::{Nested, TopLevel};
+    let host = |status: Option<&str>, prefix: &[&str]| {
+        let path = |name: &'static str| -> Vec<&str> {
+            prefix.iter().copied().chain([name]).collect::<Vec<_>>()
+        };
+        let mut h = MockHost::new()
+            .with_property(&["request", "protocol"], b"HTTP/2")
+            .with_property(&path("cluster_name"), b"outbound|9080||reviews")
+            .with_property(&path("route_name"), b"reviews-v2")
+            .with_property(
+                &["response", "code_details"],
+                b"upstream_reset_before_response_started",
+            );
+        if let Some(s) = status {
+            h = h.with_response_header(":status", s);
+        }
+        h
+    };
+    let ok = Outcome::read(&host(Some("200"), &["xds"]), Nested);
+    assert_eq!(ok.status, Some(200));
+    assert_eq!(ok.protocol_version.as_deref(), Some("2"));
+    assert_eq!(
+        ok.upstream_cluster.as_deref(),
+        Some("outbound|9080||reviews")
+    );
+    assert_eq!(ok.route_name.as_deref(), Some("reviews-v2"));
+    assert_eq!(ok.details, None, "details are read for errors only");
+
+    let old = Outcome::read(&host(Some("200"), &[]), TopLevel);
+    assert_eq!(
+        old.upstream_cluster.as_deref(),
+        Some("outbound|9080||reviews")
+    );
+    let mismatch = Outcome::read(&host(Some("200"), &[]), Nested);
+    assert_eq!(
+        mismatch.upstream_cluster, None,
+        "one path per attribute, the proxy's own"
+    );
+
+    let reset = Outcome::read(&host(None, &["xds"]), Nested);
+    assert_eq!(
+        reset.status, None,
+        "no response headers: the stream was reset"
+    );
+    assert_eq!(
+        reset.details.as_deref(),
+        Some("upstream_reset_before_response_started")
+    );
+    let error = Outcome::read(&host(Some("503"), &["xds"]), Nested);
+    assert_eq!(error.status, Some(503));
+    assert!(
+        error.details.is_some(),
+        "an error's details become its status message"
+    );
+    let garbage = Outcome::read(&host(Some("2x0"), &["xds"]), Nested);
+    assert_eq!(garbage.status, None);
 }

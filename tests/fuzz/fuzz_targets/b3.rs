@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let fields: Vec<&str> = s.splitn(4, '\n').collect();
     let lookup = |name: &str| {
         let i = b3::MULTI_HEADERS.iter().position(|h| *h == name)?;
-        fields.get(i).map(|v| v.to_string())
+        fields.get(i).copied()
     };
     let _ = b3::parse_multi(&lookup);
 });

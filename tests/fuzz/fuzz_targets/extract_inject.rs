@@ -1,6 +1,7 @@
 #![no_main]
 //! Any header list through extract → inject: what is sent on is valid and bounded.
 use libfuzzer_sys::fuzz_target;
+use meshtrace_core::headers::HeaderMap;
 use meshtrace_core::config::Propagator;
 use meshtrace_core::context::{SpanContext, TraceFlags};
 use meshtrace_core::ids::{SpanId, TraceId};
@@ -29,12 +30,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Each line is one header: its first byte picks the name, the rest is the value.
-    let headers: Vec<(String, String)> = s
+    let headers: HeaderMap = s
         .lines()
         .filter_map(|line| {
             let first = *line.as_bytes().first()?;
             let name = NAMES[usize::from(first) % NAMES.len()];
-            Some((name.to_string(), line.get(1..).unwrap_or("").to_string()))
+            Some((name, line.get(1..).unwrap_or("")))
         })
         .collect();
     let got = propagation::extract(&headers, &ALL);
