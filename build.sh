@@ -73,6 +73,17 @@ ensure_apt() {
   fi
 }
 
+# The proxy-wasm SDK exports every callback of the ABI, and Envoy calls every exported one — a
+# trip into V8 on every request (response headers, each body chunk, done). meshtrace implements
+# only these; the build drops the other exports and the code only they reach. A callback the
+# plugin starts to implement must be listed here (tests/e2e/test_foundation.py checks that).
+PLUGIN_EXPORTS=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
+  proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response
+  proxy_on_context_create proxy_on_request_headers proxy_on_log proxy_on_delete)
+# What rustc emits for wasm32-wasip1, so binaryen keeps the module valid.
+WASM_FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
+  --enable-nontrapping-float-to-int)
+
 cmd_build() {
   ensure_rust
   ensure_apt binaryen:wasm-opt
@@ -80,10 +91,17 @@ cmd_build() {
   MESHTRACE_GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
     cargo build --quiet --release --target "$WASM_TARGET" -p meshtrace
   mkdir -p "$DIST"
-  local raw="target/$WASM_TARGET/release/meshtrace.wasm"
-  # --enable-* match what rustc emits for wasm32-wasip1 so wasm-opt keeps the module valid.
-  wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
-    --enable-mutable-globals --enable-nontrapping-float-to-int "$raw" -o "$DIST/meshtrace.wasm"
+  local raw="target/$WASM_TARGET/release/meshtrace.wasm" graph trimmed
+  graph=$(mktemp) trimmed=$(mktemp)
+  local e sep=""
+  { printf '['; for e in "${PLUGIN_EXPORTS[@]}"; do
+      printf '%s{"name":"%s","export":"%s","root":true}' "$sep" "$e" "$e"; sep=,; done
+    printf ']'; } > "$graph"
+  wasm-metadce "${WASM_FEATURES[@]}" --graph-file "$graph" "$raw" -o "$trimmed" >/dev/null \
+    || die "wasm-metadce could not trim the plugin's exports"
+  wasm-opt -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" "$trimmed" \
+    -o "$DIST/meshtrace.wasm"
+  rm -f "$graph" "$trimmed"
   local size sha
   size=$(stat -c %s "$DIST/meshtrace.wasm")
   sha=$(sha256sum "$DIST/meshtrace.wasm" | cut -d' ' -f1)
@@ -119,7 +137,7 @@ cmd_demo() {
 cmd_image() { cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"; }
 cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/tests/tools/oci.sh" push "$@"; }
 cmd_bench() {
-  cmd_build; ensure_venv; ensure_apt wrk:wrk
+  cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/bench.py" "$@"
 }
 cmd_soak() {

@@ -1,7 +1,7 @@
 """`./build.sh bench`: what meshtrace costs per request, against Envoy's own tracer.
 
-The same Envoy listener (one worker) in front of an Envoy upstream that answers directly, in six
-configurations, each its own Envoy process:
+One Envoy under test (one worker) carries six listeners, each in front of the same Envoy
+upstream that answers directly, one configuration per listener:
 
   none      no tracing
   native    Envoy's OpenTelemetry tracer, 100% sampled, exporting over OTLP/gRPC to rotel
@@ -10,10 +10,17 @@ configurations, each its own Envoy process:
   mt-none   meshtrace, 100% sampled, exporter `none` (propagation and sampling only)
   minimal   a Rust proxy-wasm filter that reads two headers and writes one: the V8 floor
 
-wrk (8 connections, one thread) drives each in turn, interleaved over rounds in a shuffled order;
-the Envoy's CPU time per request comes from /proc/<pid>/stat. Prints medians, each
-configuration's added CPU over `none`, and the ratios the targets are stated in. These are
-measurements for a reader, never assertions.
+Only one listener carries load at a time, so the process's CPU time (/proc/<pid>/stat) over a
+run is that configuration's. Sharing one process removes the process-to-process spread (memory
+layout, JIT placement) that otherwise swamps differences of a few microseconds; each round starts
+a fresh process and visits the configurations in a new order, and the medians over rounds are
+reported. The Envoy under test has a CPU of its own; the load generators, the upstream and the
+collector share the others.
+
+Per configuration and round: wrk (8 connections) saturates the listener for CPU time per request
+and requests/s; hey then sends a fixed rate for latency percentiles that queueing does not
+distort. Finally a fresh Envoy per configuration serves 100,000 requests to show its resident
+memory growth. These are measurements for a reader, never assertions.
 """
 from __future__ import annotations
 
@@ -31,14 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from harness import (INBOUND, Node, Stack, listener, plugin_filter,  # noqa: E402
-                     static_cluster, wasm_path)
+from harness import (INBOUND, Node, Stack, free_port, listener,  # noqa: E402
+                     plugin_filter, static_cluster, wasm_path)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 COLLECTOR_HTTP = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 COLLECTOR_GRPC = "outbound|4317||opentelemetry-collector.observability.svc.cluster.local"
 UPSTREAM = "inbound|8080||"
 MINIMAL = ROOT / "tests" / "bench" / "minimal-filter"
+URL_PATH = "/api/items/42?q=1"
+CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-none", "minimal")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,16 +62,22 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (threads started later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def build_minimal() -> Path:
     subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"],
                    cwd=MINIMAL, check=True)
     return MINIMAL / "target" / "wasm32-wasip1" / "release" / "minimal_filter.wasm"
 
 
-def meshtrace(percentage: float, export: bool) -> dict:
+def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace") -> dict:
     config = {"randomSamplingPercentage": percentage,
               "exporter": {"cluster": COLLECTOR_HTTP} if export else {"protocol": "none"}}
-    return plugin_filter(wasm_path(), config)
+    return plugin_filter(wasm_path(), config, vm_id=vm_id)
 
 
 def native_tracing() -> dict:
@@ -73,25 +88,44 @@ def native_tracing() -> dict:
         "random_sampling": {"value": 100}, "spawn_upstream_span": False}
 
 
+def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | None]:
+    """(HTTP filters, tracing) of one configuration. Each meshtrace listener has a VM of its own,
+    as separate plugins would."""
+    return {
+        "none": ([], None),
+        "native": ([], native_tracing()),
+        "mt-100": ([meshtrace(100, True, "mt-100")], None),
+        "mt-1": ([meshtrace(1, True, "mt-1")], None),
+        "mt-none": ([meshtrace(100, False, "mt-none")], None),
+        "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal")], None),
+    }[name]
+
+
+def clusters(stack: Stack, upstream_port: int) -> list[dict]:
+    return [static_cluster(UPSTREAM, upstream_port),
+            static_cluster(COLLECTOR_HTTP, stack.collector.http_port),
+            static_cluster(COLLECTOR_GRPC, stack.collector.grpc_port, http2=True)]
+
+
+def subject(stack: Stack, name: str, upstream_port: int, listeners: dict[str, tuple]) -> tuple:
+    """An Envoy with one inbound listener per configuration; returns (envoy, {config: port})."""
+    ports = {config: free_port() for config in listeners}
+    bootstrap = {"node": Node(app="bench").envoy_node(), "static_resources": {
+        "listeners": [listener(f"in-{config}", ports[config], INBOUND, UPSTREAM, filters,
+                               tracing=tracing)
+                      for config, (filters, tracing) in listeners.items()],
+        "clusters": clusters(stack, upstream_port)}}
+    return stack.envoy(name, bootstrap, log_level="warning"), ports
+
+
 def start(stack: Stack, name: str, upstream_port: int, filters: list[dict],
           tracing: dict | None = None) -> tuple:
-    from harness import free_port
-
-    port = free_port()
-    clusters = [static_cluster(UPSTREAM, upstream_port),
-                static_cluster(COLLECTOR_HTTP, stack.collector.http_port),
-                static_cluster(COLLECTOR_GRPC, stack.collector.grpc_port, http2=True)]
-    bootstrap = {"node": Node(app="bench").envoy_node(), "static_resources": {
-        "listeners": [listener("virtualInbound", port, INBOUND, UPSTREAM, filters,
-                               tracing=tracing)],
-        "clusters": clusters}}
-    envoy = stack.envoy(name, bootstrap, log_level="warning")
-    return envoy, port
+    """One Envoy with a single listener (the soak and memory runs); returns (envoy, port)."""
+    envoy, ports = subject(stack, name, upstream_port, {name: (filters, tracing)})
+    return envoy, ports[name]
 
 
 def direct_response_upstream(stack: Stack) -> int:
-    from harness import free_port
-
     port = free_port()
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network."
                     "http_connection_manager.v3.HttpConnectionManager",
@@ -113,22 +147,27 @@ def direct_response_upstream(stack: Stack) -> int:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict:
+def wrk(port: int, seconds: float, connections: int) -> dict:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", "user-agent: meshtrace-bench", f"http://127.0.0.1:{port}/api/items/42?q=1"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+         "-H", "user-agent: meshtrace-bench", f"http://127.0.0.1:{port}{URL_PATH}"],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
-    lat = {}
-    for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        lat[pct] = float(value) * UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "requests": total, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
-            "non2xx": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "requests": total, "non2xx": int(errors.group(1)) if errors else 0}
 
 
-def measure(envoy, port: int, seconds: int, connections: int) -> dict:
+def hey(port: int, args: list[str]) -> dict:
+    out = subprocess.run(["hey", *args, "-H", "user-agent: meshtrace-bench",
+                          f"http://127.0.0.1:{port}{URL_PATH}"],
+                         capture_output=True, text=True, check=True).stdout
+    pct = {p: float(v) * 1e3 for p, v in re.findall(r"(\d+)% in ([\d.]+) secs", out)}
+    ok = sum(int(n) for n in re.findall(r"\[200\]\s+(\d+) responses", out))
+    return {"p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "ok": ok}
+
+
+def saturate(envoy, port: int, seconds: float, connections: int) -> dict:
     pid = envoy.proc.pid
     before = cpu_seconds(pid)
     result = wrk(port, seconds, connections)
@@ -136,68 +175,124 @@ def measure(envoy, port: int, seconds: int, connections: int) -> dict:
     return result
 
 
+def memory_after(stack: Stack, name: str, up: int, minimal: Path, requests: int,
+                 cpus: set[int] | None) -> dict:
+    """Resident memory of a fresh Envoy with one configuration, before and after `requests`."""
+    filters, tracing = configuration(name, minimal)
+    envoy, port = start(stack, f"mem-{name}", up, filters, tracing)
+    if cpus:
+        pin(envoy.proc.pid, cpus)
+    hey(port, ["-n", "1000", "-c", "8"])
+    before = rss_bytes(envoy.proc.pid)
+    hey(port, ["-n", str(requests), "-c", "8"])
+    after = rss_bytes(envoy.proc.pid)
+    envoy.close()
+    return {"rss_before_mib": before / 2**20, "rss_after_mib": after / 2**20}
+
+
+def micro() -> None:
+    """The core's criterion benchmarks (native), summarised as ns per operation."""
+    out = subprocess.run(["cargo", "bench", "--quiet", "-p", "meshtrace-core", "--bench",
+                          "hot_path", "--", "--noplot"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    print("\nmicro-benchmarks of the pure core (native, criterion; median estimate):")
+    for name, value, unit in re.findall(r"^(\S.*?)\s+time:\s+\[\S+ \S+ ([\d.]+) (\S+)", out,
+                                        re.M):
+        scale = {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6}.get(unit, float("nan"))
+        print(f"  {name:<62} {float(value) * scale:>10.0f} ns")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="./build.sh bench", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=int, default=8, help="wrk duration per run")
+    p.add_argument("--seconds", type=float, default=5, help="duration of each wrk and hey run")
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--rate", type=int, default=1000, help="requests/s of the latency runs")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help="comma-separated subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--memory-requests", type=int, default=100_000,
+                   help="requests of the memory runs (0: skip them)")
+    p.add_argument("--micro", action="store_true", help="also run the core's micro-benchmarks")
     p.add_argument("--json", type=Path, help="write every run and the medians as JSON")
     args = p.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is missing (Debian package wrk; ./build.sh bench installs it)")
+    for tool in ("wrk", "hey"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing (Debian package {tool}; ./build.sh bench "
+                             "installs it)")
+    names = [c for c in args.configs.split(",") if c]
+    unknown = set(names) - set(CONFIGS)
+    if unknown or "none" not in names:
+        raise SystemExit(f"--configs must include none and only name {', '.join(CONFIGS)}")
 
+    cpus = sorted(os.sched_getaffinity(0))
+    subject_cpus = {cpus[-1]} if len(cpus) > 1 else None
+    if subject_cpus:
+        os.sched_setaffinity(0, set(cpus[:-1]))  # load, upstream, collector: the other CPUs
     stack = Stack()
     try:
         up = direct_response_upstream(stack)
-        minimal = plugin_filter(build_minimal(), {}, vm_id="minimal")
-        configs = {
-            "none": start(stack, "none", up, []),
-            "native": start(stack, "native", up, [], tracing=native_tracing()),
-            "mt-100": start(stack, "mt-100", up, [meshtrace(100, True)]),
-            "mt-1": start(stack, "mt-1", up, [meshtrace(1, True)]),
-            "mt-none": start(stack, "mt-none", up, [meshtrace(100, False)]),
-            "minimal": start(stack, "minimal", up, [minimal]),
-        }
-        for name, (envoy, port) in configs.items():  # warm-up, discarded
-            wrk(port, 1, args.connections)
-        runs: dict[str, list[dict]] = {name: [] for name in configs}
-        order = list(configs)
+        minimal = build_minimal()
+        listeners = {name: configuration(name, minimal) for name in names}
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        spans = {}
         for r in range(args.rounds):
-            random.shuffle(order)
+            envoy, ports = subject(stack, f"subject-{r}", up, listeners)
+            if subject_cpus:
+                pin(envoy.proc.pid, subject_cpus)
+            for name in names:  # warm-up (JIT tiers, connection pools), discarded
+                wrk(ports[name], 1, args.connections)
+            order = random.sample(names, len(names))
             for name in order:
-                envoy, port = configs[name]
-                runs[name].append(measure(envoy, port, args.seconds, args.connections))
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+                run = saturate(envoy, ports[name], args.seconds, args.connections)
+                run.update(hey(ports[name], ["-z", f"{args.seconds:g}s", "-c", "8",
+                                             "-q", str(max(args.rate // 8, 1))]))
+                runs[name].append(run)
+            spans = envoy.stats("meshtrace_spans")
+            envoy.close()
+            print(f"round {r + 1}/{args.rounds}: {' '.join(order)}", file=sys.stderr)
         med = {name: {k: statistics.median(run[k] for run in rs)
                       for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms")}
                for name, rs in runs.items()}
-        for name, (envoy, _) in configs.items():
-            med[name]["rss_mib"] = rss_bytes(envoy.proc.pid) / 2**20
-        base = med["none"]["cpu_us_per_req"]
-        added = {name: m["cpu_us_per_req"] - base for name, m in med.items()}
-        print(f"\nEnvoy CPU per request, median of {args.rounds} interleaved rounds of "
-              f"{args.seconds:g}s (wrk -c{args.connections}, --concurrency 1)\n")
-        print(f"{'config':<9} {'CPU µs/req':>10} {'added µs':>9} {'× native':>9} {'× floor':>8}"
-              f" {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MiB':>8}")
-        for name, m in med.items():
-            vs_native = added[name] / added["native"] if added["native"] > 0 else float("nan")
-            vs_floor = added[name] / added["minimal"] if added["minimal"] > 0 else float("nan")
-            print(f"{name:<9} {m['cpu_us_per_req']:>10.1f} {added[name]:>9.1f} {vs_native:>9.2f}"
-                  f" {vs_floor:>8.2f} {m['rps']:>8.0f} {m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f}"
-                  f" {m['rss_mib']:>8.1f}")
-        wasm = wasm_path().stat().st_size
-        print(f"\ntargets: mt-100 added ≤ 0.6 × native added → {added['mt-100'] / added['native']:.2f};"
-              f" mt-1 added ≤ 1.2 × minimal added → {added['mt-1'] / added['minimal']:.2f};"
-              f" mt-100 p99 ≤ native p99 → {med['mt-100']['p99_ms']:.3f} vs "
-              f"{med['native']['p99_ms']:.3f} ms; wasm {wasm:,} bytes (≤ 250,000)")
-        exported = configs["mt-100"][0].stats("meshtrace_spans")
-        print(f"mt-100 spans: {exported}")
-        if args.json:
-            args.json.write_text(json.dumps({"runs": runs, "medians": med, "added": added,
-                                             "wasm_bytes": wasm}, indent=1))
-        return 0
+        memory = {}
+        if args.memory_requests:
+            for name in ("none", "minimal", "mt-100"):
+                if name in names:
+                    memory[name] = memory_after(stack, name, up, minimal, args.memory_requests,
+                                                subject_cpus)
     finally:
         stack.close()
+
+    base = med["none"]["cpu_us_per_req"]
+    added = {name: m["cpu_us_per_req"] - base for name, m in med.items()}
+    ratio = lambda a, b: added[a] / added[b] if b in added and added[b] > 0 else float("nan")  # noqa: E731
+    print(f"\nEnvoy CPU per request (wrk -c{args.connections}, saturating one worker) and latency "
+          f"at {args.rate} requests/s (hey); medians of {args.rounds} rounds of {args.seconds:g}s\n")
+    print(f"{'config':<9} {'CPU µs/req':>10} {'added µs':>9} {'× native':>9} {'× floor':>8}"
+          f" {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for name, m in med.items():
+        print(f"{name:<9} {m['cpu_us_per_req']:>10.1f} {added[name]:>9.1f}"
+              f" {ratio(name, 'native'):>9.2f} {ratio(name, 'minimal'):>8.2f} {m['rps']:>8.0f}"
+              f" {m['p50_ms']:>7.2f} {m['p99_ms']:>7.2f}")
+    wasm = wasm_path().stat().st_size
+    print("\ntargets:")
+    if "mt-100" in med and "native" in med:
+        print(f"  mt-100 added ≤ 0.6 × native added: {ratio('mt-100', 'native'):.2f}")
+        print(f"  mt-100 p99 ≤ native p99: {med['mt-100']['p99_ms']:.2f} vs "
+              f"{med['native']['p99_ms']:.2f} ms")
+    if "mt-1" in med and "minimal" in med:
+        print(f"  mt-1 added ≤ 1.2 × minimal added: {ratio('mt-1', 'minimal'):.2f}")
+    print(f"  .wasm ≤ 250,000 bytes: {wasm:,}")
+    if spans:
+        print(f"\nlast round's meshtrace span counters: {spans}")
+    for name, m in memory.items():
+        print(f"memory, {name}: RSS {m['rss_before_mib']:.1f} MiB after 1,000 requests, "
+              f"{m['rss_after_mib']:.1f} MiB after {args.memory_requests:,} more")
+    if args.micro:
+        micro()
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "medians": med, "added": added,
+                                         "memory": memory, "wasm_bytes": wasm}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,3 +28,67 @@ def test_unknown_key_is_named_in_the_error(bare_stack):
     car = bare_stack.sidecar(json.dumps({"exporter": {"protocoll": "grpc"}}), wait_ready=False)
     wait_until(lambda: "exporter.protocoll" in car.envoy.log(), 20,
                "the unknown key in Envoy's log")
+
+
+def wasm_exports(path) -> set[str]:
+    """Names in a Wasm module's export section (section id 7)."""
+    data = path.read_bytes()
+
+    def leb(i: int) -> tuple[int, int]:
+        n = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return n, i
+
+    names, i = set(), 8
+    while i < len(data):
+        section, size_at = data[i], i + 1
+        size, i = leb(size_at)
+        end = i + size
+        if section == 7:
+            count, j = leb(i)
+            for _ in range(count):
+                length, j = leb(j)
+                names.add(data[j:j + length].decode())
+                _, j = leb(j + length + 1)  # kind byte, then index
+        i = end
+    return names
+
+
+# The SDK trait methods meshtrace may implement, and the export through which Envoy calls each.
+CALLBACKS = {
+    "on_vm_start": "proxy_on_vm_start", "on_configure": "proxy_on_configure",
+    "on_tick": "proxy_on_tick", "on_queue_ready": "proxy_on_queue_ready",
+    "on_http_call_response": "proxy_on_http_call_response", "on_done": "proxy_on_done",
+    "create_http_context": "proxy_on_context_create",
+    "on_http_request_headers": "proxy_on_request_headers",
+    "on_http_request_body": "proxy_on_request_body",
+    "on_http_request_trailers": "proxy_on_request_trailers",
+    "on_http_response_headers": "proxy_on_response_headers",
+    "on_http_response_body": "proxy_on_response_body",
+    "on_http_response_trailers": "proxy_on_response_trailers",
+    "on_log": "proxy_on_log",
+}
+
+
+def test_the_plugin_exports_exactly_the_callbacks_it_implements():
+    """Envoy calls every exported callback on every request; the build drops those meshtrace
+    does not implement. A callback implemented in src/filter.rs but dropped by the build would
+    silently never run."""
+    import re
+
+    from harness import ROOT, wasm_path
+
+    implemented = set(re.findall(r"fn (on_\w+|create_http_context)\(",
+                                 (ROOT / "src" / "filter.rs").read_text()))
+    exports = wasm_exports(wasm_path())
+    for method in implemented:
+        assert CALLBACKS[method] in exports, f"{method} is implemented but not exported"
+    callbacks = {e for e in exports if e.startswith("proxy_on_")}
+    wanted = {CALLBACKS[m] for m in implemented} | {"proxy_on_delete", "proxy_on_memory_allocate"}
+    assert callbacks == wanted, "only implemented callbacks are exported"
+    assert {"proxy_abi_version_0_2_1", "memory"} <= exports
