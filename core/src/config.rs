@@ -6,7 +6,6 @@
 //! reported at `on_configure` instead of silently ignored. These names are a public contract:
 //! keep them stable.
 
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -18,8 +17,7 @@ pub const DEFAULT_COLLECTOR_CLUSTER: &str =
 
 /// Parsed, validated configuration. Built once per `on_configure` and shared, never cloned per
 /// request.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Istio's `randomSamplingPercentage`: chance (0–100, 0.01 steps) that a new trace is sampled.
     pub random_sampling_percentage: f64,
@@ -57,8 +55,7 @@ impl Default for Config {
 }
 
 /// Istio's `tracingServiceName` (ProxyConfig) modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServiceNameMode {
     #[default]
     AppLabelAndNamespace,
@@ -67,8 +64,7 @@ pub enum ServiceNameMode {
 }
 
 /// Role of the proxy's span: `auto` derives it from the listener direction (and gateway node id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoleSetting {
     #[default]
     Auto,
@@ -77,30 +73,22 @@ pub enum RoleSetting {
 }
 
 /// One Istio custom tag: exactly one of `literal`, `environment`, `header`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomTag {
     Literal {
         value: String,
     },
     Environment {
         name: String,
-        #[serde(default)]
         default_value: Option<String>,
     },
     Header {
         name: String,
-        #[serde(default)]
         default_value: Option<String>,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplingConfig {
     /// Honour a valid incoming sampled flag and force header (parent-based sampling).
     pub trust_incoming: bool,
@@ -127,17 +115,14 @@ impl Default for SamplingConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplingRule {
-    #[serde(default, rename = "match")]
     pub matcher: RuleMatch,
     /// `always`, `never`, or a percentage.
     pub sample: RuleAction,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleMatch {
     pub method: Option<String>,
     pub path: Option<PathMatch>,
@@ -145,39 +130,33 @@ pub struct RuleMatch {
     pub headers: Vec<HeaderMatch>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Exact(String),
     Prefix(String),
 }
 
 /// A header that must be present, and equal `value` when one is given.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderMatch {
     pub name: String,
-    #[serde(default)]
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RuleAction {
     Keyword(RuleKeyword),
     Percentage(f64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleKeyword {
     Always,
     Never,
 }
 
 /// Context propagation formats, named as `OTEL_PROPAGATORS` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Propagator {
     Tracecontext,
     B3,
@@ -185,8 +164,7 @@ pub enum Propagator {
     Baggage,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PropagationConfig {
     /// Formats read from incoming requests, in priority order.
     pub extract: Vec<Propagator>,
@@ -211,27 +189,22 @@ impl Default for PropagationConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExportProtocol {
     #[default]
-    #[serde(rename = "http/protobuf")]
     HttpProtobuf,
-    #[serde(rename = "grpc")]
     Grpc,
-    #[serde(rename = "none")]
     None,
 }
 
 /// A static header sent with every export request (Istio's `headers` form).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderValue {
     pub name: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExporterConfig {
     pub protocol: ExportProtocol,
     /// Envoy cluster that reaches the collector.
@@ -241,13 +214,11 @@ pub struct ExporterConfig {
     /// OTLP/HTTP path.
     pub path: String,
     /// Export request timeout, as a protobuf-JSON duration (`"5s"`, `"0.5s"`, `"250ms"`).
-    #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
     pub headers: Vec<HeaderValue>,
     /// Spans per export request.
     pub max_batch_size: usize,
     /// How often a partial batch is flushed.
-    #[serde(deserialize_with = "de_duration")]
     pub flush_interval: Duration,
     /// Spans held per worker while the collector is slow or down; the oldest are dropped beyond.
     pub max_queue_size: usize,
@@ -287,8 +258,7 @@ impl ExporterConfig {
 }
 
 /// Bounds that keep a hostile or careless client from inflating span cost.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Longest attribute value kept, in bytes; longer values are cut at a character boundary.
     pub max_attribute_length: usize,
@@ -337,28 +307,14 @@ impl Config {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        // serde accepts a struct written as a JSON array; a configuration must be an object.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(err("", "must be a JSON object"));
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        // serde_path_to_error tracks the JSON path so the error names the key.
-        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            // Syntax errors have no meaningful path (`?` or `.`): the message says where.
-            let key = e.path().to_string();
-            ConfigError {
-                key: if key == "?" || key == "." {
-                    String::new()
-                } else {
-                    key
-                },
-                message: e.inner().to_string(),
-            }
-        })?;
-        de.end().map_err(|e| ConfigError {
-            key: String::new(),
-            message: e.to_string(),
-        })?;
+        let text = std::str::from_utf8(bytes).map_err(|_| err("", "is not UTF-8"))?;
+        // `Value: FromStr` is compiled once, inside serde_json; syntax errors say where.
+        let value: serde_json::Value =
+            text.parse().map_err(|e: serde_json::Error| ConfigError {
+                key: String::new(),
+                message: e.to_string(),
+            })?;
+        let config = Config::from_json(&value)?;
         config.validate()?;
         Ok(config)
     }
@@ -435,7 +391,7 @@ fn check_percentage(key: &str, p: f64) -> Result<(), ConfigError> {
     if p.is_finite() && (0.0..=100.0).contains(&p) {
         Ok(())
     } else {
-        Err(err(key, &format!("must be between 0 and 100, got {p}")))
+        Err(err(key, "must be between 0 and 100"))
     }
 }
 
@@ -452,31 +408,9 @@ fn check_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Protobuf-JSON durations as Istio writes them (`"5s"`, `"0.25s"`), plus `"250ms"`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        return None;
-    };
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None;
-    }
-    let secs: f64 = number.parse().ok()?;
-    let secs = secs * scale;
-    (secs.is_finite() && secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
-}
+mod read;
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration like \"5s\", \"0.5s\" or \"250ms\""
-        ))
-    })
-}
+pub use read::parse_duration;
 
 #[cfg(test)]
 mod tests;

@@ -1,26 +1,31 @@
 """`./build.sh bench`: what meshtrace costs per request, against Envoy's own tracer.
 
-One Envoy under test (one worker) carries six listeners, each in front of the same Envoy
-upstream that answers directly, one configuration per listener:
+Six configurations of the same inbound listener, in front of one Envoy upstream that answers
+directly:
 
   none      no tracing
   native    Envoy's OpenTelemetry tracer, 100% sampled, exporting over OTLP/gRPC to rotel
   mt-100    meshtrace, 100% sampled, exporting over OTLP/HTTP to rotel
   mt-1      meshtrace, 1% sampled, exporting
   mt-none   meshtrace, 100% sampled, exporter `none` (propagation and sampling only)
-  minimal   a Rust proxy-wasm filter that reads two headers and writes one: the V8 floor
+  minimal   a Rust proxy-wasm filter (SDK defaults) that reads two headers and writes one: the
+            V8 floor
 
-Only one listener carries load at a time, so the process's CPU time (/proc/<pid>/stat) over a
-run is that configuration's. Sharing one process removes the process-to-process spread (memory
-layout, JIT placement) that otherwise swamps differences of a few microseconds; each round starts
-a fresh process and visits the configurations in a new order, and the medians over rounds are
-reported. The Envoy under test has a CPU of its own; the load generators, the upstream and the
-collector share the others.
+CPU per request. Each round starts one Envoy (one worker) per configuration, all pinned to one
+CPU of their own, and saturates them at the same time, each with its own wrk (8 connections).
+The Envoys share that CPU over the same seconds, so whatever the machine does meanwhile (other
+tenants, frequency, cache) weighs on every configuration alike: a configuration's cost is its
+CPU time (/proc/<pid>/stat) per request minus that of `none` in the same round. Runs one after
+another differ by ±10% on this kind of machine, which would swamp differences of a few
+microseconds; side by side they agree within a few. Medians over rounds, fresh processes each
+round (memory layout and JIT placement differ from process to process).
 
-Per configuration and round: wrk (8 connections) saturates the listener for CPU time per request
-and requests/s; hey then sends a fixed rate for latency percentiles that queueing does not
-distort. Finally a fresh Envoy per configuration serves 100,000 requests to show its resident
-memory growth. These are measurements for a reader, never assertions.
+Throughput and latency. One Envoy with one listener per configuration, loaded one listener at a
+time: wrk saturates it (requests/s), then hey sends a fixed rate for latency percentiles that
+queueing does not distort. Memory: a fresh Envoy per configuration serves 100,000 requests.
+
+The load generators, the upstream and the collector share the other CPUs. These are
+measurements for a reader, never assertions.
 """
 from __future__ import annotations
 
@@ -147,11 +152,18 @@ def direct_response_upstream(stack: Stack) -> int:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def wrk_command(port: int, seconds: float, connections: int) -> list[str]:
+    return ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-H",
+            "user-agent: meshtrace-bench", f"http://127.0.0.1:{port}{URL_PATH}"]
+
+
 def wrk(port: int, seconds: float, connections: int) -> dict:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-         "-H", "user-agent: meshtrace-bench", f"http://127.0.0.1:{port}{URL_PATH}"],
-        capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(wrk_command(port, seconds, connections), capture_output=True, text=True,
+                         check=True).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -167,12 +179,29 @@ def hey(port: int, args: list[str]) -> dict:
     return {"p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "ok": ok}
 
 
-def saturate(envoy, port: int, seconds: float, connections: int) -> dict:
-    pid = envoy.proc.pid
-    before = cpu_seconds(pid)
-    result = wrk(port, seconds, connections)
-    result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
-    return result
+def cpu_side_by_side(stack: Stack, up: int, listeners: dict[str, tuple], seconds: float,
+                     connections: int, cpus: set[int] | None, r: int) -> dict[str, float]:
+    """One round of the CPU phase: every configuration in its own Envoy, all saturated at once.
+    Returns CPU µs per request by configuration."""
+    envoys = {}
+    for name, (filters, tracing) in listeners.items():
+        envoys[name] = start(stack, f"{name}-{r}", up, filters, tracing)
+        if cpus:
+            pin(envoys[name][0].proc.pid, cpus)
+    for envoy, port in envoys.values():  # warm-up (JIT tiers, connection pools), discarded
+        wrk(port, 1, connections)
+    before = {name: cpu_seconds(envoy.proc.pid) for name, (envoy, _) in envoys.items()}
+    loads = {name: subprocess.Popen(wrk_command(port, seconds, connections),
+                                    stdout=subprocess.PIPE, text=True)
+             for name, (_, port) in envoys.items()}
+    out = {}
+    for name, load in loads.items():
+        requests = parse_wrk(load.communicate()[0])["requests"]
+        cpu = cpu_seconds(envoys[name][0].proc.pid) - before[name]
+        out[name] = cpu * 1e6 / max(requests, 1)
+    for envoy, _ in envoys.values():
+        envoy.close()
+    return out
 
 
 def memory_after(stack: Stack, name: str, up: int, minimal: Path, requests: int,
@@ -204,8 +233,9 @@ def micro() -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="./build.sh bench", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=5, help="duration of each wrk and hey run")
+    p.add_argument("--rounds", type=int, default=8, help="rounds of the CPU phase")
+    p.add_argument("--latency-rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=5, help="duration of each load run")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--rate", type=int, default=1000, help="requests/s of the latency runs")
     p.add_argument("--configs", default=",".join(CONFIGS),
@@ -213,15 +243,14 @@ def main() -> int:
     p.add_argument("--memory-requests", type=int, default=100_000,
                    help="requests of the memory runs (0: skip them)")
     p.add_argument("--micro", action="store_true", help="also run the core's micro-benchmarks")
-    p.add_argument("--json", type=Path, help="write every run and the medians as JSON")
+    p.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     args = p.parse_args()
     for tool in ("wrk", "hey"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (Debian package {tool}; ./build.sh bench "
                              "installs it)")
     names = [c for c in args.configs.split(",") if c]
-    unknown = set(names) - set(CONFIGS)
-    if unknown or "none" not in names:
+    if set(names) - set(CONFIGS) or "none" not in names:
         raise SystemExit(f"--configs must include none and only name {', '.join(CONFIGS)}")
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -229,31 +258,35 @@ def main() -> int:
     if subject_cpus:
         os.sched_setaffinity(0, set(cpus[:-1]))  # load, upstream, collector: the other CPUs
     stack = Stack()
+    cpu_runs: dict[str, list[float]] = {name: [] for name in names}
+    seq_runs: dict[str, list[dict]] = {name: [] for name in names}
+    memory, spans = {}, {}
     try:
         up = direct_response_upstream(stack)
         minimal = build_minimal()
         listeners = {name: configuration(name, minimal) for name in names}
-        runs: dict[str, list[dict]] = {name: [] for name in names}
-        spans = {}
         for r in range(args.rounds):
+            got = cpu_side_by_side(stack, up, listeners, args.seconds, args.connections,
+                                   subject_cpus, r)
+            for name, us in got.items():
+                cpu_runs[name].append(us)
+            print(f"CPU round {r + 1}/{args.rounds}: "
+                  + " ".join(f"{n} {us - got['none']:+.1f}" for n, us in got.items()),
+                  file=sys.stderr)
+        for r in range(args.latency_rounds):
             envoy, ports = subject(stack, f"subject-{r}", up, listeners)
             if subject_cpus:
                 pin(envoy.proc.pid, subject_cpus)
-            for name in names:  # warm-up (JIT tiers, connection pools), discarded
+            for name in names:
                 wrk(ports[name], 1, args.connections)
-            order = random.sample(names, len(names))
-            for name in order:
-                run = saturate(envoy, ports[name], args.seconds, args.connections)
+            for name in random.sample(names, len(names)):
+                run = wrk(ports[name], args.seconds, args.connections)
                 run.update(hey(ports[name], ["-z", f"{args.seconds:g}s", "-c", "8",
                                              "-q", str(max(args.rate // 8, 1))]))
-                runs[name].append(run)
+                seq_runs[name].append(run)
             spans = envoy.stats("meshtrace_spans")
             envoy.close()
-            print(f"round {r + 1}/{args.rounds}: {' '.join(order)}", file=sys.stderr)
-        med = {name: {k: statistics.median(run[k] for run in rs)
-                      for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms")}
-               for name, rs in runs.items()}
-        memory = {}
+            print(f"latency round {r + 1}/{args.latency_rounds}", file=sys.stderr)
         if args.memory_requests:
             for name in ("none", "minimal", "mt-100"):
                 if name in names:
@@ -262,36 +295,47 @@ def main() -> int:
     finally:
         stack.close()
 
-    base = med["none"]["cpu_us_per_req"]
-    added = {name: m["cpu_us_per_req"] - base for name, m in med.items()}
+    # Added CPU: paired with `none` of the same round, then the median over rounds.
+    added = {name: statistics.median(a - b for a, b in zip(cpu_runs[name], cpu_runs["none"]))
+             for name in names}
+    spread = {name: statistics.quantiles([a - b for a, b in zip(cpu_runs[name],
+                                                                 cpu_runs["none"])], n=4)
+              if len(cpu_runs[name]) > 1 else [added[name]] * 3 for name in names}
+    seq = {name: {k: statistics.median(run[k] for run in rs)
+                  for k in ("rps", "p50_ms", "p99_ms")} for name, rs in seq_runs.items()}
     ratio = lambda a, b: added[a] / added[b] if b in added and added[b] > 0 else float("nan")  # noqa: E731
-    print(f"\nEnvoy CPU per request (wrk -c{args.connections}, saturating one worker) and latency "
-          f"at {args.rate} requests/s (hey); medians of {args.rounds} rounds of {args.seconds:g}s\n")
-    print(f"{'config':<9} {'CPU µs/req':>10} {'added µs':>9} {'× native':>9} {'× floor':>8}"
-          f" {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
-    for name, m in med.items():
-        print(f"{name:<9} {m['cpu_us_per_req']:>10.1f} {added[name]:>9.1f}"
-              f" {ratio(name, 'native'):>9.2f} {ratio(name, 'minimal'):>8.2f} {m['rps']:>8.0f}"
-              f" {m['p50_ms']:>7.2f} {m['p99_ms']:>7.2f}")
+    print(f"\nEnvoy CPU per request: {args.rounds} rounds, every configuration saturated side by "
+          f"side for {args.seconds:g}s (wrk -c{args.connections}); added = paired with `none`, "
+          f"median (interquartile range). Alone: saturated requests/s and latency at "
+          f"{args.rate} requests/s (hey), medians of {args.latency_rounds} rounds.\n")
+    print(f"{'config':<9} {'CPU µs/req':>10} {'added µs':>9} {'(IQR)':>13} {'× native':>9}"
+          f" {'× floor':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for name in names:
+        lo, _, hi = spread[name]
+        print(f"{name:<9} {statistics.median(cpu_runs[name]):>10.1f} {added[name]:>9.1f}"
+              f" {f'{lo:.0f}..{hi:.0f}':>13} {ratio(name, 'native'):>9.2f}"
+              f" {ratio(name, 'minimal'):>8.2f} {seq[name]['rps']:>8.0f}"
+              f" {seq[name]['p50_ms']:>7.2f} {seq[name]['p99_ms']:>7.2f}")
     wasm = wasm_path().stat().st_size
     print("\ntargets:")
-    if "mt-100" in med and "native" in med:
+    if "mt-100" in seq and "native" in seq:
         print(f"  mt-100 added ≤ 0.6 × native added: {ratio('mt-100', 'native'):.2f}")
-        print(f"  mt-100 p99 ≤ native p99: {med['mt-100']['p99_ms']:.2f} vs "
-              f"{med['native']['p99_ms']:.2f} ms")
-    if "mt-1" in med and "minimal" in med:
+        print(f"  mt-100 p99 ≤ native p99: {seq['mt-100']['p99_ms']:.2f} vs "
+              f"{seq['native']['p99_ms']:.2f} ms")
+    if "mt-1" in seq and "minimal" in seq:
         print(f"  mt-1 added ≤ 1.2 × minimal added: {ratio('mt-1', 'minimal'):.2f}")
     print(f"  .wasm ≤ 250,000 bytes: {wasm:,}")
     if spans:
-        print(f"\nlast round's meshtrace span counters: {spans}")
+        print(f"\nmeshtrace span counters of the last latency round: {spans}")
     for name, m in memory.items():
         print(f"memory, {name}: RSS {m['rss_before_mib']:.1f} MiB after 1,000 requests, "
               f"{m['rss_after_mib']:.1f} MiB after {args.memory_requests:,} more")
     if args.micro:
         micro()
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "medians": med, "added": added,
-                                         "memory": memory, "wasm_bytes": wasm}, indent=1))
+        args.json.write_text(json.dumps({
+            "cpu_us_per_req": cpu_runs, "sequential": seq_runs, "added": added,
+            "medians": seq, "memory": memory, "wasm_bytes": wasm}, indent=1))
     return 0
 
 

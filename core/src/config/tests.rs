@@ -193,7 +193,7 @@ fn bad_configurations_name_the_key() {
         ),
         (
             r#"{"customTags": {"t": {"literal": {}}}}"#,
-            "customTags.t.literal",
+            "customTags.t.literal.value",
             "literal without value",
         ),
         (
@@ -246,4 +246,76 @@ fn durations_parse_as_istio_writes_them() {
     for (input, want, reason) in cases {
         assert_eq!(parse_duration(input), want, "{reason}");
     }
+}
+
+/// The JSON reader's edges, one reason per row: (input, the error it must contain, or `None`
+/// when the input is valid).
+#[test]
+fn reader_edges() {
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        (
+            r#"{"exporter": {"protocol": "thrift"}}"#,
+            Some("at `exporter.protocol`: unknown value `thrift`, expected one of `http/protobuf`, `grpc`, `none`"),
+            "enums list what they accept",
+        ),
+        (
+            r#"{"exporter": {"clustr": "x"}}"#,
+            Some("at `exporter.clustr`: unknown key, expected one of `protocol`, `cluster`"),
+            "unknown keys list the known ones",
+        ),
+        (
+            r#"{"exporter": {"maxBatchSize": 1.5}}"#,
+            Some("at `exporter.maxBatchSize`: expected a whole number, 0 or more, got a number"),
+            "counts are whole numbers",
+        ),
+        (
+            r#"{"exporter": {"maxRetries": 5000000000}}"#,
+            Some("at `exporter.maxRetries`"),
+            "counts fit their type",
+        ),
+        (
+            r#"{"customTags": {"t": {"literal": {"value": "a"}, "header": {"name": "x"}}}}"#,
+            Some("at `customTags.t`: expected exactly one of `literal`, `environment`, `header`"),
+            "a custom tag has one source",
+        ),
+        (
+            r#"{"sampling": {"rules": [{"match": {"path": {}}, "sample": 1}]}}"#,
+            Some("at `sampling.rules[0].match.path`: expected exactly one of `exact`, `prefix`"),
+            "a path match needs a kind",
+        ),
+        (
+            r#"{"sampling": {"rules": [{"match": {}}]}}"#,
+            Some("at `sampling.rules[0].sample`: is required"),
+            "a rule says what to do",
+        ),
+        (
+            r#"{"propagation": {"extract": "tracecontext"}}"#,
+            Some("at `propagation.extract`: expected a list, got a string"),
+            "lists are lists",
+        ),
+        (
+            r#"{"sampling": {"trustIncoming": "false"}}"#,
+            Some("at `sampling.trustIncoming`: expected true or false, got a string"),
+            "booleans are not strings",
+        ),
+        ("\u{ff}", Some("invalid meshtrace configuration"), "not UTF-8"),
+        (r#"{"randomSamplingPercentage": null}"#, None, "null asks for the default"),
+        (r#"{"sampling": {"forceHeader": null}}"#, None, "null turns the force header off"),
+        (r#"{"exporter": {"timeout": "1.5s"}}"#, None, "fractional seconds"),
+    ];
+    for (json, want, why) in cases {
+        match (Config::parse(json.as_bytes()), want) {
+            (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{why}: {e}"),
+            (Ok(_), None) => {}
+            (got, _) => panic!("{why}: {got:?}"),
+        }
+    }
+    let defaults = Config::parse(br#"{"randomSamplingPercentage": null}"#).unwrap();
+    assert_eq!(defaults.random_sampling_percentage, 1.0);
+    let off = Config::parse(br#"{"sampling": {"forceHeader": null}}"#).unwrap();
+    assert_eq!(off.sampling.force_header, None);
+    assert_eq!(
+        Config::default().sampling.force_header.as_deref(),
+        Some("x-envoy-force-trace")
+    );
 }
