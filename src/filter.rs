@@ -3,7 +3,7 @@
 
 use crate::proxy_host::{self, ProxyHost};
 use log::{error, info, warn};
-use meshtrace_core::config::{Config, ExportProtocol};
+use meshtrace_core::config::{percentage, Config, ExportProtocol};
 use meshtrace_core::export::{ExportResponse, Exporter};
 use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
@@ -131,7 +131,7 @@ impl RootContext for Root {
         info!(
             "meshtrace configured: service {}, sampling {}%, export {}",
             tracer.service_name,
-            tracer.config.random_sampling_percentage,
+            percentage(tracer.config.random_sampling_percentage),
             if exporting {
                 tracer.config.exporter.cluster.as_str()
             } else {

@@ -395,6 +395,18 @@ fn check_percentage(key: &str, p: f64) -> Result<(), ConfigError> {
     }
 }
 
+/// A percentage (0.01 steps) for messages, without float formatting (which would add 20 KB of
+/// wasm for one log line): `12.5`, `0.01`, `100`.
+pub fn percentage(p: f64) -> String {
+    let hundredths = (p.clamp(0.0, 100.0) * 100.0).round() as u64;
+    let (whole, fraction) = (hundredths / 100, hundredths % 100);
+    match fraction {
+        0 => whole.to_string(),
+        f if f % 10 == 0 => format!("{whole}.{}", f / 10),
+        f => format!("{whole}.{f:02}"),
+    }
+}
+
 /// RFC 9110 §5.1: a field name is a token; Envoy stores them lowercase.
 fn check_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()

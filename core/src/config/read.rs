@@ -46,27 +46,29 @@ impl<'a> Object<'a> {
             .map(|v| (v, join(&self.path, key)))
     }
 
-    fn read<T>(&self, key: &str, read: impl Fn(&'a Value, &str) -> Result<T>) -> Result<Option<T>> {
+    /// Reads `key` with `read`: a `dyn` function, so there is one copy of this code per result
+    /// type rather than per call site (this runs once per configuration: size over speed).
+    fn read<T>(&self, key: &str, read: &dyn Fn(&'a Value, &str) -> Result<T>) -> Result<Option<T>> {
         self.get(key).map(|(v, path)| read(v, &path)).transpose()
     }
 
     fn string(&self, key: &str) -> Result<Option<String>> {
-        self.read(key, string)
+        self.read(key, &string)
     }
 
     fn bool(&self, key: &str) -> Result<Option<bool>> {
-        self.read(key, |v, path| {
+        self.read(key, &|v, path| {
             v.as_bool()
                 .ok_or_else(|| expected(path, v, "true or false"))
         })
     }
 
     fn number(&self, key: &str) -> Result<Option<f64>> {
-        self.read(key, number)
+        self.read(key, &number)
     }
 
     fn count<T: TryFrom<u64>>(&self, key: &str) -> Result<Option<T>> {
-        self.read(key, |v, path| {
+        self.read(key, &|v, path| {
             v.as_u64()
                 .and_then(|n| T::try_from(n).ok())
                 .ok_or_else(|| expected(path, v, "a whole number, 0 or more"))
@@ -74,7 +76,7 @@ impl<'a> Object<'a> {
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>> {
-        self.read(key, |v, path| {
+        self.read(key, &|v, path| {
             let text = string(v, path)?;
             parse_duration(&text).ok_or_else(|| ConfigError {
                 key: path.to_string(),
@@ -86,9 +88,9 @@ impl<'a> Object<'a> {
     fn list<T>(
         &self,
         key: &str,
-        item: impl Fn(&'a Value, &str) -> Result<T>,
+        item: &dyn Fn(&'a Value, &str) -> Result<T>,
     ) -> Result<Option<Vec<T>>> {
-        self.read(key, |v, path| {
+        self.read(key, &|v, path| {
             let items = v.as_array().ok_or_else(|| expected(path, v, "a list"))?;
             items
                 .iter()
@@ -102,15 +104,19 @@ impl<'a> Object<'a> {
     fn map<T>(
         &self,
         key: &str,
-        value: impl Fn(&'a Value, &str) -> Result<T>,
+        value: &dyn Fn(&'a Value, &str) -> Result<T>,
     ) -> Result<Option<BTreeMap<String, T>>> {
-        self.read(key, |v, path| {
+        self.read(key, &|v, path| {
             let map = v
                 .as_object()
                 .ok_or_else(|| expected(path, v, "an object"))?;
-            map.iter()
-                .map(|(name, x)| Ok((name.clone(), value(x, &join(path, name))?)))
-                .collect()
+            // Inserted one by one: collecting into a BTreeMap sorts first (the keys already come
+            // sorted) and brings a sort routine per value type into the module.
+            let mut out = BTreeMap::new();
+            for (name, x) in map {
+                out.insert(name.clone(), value(x, &join(path, name))?);
+            }
+            Ok(out)
         })
     }
 }
@@ -244,7 +250,7 @@ impl Config {
                 .number("randomSamplingPercentage")?
                 .unwrap_or(d.random_sampling_percentage),
             tracing_service_name: o
-                .read("tracingServiceName", |v, p| {
+                .read("tracingServiceName", &|v, p| {
                     choice(
                         v,
                         p,
@@ -264,7 +270,7 @@ impl Config {
                 .unwrap_or(d.tracing_service_name),
             service_name: o.string("serviceName")?,
             role: o
-                .read("role", |v, p| {
+                .read("role", &|v, p| {
                     choice(
                         v,
                         p,
@@ -276,19 +282,19 @@ impl Config {
                     )
                 })?
                 .unwrap_or(d.role),
-            custom_tags: o.map("customTags", custom_tag)?.unwrap_or_default(),
-            resource_attributes: o.map("resourceAttributes", string)?.unwrap_or_default(),
+            custom_tags: o.map("customTags", &custom_tag)?.unwrap_or_default(),
+            resource_attributes: o.map("resourceAttributes", &string)?.unwrap_or_default(),
             sampling: o
-                .read("sampling", SamplingConfig::from_json)?
+                .read("sampling", &SamplingConfig::from_json)?
                 .unwrap_or(d.sampling),
             propagation: o
-                .read("propagation", PropagationConfig::from_json)?
+                .read("propagation", &PropagationConfig::from_json)?
                 .unwrap_or(d.propagation),
             exporter: o
-                .read("exporter", ExporterConfig::from_json)?
+                .read("exporter", &ExporterConfig::from_json)?
                 .unwrap_or(d.exporter),
             limits: o
-                .read("limits", LimitsConfig::from_json)?
+                .read("limits", &LimitsConfig::from_json)?
                 .unwrap_or(d.limits),
         })
     }
@@ -352,7 +358,7 @@ impl SamplingConfig {
             max_traces_per_second: o.number("maxTracesPerSecond")?,
             skip_probes: o.bool("skipProbes")?.unwrap_or(d.skip_probes),
             rules: o
-                .list("rules", SamplingRule::from_json)?
+                .list("rules", &SamplingRule::from_json)?
                 .unwrap_or_default(),
         })
     }
@@ -362,8 +368,8 @@ impl SamplingRule {
     fn from_json(v: &Value, path: &str) -> Result<SamplingRule> {
         let o = Object::new(v, path.to_string(), &["match", "sample"])?;
         Ok(SamplingRule {
-            matcher: o.read("match", RuleMatch::from_json)?.unwrap_or_default(),
-            sample: required(o.read("sample", rule_action)?, &o, "sample")?,
+            matcher: o.read("match", &RuleMatch::from_json)?.unwrap_or_default(),
+            sample: required(o.read("sample", &rule_action)?, &o, "sample")?,
         })
     }
 }
@@ -387,7 +393,7 @@ impl RuleMatch {
         let o = Object::new(v, path.to_string(), &["method", "path", "host", "headers"])?;
         Ok(RuleMatch {
             method: o.string("method")?,
-            path: o.read("path", |v, p| {
+            path: o.read("path", &|v, p| {
                 let (kind, value, p) = one_of(v, p, &["exact", "prefix"])?;
                 let value = string(value, &p)?;
                 Ok(if kind == "exact" {
@@ -398,7 +404,7 @@ impl RuleMatch {
             })?,
             host: o.string("host")?,
             headers: o
-                .list("headers", |v, p| {
+                .list("headers", &|v, p| {
                     let h = Object::new(v, p.to_string(), &["name", "value"])?;
                     Ok(HeaderMatch {
                         name: required(h.string("name")?, &h, "name")?,
@@ -432,8 +438,8 @@ impl PropagationConfig {
         )?;
         let d = PropagationConfig::default();
         Ok(PropagationConfig {
-            extract: o.list("extract", propagator)?.unwrap_or(d.extract),
-            inject: o.list("inject", propagator)?.unwrap_or(d.inject),
+            extract: o.list("extract", &propagator)?.unwrap_or(d.extract),
+            inject: o.list("inject", &propagator)?.unwrap_or(d.inject),
             trust_incoming_request_id: o
                 .bool("trustIncomingRequestId")?
                 .unwrap_or(d.trust_incoming_request_id),
@@ -462,7 +468,7 @@ impl ExporterConfig {
         let d = ExporterConfig::default();
         Ok(ExporterConfig {
             protocol: o
-                .read("protocol", |v, p| {
+                .read("protocol", &|v, p| {
                     choice(
                         v,
                         p,
@@ -479,7 +485,7 @@ impl ExporterConfig {
             path: o.string("path")?.unwrap_or(d.path),
             timeout: o.duration("timeout")?.unwrap_or(d.timeout),
             headers: o
-                .list("headers", |v, p| {
+                .list("headers", &|v, p| {
                     let h = Object::new(v, p.to_string(), &["name", "value"])?;
                     Ok(HeaderValue {
                         name: required(h.string("name")?, &h, "name")?,

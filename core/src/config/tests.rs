@@ -319,3 +319,16 @@ fn reader_edges() {
         Some("x-envoy-force-trace")
     );
 }
+
+#[test]
+fn percentages_print_as_written() {
+    for (p, want) in [
+        (1.0, "1"),
+        (12.5, "12.5"),
+        (0.01, "0.01"),
+        (100.0, "100"),
+        (33.33, "33.33"),
+    ] {
+        assert_eq!(percentage(p), want);
+    }
+}
