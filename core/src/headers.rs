@@ -2,19 +2,22 @@
 //! kept (W3C Trace Context §3.2.2 and §3.3.1 give repeated `traceparent` and `tracestate` headers
 //! meaning, so a first-value-only lookup is not enough).
 //!
-//! Built in one pass from proxy-wasm's serialized header map into a single string, so reading
-//! every header costs one host call and no allocation per header. Header values are bytes on the
-//! wire (RFC 9110 §5.5 allows obs-text, 0x80–0xFF); bytes that are not UTF-8 are read as U+FFFD,
-//! which no header we parse accepts, so such a value is invalid rather than fatal.
+//! Built from proxy-wasm's serialized header map with one UTF-8 check and one copy of its text,
+//! so reading every header costs one host call and no allocation per header. Header values are
+//! bytes on the wire (RFC 9110 §5.5 allows obs-text, 0x80–0xFF); bytes that are not UTF-8 are
+//! read as U+FFFD, which no header we parse accepts, so such a value is invalid, never fatal.
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {
-    /// Every name immediately followed by its value.
+    /// Each name and each value followed by a NUL, as the host serializes them.
     text: String,
     entries: Vec<Entry>,
+    /// One bit per name present, by [`name_bit`]: most lookups are for headers a request does
+    /// not carry (B3 on a W3C request, `baggage`, …) and end here without a scan.
+    names: u64,
 }
 
-/// One header: the name is `text[start..split]`, the value `text[split..end]`.
+/// One header: the name is `text[start..split]`, the value `text[split + 1..end]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     start: usize,
@@ -36,31 +39,48 @@ impl HeaderMap {
         let Some(count) = read_u32(bytes, 0) else {
             return map;
         };
-        let Some(mut pos) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+        let Some(data) = count
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(4))
+            .and_then(|start| bytes.get(start..))
+        else {
             return map;
         };
-        if pos > bytes.len() {
-            return map;
-        }
-        map.text.reserve(bytes.len() - pos);
-        map.entries.reserve(count);
-        for i in 0..count {
+        let mut fields = (0..count).map_while(|i| {
             let sizes = 4 + i * 8;
-            let (Some(name_len), Some(value_len)) =
-                (read_u32(bytes, sizes), read_u32(bytes, sizes + 4))
-            else {
-                break;
-            };
-            let Some(name) = take(bytes, &mut pos, name_len) else {
-                break;
-            };
-            let Some(value) = take(bytes, &mut pos, value_len) else {
-                break;
-            };
-            map.push(
-                &String::from_utf8_lossy(name),
-                &String::from_utf8_lossy(value),
-            );
+            Some((read_u32(bytes, sizes)?, read_u32(bytes, sizes + 4)?))
+        });
+        // Each pair takes at least two bytes of `data` (its NULs): a hostile count reserves no more.
+        map.entries.reserve(count.min(data.len() / 2));
+        match std::str::from_utf8(data) {
+            // Nearly always: the text is used as it is (NUL is valid UTF-8), only indexed.
+            Ok(all) => {
+                let mut at = 0;
+                for (name_len, value_len) in fields {
+                    let Some(entry) = Entry::at(data, at, name_len, value_len) else {
+                        break;
+                    };
+                    at = entry.end + 1;
+                    map.names |= name_bit(data.get(entry.start..entry.split).unwrap_or_default());
+                    map.entries.push(entry);
+                }
+                map.text = all.get(..at).unwrap_or("").to_string();
+            }
+            Err(_) => {
+                let mut pos = 0;
+                for (name_len, value_len) in fields.by_ref() {
+                    let (Some(name), Some(value)) = (
+                        take(data, &mut pos, name_len),
+                        take(data, &mut pos, value_len),
+                    ) else {
+                        break;
+                    };
+                    map.push(
+                        &String::from_utf8_lossy(name),
+                        &String::from_utf8_lossy(value),
+                    );
+                }
+            }
         }
         map
     }
@@ -70,26 +90,58 @@ impl HeaderMap {
         let start = self.text.len();
         self.text.push_str(name);
         let split = self.text.len();
+        self.text.push('\0');
         self.text.push_str(value);
         self.entries.push(Entry {
             start,
             split,
             end: self.text.len(),
         });
+        self.text.push('\0');
+        self.names |= name_bit(name.as_bytes());
     }
 
     /// The first value of `name` (lowercase).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        if !self.may_contain(name) {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| self.is_named(e, name))
+            .map(|e| self.value(e))
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter().filter(move |(k, _)| *k == name).map(|(_, v)| v)
+        let entries = if self.may_contain(name) {
+            self.entries.as_slice()
+        } else {
+            &[]
+        };
+        entries
+            .iter()
+            .filter(move |e| self.is_named(e, name))
+            .map(|e| self.value(e))
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.iter().any(|(k, _)| k == name)
+        self.may_contain(name) && self.entries.iter().any(|e| self.is_named(e, name))
+    }
+
+    fn may_contain(&self, name: &str) -> bool {
+        self.names & name_bit(name.as_bytes()) != 0
+    }
+
+    /// Lookups run a dozen times per request: compare lengths, then bytes, and slice the value
+    /// only for a match.
+    fn is_named(&self, e: &Entry, name: &str) -> bool {
+        e.split - e.start == name.len()
+            && self.text.as_bytes().get(e.start..e.split) == Some(name.as_bytes())
+    }
+
+    fn value(&self, e: &Entry) -> &str {
+        self.text.get(e.split + 1..e.end).unwrap_or("")
     }
 
     /// (name, value) pairs in order.
@@ -97,7 +149,7 @@ impl HeaderMap {
         self.entries.iter().map(|e| {
             (
                 self.text.get(e.start..e.split).unwrap_or(""),
-                self.text.get(e.split..e.end).unwrap_or(""),
+                self.text.get(e.split + 1..e.end).unwrap_or(""),
             )
         })
     }
@@ -125,6 +177,34 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let four = bytes.get(at..at.checked_add(4)?)?;
     let n = u32::from_le_bytes(<[u8; 4]>::try_from(four).ok()?);
     usize::try_from(n).ok()
+}
+
+/// A name's bit in [`HeaderMap::names`], from its length and last two bytes (the first bytes of
+/// header names repeat: `x-b3-…`, `x-forwarded-…`).
+fn name_bit(name: &[u8]) -> u64 {
+    let (last, before) = match name {
+        [.., a, b] => (*b, *a),
+        [b] => (*b, 0),
+        [] => (0, 0),
+    };
+    let h = (name.len() as u32)
+        .wrapping_mul(31)
+        .wrapping_add(u32::from(last).wrapping_mul(7))
+        .wrapping_add(u32::from(before));
+    1 << (h % 64)
+}
+
+impl Entry {
+    /// The pair whose name starts at `at` in `data`, when both fields and their NULs are there.
+    fn at(data: &[u8], at: usize, name_len: usize, value_len: usize) -> Option<Entry> {
+        let split = at.checked_add(name_len)?;
+        let end = split.checked_add(1)?.checked_add(value_len)?;
+        (data.get(split) == Some(&0) && data.get(end) == Some(&0)).then_some(Entry {
+            start: at,
+            split,
+            end,
+        })
+    }
 }
 
 /// `len` bytes at `pos` and the NUL after them; advances `pos` past both.

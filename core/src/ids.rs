@@ -74,14 +74,18 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 pub fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0xf] {
-            s.push(char::from(
-                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+/// Appends `bytes` as lowercase hex (the header formatters build whole values this way, with
+/// no intermediate strings).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    let digit = |n: u8| char::from(HEX.get(usize::from(n & 0xf)).copied().unwrap_or(b'0'));
+    for b in bytes {
+        out.push(digit(b >> 4));
+        out.push(digit(*b));
+    }
 }
 
 /// Value of one lowercase hex digit (W3C Trace Context §3.2.2: HEXDIGLC); uppercase is invalid.

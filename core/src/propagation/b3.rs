@@ -2,7 +2,7 @@
 //! `x-b3-*` headers, so apps that only speak B3 join W3C traces and vice versa.
 
 use crate::context::{SpanContext, TraceFlags};
-use crate::ids::{decode_hex_lower, SpanId, TraceId};
+use crate::ids::{decode_hex_lower, push_hex, SpanId, TraceId};
 
 pub const SINGLE: &str = "b3";
 pub const TRACE_ID: &str = "x-b3-traceid";
@@ -155,12 +155,12 @@ fn multi(
 /// The single header for a context we send on; a 64-bit-origin id is written in full
 /// (128-bit), which every current B3 implementation reads.
 pub fn format_single(ctx: &SpanContext) -> String {
-    format!(
-        "{}-{}-{}",
-        ctx.trace_id.to_hex(),
-        ctx.span_id.to_hex(),
-        if ctx.flags.sampled() { "1" } else { "0" }
-    )
+    let mut s = String::with_capacity(51);
+    push_hex(&mut s, &ctx.trace_id.0);
+    s.push('-');
+    push_hex(&mut s, &ctx.span_id.0);
+    s.push_str(if ctx.flags.sampled() { "-1" } else { "-0" });
+    s
 }
 
 /// The multi headers for a context we send on (set) and the ones to clear.

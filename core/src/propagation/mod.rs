@@ -126,7 +126,7 @@ pub fn inject(
     inject: &[Propagator],
     extract: &[Propagator],
 ) -> Vec<(&'static str, Option<String>)> {
-    let mut out: Vec<(&'static str, Option<String>)> = Vec::new();
+    let mut out: Vec<(&'static str, Option<String>)> = Vec::with_capacity(10);
     let injects = |p: Propagator| inject.contains(&p);
     let stale = |p: Propagator| extract.contains(&p) && !inject.contains(&p);
     if injects(Propagator::Tracecontext) {

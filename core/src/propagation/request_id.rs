@@ -1,7 +1,7 @@
 //! `x-request-id`: Envoy's and Istio's request correlation id. Forwarded when it looks like an
 //! id, generated (UUIDv4, RFC 9562 §5.4) when missing or unfit.
 
-use crate::ids::{hex_lower, IdGenerator};
+use crate::ids::{push_hex, IdGenerator};
 
 /// Longest incoming id forwarded; real ids (UUIDs, ULIDs, cloud trace ids) are far shorter.
 pub const MAX_LEN: usize = 128;
@@ -24,16 +24,14 @@ pub fn generate(ids: &mut IdGenerator) -> String {
     if let Some(v) = b.get_mut(8) {
         *v = (*v & 0x3f) | 0x80;
     }
-    let hex = hex_lower(&b);
-    let part = |from: usize, to: usize| hex.get(from..to).unwrap_or_default();
-    format!(
-        "{}-{}-{}-{}-{}",
-        part(0, 8),
-        part(8, 12),
-        part(12, 16),
-        part(16, 20),
-        part(20, 32)
-    )
+    let mut id = String::with_capacity(36);
+    for (i, group) in [0..4, 4..6, 6..8, 8..10, 10..16].into_iter().enumerate() {
+        if i > 0 {
+            id.push('-');
+        }
+        push_hex(&mut id, b.get(group).unwrap_or_default());
+    }
+    id
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The `traceparent` header (W3C Trace Context Level 2 §3.2).
 
 use crate::context::{SpanContext, TraceFlags};
-use crate::ids::{decode_hex_lower, SpanId, TraceId};
+use crate::ids::{decode_hex_lower, push_hex, SpanId, TraceId};
 
 /// §3.2.2: `version-traceid-parentid-flags` is 2+1+32+1+16+1+2 characters.
 const VERSION_00_LEN: usize = 55;
@@ -102,12 +102,14 @@ pub fn parse_all<'a>(
 /// Version 00, which is what we emit (§3.2.4: "send the version this implementation knows").
 /// Only the flags we understand are written (§3.2.2.5).
 pub fn format(context: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id.to_hex(),
-        context.span_id.to_hex(),
-        context.flags.known().0
-    )
+    let mut s = String::with_capacity(55);
+    s.push_str("00-");
+    push_hex(&mut s, &context.trace_id.0);
+    s.push('-');
+    push_hex(&mut s, &context.span_id.0);
+    s.push('-');
+    push_hex(&mut s, &[context.flags.known().0]);
+    s
 }
 
 #[cfg(test)]
