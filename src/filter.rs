@@ -9,7 +9,7 @@ use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::{ListenerDirection, NodeInfo};
-use meshtrace_core::tracer::{ActiveSpan, Outcome, Tracer};
+use meshtrace_core::tracer::{ActiveSpan, Tracer};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -195,11 +195,11 @@ impl HttpContext for Request {
             return;
         };
         let host = ProxyHost;
-        let outcome = Outcome::read(&host, self.shared.tracer.node.xds);
+        let outcome = self.shared.tracer.read_outcome(&host, &active);
         let span = self
             .shared
             .tracer
-            .finish(active, &outcome, host.now_unix_nanos());
+            .finish(active, outcome, host.now_unix_nanos());
         if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
             exporter.enqueue(span, &self.shared.metrics);
         }

@@ -201,7 +201,7 @@ fn spans_and_export(c: &mut Criterion) {
         let active = t
             .on_request_headers(&host, &mut ids, &metrics, Role::Client)
             .unwrap();
-        t.finish(active, &outcome(), 1_700_000_000_002_000_000)
+        t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
     let one = span();
     g.bench_function("encode one span", |b| {
@@ -259,7 +259,7 @@ fn request_path(c: &mut Criterion) {
             let active = t
                 .on_request_headers(&host, &mut ids, &metrics, Role::Server)
                 .unwrap();
-            let span = t.finish(active, &outcome(), 1_700_000_000_002_000_000);
+            let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&otlp::Span::from(span))
         })
     });

@@ -103,6 +103,11 @@ impl NodeInfo {
     pub fn is_gateway(&self) -> bool {
         self.id.starts_with("router~")
     }
+
+    /// Istio sidecars have node ids beginning `sidecar~`.
+    pub fn is_sidecar(&self) -> bool {
+        self.id.starts_with("sidecar~")
+    }
 }
 
 /// Reads `xds.node.<path>`, falling back to `node.<path>`.

@@ -180,7 +180,7 @@ impl From<span::Span> for Span {
             attributes: s
                 .attributes
                 .into_iter()
-                .map(|(k, v)| key_value(k, v))
+                .map(|(k, v)| key_value(k.into_owned(), v))
                 .collect(),
             dropped_attributes_count: s.dropped_attributes,
             status: match s.status {

@@ -4,6 +4,11 @@
 use crate::config::LimitsConfig;
 use crate::context::SpanContext;
 use crate::ids::SpanId;
+use std::borrow::Cow;
+
+/// Attribute keys: semantic-convention names are static (no allocation per span), custom tags
+/// owned.
+pub type AttrKey = Cow<'static, str>;
 
 /// OTel SpanKind: the proxy is the SERVER side of an inbound call, the CLIENT of an outbound one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +45,7 @@ pub struct Span {
     pub kind: SpanKind,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    pub attributes: Vec<(String, AttrValue)>,
+    pub attributes: Vec<(AttrKey, AttrValue)>,
     /// Attributes refused by `limits.maxAttributes` (OTel "Attribute Limits": count, not fail).
     pub dropped_attributes: u32,
     pub status: StatusCode,
@@ -77,7 +82,7 @@ impl Span {
     /// is dropped and counted. Setting a key again replaces its value.
     pub fn set_attribute(
         &mut self,
-        key: impl Into<String>,
+        key: impl Into<AttrKey>,
         value: AttrValue,
         limits: &LimitsConfig,
     ) {

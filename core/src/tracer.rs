@@ -3,6 +3,7 @@
 
 use crate::config::{Config, CustomTag, ExportProtocol, RoleSetting};
 use crate::context::{Role, SpanContext, TraceFlags};
+use crate::headers::HeaderMap;
 use crate::host::Host;
 use crate::ids::{IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
@@ -40,13 +41,12 @@ pub struct ActiveSpan {
     parent: Option<SpanId>,
     trace_state: String,
     start_unix_nanos: u64,
-    method: String,
-    path: String,
-    scheme: String,
-    authority: String,
-    user_agent: Option<String>,
-    request_id: String,
-    header_tags: Vec<(String, String)>,
+    /// The request's headers as they arrived, moved here rather than copied piece by piece: the
+    /// span's attributes are read from them when it ends.
+    headers: HeaderMap,
+    /// The request id this proxy generated (or put in place of an unacceptable one); `None`
+    /// when the incoming `x-request-id` was forwarded.
+    generated_request_id: Option<String>,
 }
 
 impl Tracer {
@@ -189,7 +189,7 @@ impl Tracer {
             flags: inherited_flags.with_sampled(decision.sampled),
         };
 
-        let request_id = self.request_id(host, ids, metrics, header(REQUEST_ID));
+        let generated_request_id = self.request_id(host, ids, metrics, header(REQUEST_ID));
 
         for (name, value) in propagation::inject(
             &context,
@@ -214,55 +214,54 @@ impl Tracer {
         if !(decision.sampled && self.record_spans) {
             return None;
         }
-        let (path_only, _) = split_query(path);
         Some(ActiveSpan {
             role,
             context,
             parent: parent.map(|p| p.span_id),
             trace_state: tracestate.header_value().unwrap_or_default(),
             start_unix_nanos: clock(),
-            method: method.to_string(),
-            path: path_only.to_string(),
-            scheme: header(":scheme").unwrap_or("").to_string(),
-            authority: authority.to_string(),
-            user_agent: header("user-agent").map(str::to_string),
-            request_id,
-            header_tags: self
-                .header_tags
-                .iter()
-                .filter_map(|(tag, name, default)| {
-                    header(name)
-                        .map(str::to_string)
-                        .or_else(|| default.clone())
-                        .map(|v| (tag.clone(), v))
-                })
-                .collect(),
+            headers,
+            generated_request_id,
         })
     }
 
-    /// Forwards a trusted, well-formed `x-request-id`; otherwise generates a UUIDv4 (and counts
-    /// a replaced one).
+    /// Forwards a trusted, well-formed `x-request-id` (`None`); otherwise generates a UUIDv4,
+    /// sends it on and returns it (and counts a replaced one).
     fn request_id(
         &self,
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
         incoming: Option<&str>,
-    ) -> String {
+    ) -> Option<String> {
         if let Some(id) = incoming {
             if self.config.propagation.trust_incoming_request_id && request_id::is_acceptable(id) {
-                return id.to_string();
+                return None;
             }
             metrics.count(Metric::RequestIdReplaced, 1);
         }
         let id = request_id::generate(ids);
         host.set_request_header(REQUEST_ID, Some(&id));
-        id
+        Some(id)
+    }
+
+    /// What the host knows about the stream that is ending, for the span of `active`. The
+    /// route name is read only where one can matter: Istio generates every route of a sidecar's
+    /// inbound listener (VirtualServices shape outbound and gateway traffic), so for a sidecar's
+    /// SERVER span it is a property read — one of the dearest host calls — for nothing.
+    pub fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
+        let sidecar_inbound = active.role == Role::Server && self.node.is_sidecar();
+        Outcome::read(host, self.node.xds, !sidecar_inbound)
     }
 
     /// The stream ended: build the span. `outcome` is what the host reported about the response.
-    pub fn finish(&self, active: ActiveSpan, outcome: &Outcome, end_unix_nanos: u64) -> Span {
+    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Span {
         let limits = &self.config.limits;
+        let headers = &active.headers;
+        let header = |name: &str| headers.get(name).unwrap_or("");
+        let text = |s: &str| AttrValue::Str(s.to_string());
+        let method = header(":method");
+        let (path, _) = split_query(header(":path"));
         let kind = match active.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
@@ -271,24 +270,20 @@ impl Tracer {
             active.context,
             active.parent,
             active.trace_state,
-            span_name(&active.method, outcome.route_name.as_deref(), &active.path),
+            span_name(method, outcome.route_name.as_deref(), path),
             kind,
             active.start_unix_nanos,
             end_unix_nanos.max(active.start_unix_nanos),
         );
         // OpenTelemetry HTTP semantic conventions (semconv v1.26+ stable HTTP attributes).
-        span.set_attribute("http.request.method", AttrValue::Str(active.method), limits);
-        span.set_attribute("url.path", AttrValue::Str(active.path), limits);
-        if !active.scheme.is_empty() {
-            span.set_attribute("url.scheme", AttrValue::Str(active.scheme), limits);
+        span.set_attribute("http.request.method", text(method), limits);
+        span.set_attribute("url.path", text(path), limits);
+        if let Some(scheme) = headers.get(":scheme").filter(|s| !s.is_empty()) {
+            span.set_attribute("url.scheme", text(scheme), limits);
         }
-        let (host_part, port) = split_authority(&active.authority);
+        let (host_part, port) = split_authority(header(":authority"));
         if !host_part.is_empty() {
-            span.set_attribute(
-                "server.address",
-                AttrValue::Str(host_part.to_string()),
-                limits,
-            );
+            span.set_attribute("server.address", text(host_part), limits);
         }
         if let Some(port) = port {
             span.set_attribute("server.port", AttrValue::Int(i64::from(port)), limits);
@@ -300,44 +295,37 @@ impl Tracer {
                 limits,
             );
         }
-        if let Some(v) = &outcome.protocol_version {
-            span.set_attribute(
-                "network.protocol.version",
-                AttrValue::Str(v.clone()),
-                limits,
-            );
+        let (status, message) = span_status(active.role, &outcome);
+        if let Some(v) = outcome.protocol_version {
+            span.set_attribute("network.protocol.version", AttrValue::Str(v), limits);
         }
-        if let Some(ua) = active.user_agent {
-            span.set_attribute("user_agent.original", AttrValue::Str(ua), limits);
+        if let Some(ua) = headers.get("user-agent") {
+            span.set_attribute("user_agent.original", text(ua), limits);
         }
-        if let Some(cluster) = &outcome.upstream_cluster {
-            span.set_attribute("upstream_cluster", AttrValue::Str(cluster.clone()), limits);
+        if let Some(cluster) = outcome.upstream_cluster {
+            span.set_attribute("upstream_cluster", AttrValue::Str(cluster), limits);
         }
         // Istio's own tags, so spans look like those of Istio's tracer.
-        span.set_attribute(
-            "guid:x-request-id",
-            AttrValue::Str(active.request_id),
-            limits,
-        );
-        span.set_attribute("component", AttrValue::Str("proxy".to_string()), limits);
+        let request_id = match active.generated_request_id {
+            Some(id) => AttrValue::Str(id),
+            None => text(header(REQUEST_ID)),
+        };
+        span.set_attribute("guid:x-request-id", request_id, limits);
+        span.set_attribute("component", text("proxy"), limits);
         if !self.node.mesh_id.is_empty() {
-            span.set_attribute(
-                "istio.mesh_id",
-                AttrValue::Str(self.node.mesh_id.clone()),
-                limits,
-            );
+            span.set_attribute("istio.mesh_id", text(&self.node.mesh_id), limits);
         }
         if !self.node.namespace.is_empty() {
-            span.set_attribute(
-                "istio.namespace",
-                AttrValue::Str(self.node.namespace.clone()),
-                limits,
-            );
+            span.set_attribute("istio.namespace", text(&self.node.namespace), limits);
         }
-        for (tag, value) in self.static_tags.iter().cloned().chain(active.header_tags) {
-            span.set_attribute(tag, AttrValue::Str(value), limits);
+        for (tag, value) in &self.static_tags {
+            span.set_attribute(tag.clone(), text(value), limits);
         }
-        let (status, message) = span_status(active.role, outcome);
+        for (tag, name, default) in &self.header_tags {
+            if let Some(value) = headers.get(name).or(default.as_deref()) {
+                span.set_attribute(tag.clone(), text(value), limits);
+            }
+        }
         span.status = status;
         span.status_message = message;
         span
@@ -362,7 +350,7 @@ impl Outcome {
     /// The status comes from the `:status` response header — a header read is far cheaper than
     /// the `response.code` attribute, and a stream reset before any response has none — and the
     /// response details only for an error, whose status message they become.
-    pub fn read(host: &dyn Host, xds: XdsAttributes) -> Outcome {
+    pub fn read(host: &dyn Host, xds: XdsAttributes, route_name: bool) -> Outcome {
         let text = |bytes: Option<Vec<u8>>| {
             bytes
                 .and_then(|b| String::from_utf8(b).ok())
@@ -377,7 +365,11 @@ impl Outcome {
             protocol_version: text(host.property(&["request", "protocol"]))
                 .map(|p| p.trim_start_matches("HTTP/").to_string()),
             upstream_cluster: text(xds.read(host, "cluster_name")),
-            route_name: text(xds.read(host, "route_name")),
+            route_name: if route_name {
+                text(xds.read(host, "route_name"))
+            } else {
+                None
+            },
             details: if status.is_none_or(|c| c >= 400) {
                 text(host.property(&["response", "code_details"]))
             } else {

@@ -169,7 +169,7 @@ fn finished_span_carries_semantic_convention_attributes() {
         route_name: None,
         details: Some("upstream_reset_before_response_started".into()),
     };
-    let span = t.finish(active, &outcome, 1_700_000_000_000_500_000);
+    let span = t.finish(active, outcome, 1_700_000_000_000_500_000);
     assert_eq!(span.name, "GET /reviews/{id}");
     assert_eq!(span.kind, SpanKind::Client);
     assert_eq!(span.end_unix_nanos - span.start_unix_nanos, 500_000);
@@ -366,7 +366,7 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         }
         h
     };
-    let ok = Outcome::read(&host(Some("200"), &["xds"]), Nested);
+    let ok = Outcome::read(&host(Some("200"), &["xds"]), Nested, true);
     assert_eq!(ok.status, Some(200));
     assert_eq!(ok.protocol_version.as_deref(), Some("2"));
     assert_eq!(
@@ -376,18 +376,18 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
     assert_eq!(ok.route_name.as_deref(), Some("reviews-v2"));
     assert_eq!(ok.details, None, "details are read for errors only");
 
-    let old = Outcome::read(&host(Some("200"), &[]), TopLevel);
+    let old = Outcome::read(&host(Some("200"), &[]), TopLevel, true);
     assert_eq!(
         old.upstream_cluster.as_deref(),
         Some("outbound|9080||reviews")
     );
-    let mismatch = Outcome::read(&host(Some("200"), &[]), Nested);
+    let mismatch = Outcome::read(&host(Some("200"), &[]), Nested, true);
     assert_eq!(
         mismatch.upstream_cluster, None,
         "one path per attribute, the proxy's own"
     );
 
-    let reset = Outcome::read(&host(None, &["xds"]), Nested);
+    let reset = Outcome::read(&host(None, &["xds"]), Nested, true);
     assert_eq!(
         reset.status, None,
         "no response headers: the stream was reset"
@@ -396,12 +396,52 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         reset.details.as_deref(),
         Some("upstream_reset_before_response_started")
     );
-    let error = Outcome::read(&host(Some("503"), &["xds"]), Nested);
+    let error = Outcome::read(&host(Some("503"), &["xds"]), Nested, true);
     assert_eq!(error.status, Some(503));
     assert!(
         error.details.is_some(),
         "an error's details become its status message"
     );
-    let garbage = Outcome::read(&host(Some("2x0"), &["xds"]), Nested);
+    let no_route = Outcome::read(&host(Some("200"), &["xds"]), Nested, false);
+    assert_eq!(no_route.route_name, None, "not read when it cannot matter");
+    let garbage = Outcome::read(&host(Some("2x0"), &["xds"]), Nested, true);
     assert_eq!(garbage.status, None);
+}
+
+#[test]
+fn route_names_are_read_only_where_a_virtual_service_can_name_the_route() {
+    let host = base_request()
+        .with_property(&["xds", "route_name"], b"reviews-v2")
+        .with_response_header(":status", "200");
+    let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
+    let mut gateway = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    gateway.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+    for (t, role, want, why) in [
+        (
+            &sidecar,
+            Role::Server,
+            None,
+            "a sidecar's inbound routes are Istio's own",
+        ),
+        (
+            &sidecar,
+            Role::Client,
+            Some("reviews-v2"),
+            "outbound: VirtualService routes",
+        ),
+        (
+            &gateway,
+            Role::Server,
+            Some("reviews-v2"),
+            "gateways: VirtualService routes",
+        ),
+    ] {
+        let active = request(&host, t, role).unwrap();
+        assert_eq!(
+            t.read_outcome(&host, &active).route_name.as_deref(),
+            want,
+            "{why}"
+        );
+    }
 }

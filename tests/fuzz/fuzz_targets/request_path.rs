@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!ts.is_empty() && ts.len() <= tracestate::MAX_LEN);
         }
         if let Some(active) = active {
-            let span = tracer.finish(active, &Outcome::default(), 1_700_000_000_000_000_001);
+            let span = tracer.finish(active, Outcome::default(), 1_700_000_000_000_000_001);
             assert!(span.attributes.len() <= limits.max_attributes);
             let mut exporter = Exporter::new(&exporter_config, &limits, tracer.resource.clone());
             exporter.enqueue(span, &Metrics::none());
