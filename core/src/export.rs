@@ -133,7 +133,7 @@ impl Exporter {
         if self.protocol == ExportProtocol::None {
             return;
         }
-        let bytes = BatchEncoder::encode_span(&otlp::Span::from(span));
+        let bytes = BatchEncoder::encode_span(&span);
         if self
             .encoder
             .request_len(BatchEncoder::span_cost(bytes.len()))

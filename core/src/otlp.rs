@@ -199,6 +199,112 @@ impl From<span::Span> for Span {
     }
 }
 
+/// Encodes a finished span straight into OTLP `Span` bytes — the same bytes prost gives for
+/// `Span::from(span)` (a test holds them equal) without building the message first: no copy of
+/// the ids, keys or values. Fields go in tag order and proto3 defaults are left out, as prost does.
+pub fn encode_span(s: &span::Span, buf: &mut Vec<u8>) {
+    put_len_delimited(1, &s.context.trace_id.0, buf);
+    put_len_delimited(2, &s.context.span_id.0, buf);
+    put_len_delimited(3, s.trace_state.as_bytes(), buf);
+    if let Some(parent) = &s.parent {
+        put_len_delimited(4, &parent.0, buf);
+    }
+    put_len_delimited(5, s.name.as_bytes(), buf);
+    let kind = match s.kind {
+        SpanKind::Server => SPAN_KIND_SERVER,
+        SpanKind::Client => SPAN_KIND_CLIENT,
+    };
+    put_varint_field(6, kind as u64, buf);
+    put_fixed64(7, s.start_unix_nanos, buf);
+    put_fixed64(8, s.end_unix_nanos, buf);
+    for (key, value) in &s.attributes {
+        let value_len = any_value_len(value);
+        // KeyValue { key = 1; value = 2 }
+        put_field_header(9, field_len(key.len()) + field_len(value_len), buf);
+        put_len_delimited(1, key.as_bytes(), buf);
+        put_field_header(2, value_len, buf);
+        put_any_value(value, buf);
+    }
+    put_varint_field(10, u64::from(s.dropped_attributes), buf);
+    let code = match s.status {
+        StatusCode::Unset => 0,
+        StatusCode::Ok => 1,
+        StatusCode::Error => 2,
+    };
+    if code != 0 {
+        // Status { message = 2; code = 3 }; the message only accompanies an error.
+        let message: &[u8] = if code == 2 {
+            s.status_message.as_bytes()
+        } else {
+            &[]
+        };
+        let len = opt_field_len(message.len()) + 1 + encoded_len_varint(code);
+        put_field_header(15, len, buf);
+        put_len_delimited(2, message, buf);
+        put_varint_field(3, code, buf);
+    }
+    let remote = if s.parent.is_some() { IS_REMOTE } else { 0 };
+    encode_key(16, WireType::ThirtyTwoBit, buf);
+    buf.extend_from_slice(&(u32::from(s.context.flags.0) | HAS_IS_REMOTE | remote).to_le_bytes());
+}
+
+fn any_value_len(value: &AttrValue) -> usize {
+    match value {
+        AttrValue::Str(v) => field_len(v.len()),
+        AttrValue::Bool(_) => 2,
+        AttrValue::Int(i) => 1 + encoded_len_varint(*i as u64),
+    }
+}
+
+fn put_any_value(value: &AttrValue, buf: &mut Vec<u8>) {
+    // AnyValue oneof: string_value = 1, bool_value = 2, int_value = 3 (a set oneof member is
+    // always written, even when it holds its type's default).
+    match value {
+        AttrValue::Str(v) => {
+            put_field_header(1, v.len(), buf);
+            buf.extend_from_slice(v.as_bytes());
+        }
+        AttrValue::Bool(b) => {
+            encode_key(2, WireType::Varint, buf);
+            encode_varint(u64::from(*b), buf);
+        }
+        AttrValue::Int(i) => {
+            encode_key(3, WireType::Varint, buf);
+            encode_varint(*i as u64, buf);
+        }
+    }
+}
+
+/// A length-delimited field, left out when empty (proto3 default).
+fn put_len_delimited(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+    if !bytes.is_empty() {
+        put_field_header(tag, bytes.len(), buf);
+        buf.extend_from_slice(bytes);
+    }
+}
+
+fn put_varint_field(tag: u32, value: u64, buf: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+fn put_fixed64(tag: u32, value: u64, buf: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::SixtyFourBit, buf);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn opt_field_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        field_len(len)
+    }
+}
+
 /// Ids as the wire carries them, for tests and tools.
 pub fn ids(span: &Span) -> Option<(TraceId, SpanId)> {
     Some((
@@ -234,8 +340,10 @@ impl BatchEncoder {
     }
 
     /// One span as it will sit in the batch.
-    pub fn encode_span(span: &Span) -> Vec<u8> {
-        span.encode_to_vec()
+    pub fn encode_span(span: &span::Span) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(512);
+        encode_span(span, &mut buf);
+        buf
     }
 
     /// Bytes a span of `len` encoded bytes adds to a batch.

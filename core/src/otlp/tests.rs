@@ -76,11 +76,12 @@ fn framed_batches_equal_a_struct_encoding_and_decode_back() {
         "service.name".into(),
         AttrValue::Str("reviews.default".into()),
     )]);
-    let spans: Vec<Span> = ["a", "b", "c"]
+    let core_spans: Vec<span::Span> = ["a", "b", "c"]
         .iter()
-        .map(|n| Span::from(sample_span(&format!("GET /{}", n.repeat(200)), None)))
+        .map(|n| sample_span(&format!("GET /{}", n.repeat(200)), None))
         .collect();
-    let encoded: Vec<Vec<u8>> = spans.iter().map(BatchEncoder::encode_span).collect();
+    let spans: Vec<Span> = core_spans.iter().cloned().map(Span::from).collect();
+    let encoded: Vec<Vec<u8>> = core_spans.iter().map(BatchEncoder::encode_span).collect();
     let enc = BatchEncoder::new(&resource, &scope());
     let framed = enc.encode(encoded.iter().map(Vec::as_slice), false);
     let expected = ExportTraceServiceRequest {
@@ -123,4 +124,52 @@ fn framed_batches_equal_a_struct_encoding_and_decode_back() {
         framed.as_slice(),
         "gRPC frame around the same message"
     );
+}
+
+#[test]
+fn direct_encoding_equals_prost_for_every_shape_of_span() {
+    let limits = LimitsConfig::default();
+    let parent = SpanId::from_hex("b7ad6b7169203331").unwrap();
+    let mut cases: Vec<(span::Span, &str)> = Vec::new();
+    cases.push((
+        sample_span("GET /", Some(parent)),
+        "error with message, remote parent",
+    ));
+    cases.push((sample_span("GET /", None), "root span"));
+    let mut s = sample_span("", None);
+    s.status = StatusCode::Unset;
+    s.status_message.clear();
+    s.trace_state.clear();
+    cases.push((s, "empty name and tracestate, status unset"));
+    let mut s = sample_span("x", None);
+    s.status = StatusCode::Ok;
+    cases.push((s, "status ok"));
+    let mut s = sample_span("x", None);
+    s.status_message.clear();
+    cases.push((s, "error without message"));
+    let mut s = sample_span("x", Some(parent));
+    s.set_attribute("neg", AttrValue::Int(-1), &limits);
+    s.set_attribute("zero", AttrValue::Int(0), &limits);
+    s.set_attribute("f", AttrValue::Bool(false), &limits);
+    s.set_attribute("empty", AttrValue::Str(String::new()), &limits);
+    s.set_attribute(
+        String::from("custom.tag"),
+        AttrValue::Str("é".repeat(100)),
+        &limits,
+    );
+    s.dropped_attributes = 3;
+    s.start_unix_nanos = 0;
+    cases.push((
+        s,
+        "defaults inside attributes are kept, zero start left out",
+    ));
+    let mut s = sample_span(&"n".repeat(300), None);
+    for i in 0..40 {
+        s.set_attribute(format!("k{i}"), AttrValue::Str("v".repeat(200)), &limits);
+    }
+    cases.push((s, "lengths over 127 take two-byte varints"));
+    for (s, why) in cases {
+        let direct = BatchEncoder::encode_span(&s);
+        assert_eq!(direct, Span::from(s).encode_to_vec(), "{why}");
+    }
 }
