@@ -179,14 +179,13 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let host = ProxyHost;
         let shared = &self.shared;
-        let xds = shared.tracer.node.xds;
-        let role = shared.tracer.role(|| ListenerDirection::read(&host, xds));
+        let tracer = &shared.tracer;
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return Action::Continue;
         };
-        self.span = shared
-            .tracer
-            .on_request_headers(&host, &mut ids, &shared.metrics, role);
+        self.span = tracer.on_request_headers(&host, &mut ids, &shared.metrics, || {
+            tracer.role(|| ListenerDirection::read(&host, tracer.node.xds))
+        });
         Action::Continue
     }
 

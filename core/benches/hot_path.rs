@@ -200,7 +200,7 @@ fn spans_and_export(c: &mut Criterion) {
     let metrics = Metrics::none();
     let mut span = || {
         let active = t
-            .on_request_headers(&host, &mut ids, &metrics, Role::Client)
+            .on_request_headers(&host, &mut ids, &metrics, || Role::Client)
             .unwrap();
         t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
@@ -254,7 +254,7 @@ fn request_path(c: &mut Criterion) {
         let t = tracer(json);
         let host = BenchHost::new(extra);
         g.bench_function(format!("request headers: {name}"), |b| {
-            b.iter(|| t.on_request_headers(&host, &mut ids, &metrics, Role::Server))
+            b.iter(|| t.on_request_headers(&host, &mut ids, &metrics, || Role::Server))
         });
     }
     let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
@@ -262,7 +262,7 @@ fn request_path(c: &mut Criterion) {
     g.bench_function("sampled: headers, finish, encode", |b| {
         b.iter(|| {
             let active = t
-                .on_request_headers(&host, &mut ids, &metrics, Role::Server)
+                .on_request_headers(&host, &mut ids, &metrics, || Role::Server)
                 .unwrap();
             let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&span)

@@ -111,12 +111,16 @@ impl Tracer {
 
     /// Request headers arrived: extract, sample, and rewrite the context sent on. Returns the
     /// span to finish later when this request is sampled (and spans are exported).
+    ///
+    /// `role` is asked only for a span that is recorded: what is sent on is the same on either
+    /// side (a new span id, child of the incoming context), and the role can cost a property
+    /// read (the listener's direction) — one of the dearest host calls.
     pub fn on_request_headers(
         &self,
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-        role: Role,
+        role: impl FnOnce() -> Role,
     ) -> Option<ActiveSpan> {
         // The clock is a host call: read only when a rate cap needs it or a span starts.
         let clock = || host.now_unix_nanos();
@@ -215,7 +219,7 @@ impl Tracer {
             return None;
         }
         Some(ActiveSpan {
-            role,
+            role: role(),
             context,
             parent: parent.map(|p| p.span_id),
             trace_state: tracestate.header_value().unwrap_or_default(),

@@ -21,7 +21,7 @@ fn tracer(json: &str) -> Tracer {
 
 fn request(host: &MockHost, t: &Tracer, role: Role) -> Option<ActiveSpan> {
     let mut ids = IdGenerator::from_seed(1);
-    t.on_request_headers(host, &mut ids, &Metrics::none(), role)
+    t.on_request_headers(host, &mut ids, &Metrics::none(), || role)
 }
 
 fn traceparent(host: &MockHost) -> (String, String, String) {
@@ -442,6 +442,33 @@ fn route_names_are_read_only_where_a_virtual_service_can_name_the_route() {
             t.read_outcome(&host, &active).route_name.as_deref(),
             want,
             "{why}"
+        );
+    }
+}
+
+#[test]
+fn the_role_is_asked_only_for_recorded_spans() {
+    for (json, asked, why) in [
+        (r#"{"randomSamplingPercentage": 0}"#, false, "not sampled"),
+        (
+            r#"{"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}}"#,
+            false,
+            "sampled, but spans are not recorded",
+        ),
+        (r#"{"randomSamplingPercentage": 100}"#, true, "recorded"),
+    ] {
+        let t = tracer(json);
+        let host = base_request();
+        let was_asked = std::cell::Cell::new(false);
+        let mut ids = IdGenerator::from_seed(1);
+        t.on_request_headers(&host, &mut ids, &Metrics::none(), || {
+            was_asked.set(true);
+            Role::Server
+        });
+        assert_eq!(was_asked.get(), asked, "{why}");
+        assert!(
+            host.header("traceparent").is_some(),
+            "{why}: still propagated"
         );
     }
 }
