@@ -8,7 +8,7 @@ use meshtrace_core::export::{ExportResponse, Exporter};
 use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
-use meshtrace_core::node::{ListenerDirection, NodeInfo};
+use meshtrace_core::node::NodeInfo;
 use meshtrace_core::tracer::{ActiveSpan, Tracer};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -179,13 +179,12 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let host = ProxyHost;
         let shared = &self.shared;
-        let tracer = &shared.tracer;
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return Action::Continue;
         };
-        self.span = tracer.on_request_headers(&host, &mut ids, &shared.metrics, || {
-            tracer.role(|| ListenerDirection::read(&host, tracer.node.xds))
-        });
+        self.span = shared
+            .tracer
+            .on_request_headers(&host, &mut ids, &shared.metrics);
         Action::Continue
     }
 
@@ -194,7 +193,7 @@ impl HttpContext for Request {
             return;
         };
         let host = ProxyHost;
-        let outcome = self.shared.tracer.read_outcome(&host, &active);
+        let outcome = self.shared.tracer.read_outcome(&host);
         let span = self
             .shared
             .tracer

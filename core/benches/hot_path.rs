@@ -111,6 +111,7 @@ fn tracer(json: &str) -> Tracer {
 
 fn outcome() -> Outcome {
     Outcome {
+        role: Role::Client,
         status: Some(200),
         protocol_version: Some("1.1".into()),
         upstream_cluster: Some("outbound|9080||reviews.default.svc.cluster.local".into()),
@@ -200,7 +201,7 @@ fn spans_and_export(c: &mut Criterion) {
     let metrics = Metrics::none();
     let mut span = || {
         let active = t
-            .on_request_headers(&host, &mut ids, &metrics, || Role::Client)
+            .on_request_headers(&host, &mut ids, &metrics)
             .unwrap();
         t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
@@ -254,7 +255,7 @@ fn request_path(c: &mut Criterion) {
         let t = tracer(json);
         let host = BenchHost::new(extra);
         g.bench_function(format!("request headers: {name}"), |b| {
-            b.iter(|| t.on_request_headers(&host, &mut ids, &metrics, || Role::Server))
+            b.iter(|| t.on_request_headers(&host, &mut ids, &metrics))
         });
     }
     let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
@@ -262,7 +263,7 @@ fn request_path(c: &mut Criterion) {
     g.bench_function("sampled: headers, finish, encode", |b| {
         b.iter(|| {
             let active = t
-                .on_request_headers(&host, &mut ids, &metrics, || Role::Server)
+                .on_request_headers(&host, &mut ids, &metrics)
                 .unwrap();
             let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&span)

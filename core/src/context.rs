@@ -47,8 +47,9 @@ pub struct SpanContext {
 }
 
 /// Which side of the call this proxy's span describes (OTel SpanKind SERVER / CLIENT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
+    #[default]
     Server,
     Client,
 }

@@ -8,7 +8,7 @@ use crate::host::Host;
 use crate::ids::{IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
 use crate::naming;
-use crate::node::{ListenerDirection, NodeInfo, XdsAttributes};
+use crate::node::{ListenerDirection, NodeInfo};
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
 use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
@@ -36,7 +36,6 @@ pub struct Tracer {
 /// What a request keeps between its headers and its end, only when it is sampled.
 #[derive(Debug, Clone)]
 pub struct ActiveSpan {
-    role: Role,
     context: SpanContext,
     parent: Option<SpanId>,
     trace_state: String,
@@ -93,8 +92,8 @@ impl Tracer {
         }
     }
 
-    /// The role of this proxy's span. `direction` reads the listener's direction, a host call
-    /// made only when the role depends on it (not at gateways, not with `role` set).
+    /// The role of this proxy's span. `direction` gives the listener's direction, asked only
+    /// when the role depends on it (not at gateways, not with `role` set).
     pub fn role(&self, direction: impl FnOnce() -> ListenerDirection) -> Role {
         match self.config.role {
             RoleSetting::Server => Role::Server,
@@ -112,15 +111,14 @@ impl Tracer {
     /// Request headers arrived: extract, sample, and rewrite the context sent on. Returns the
     /// span to finish later when this request is sampled (and spans are exported).
     ///
-    /// `role` is asked only for a span that is recorded: what is sent on is the same on either
-    /// side (a new span id, child of the incoming context), and the role can cost a property
-    /// read (the listener's direction) — one of the dearest host calls.
+    /// The span's role does not matter yet: what is sent on is the same on either side (a new
+    /// span id, child of the incoming context). It is decided when the stream ends, and only
+    /// for spans that are recorded (see [`Tracer::read_outcome`]).
     pub fn on_request_headers(
         &self,
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-        role: impl FnOnce() -> Role,
     ) -> Option<ActiveSpan> {
         // The clock is a host call: read only when a rate cap needs it or a span starts.
         let clock = || host.now_unix_nanos();
@@ -219,7 +217,6 @@ impl Tracer {
             return None;
         }
         Some(ActiveSpan {
-            role: role(),
             context,
             parent: parent.map(|p| p.span_id),
             trace_state: tracestate.header_value().unwrap_or_default(),
@@ -249,13 +246,50 @@ impl Tracer {
         Some(id)
     }
 
-    /// What the host knows about the stream that is ending, for the span of `active`. The
-    /// route name is read only where one can matter: Istio generates every route of a sidecar's
-    /// inbound listener (VirtualServices shape outbound and gateway traffic), so for a sidecar's
-    /// SERVER span it is a property read — one of the dearest host calls — for nothing.
-    pub fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
-        let sidecar_inbound = active.role == Role::Server && self.node.is_sidecar();
-        Outcome::read(host, self.node.xds, !sidecar_inbound)
+    /// What the host knows about the stream that is ending, read for a recorded span only.
+    ///
+    /// Property reads are among the dearest host calls (each returns data through an allocation
+    /// inside the VM), so each is made only where it can change the span:
+    /// - the role: at a sidecar, Istio's name for the upstream cluster says which side this is
+    ///   (`inbound|…` or `outbound|…`), and that name is read for `upstream_cluster` anyway; the
+    ///   listener's direction is read only when the name does not tell;
+    /// - the route name: Istio generates every route of a sidecar's inbound listener
+    ///   (VirtualServices shape outbound and gateway traffic), so not for a sidecar's SERVER span.
+    pub fn read_outcome(&self, host: &dyn Host) -> Outcome {
+        let xds = self.node.xds;
+        let text = |bytes: Option<Vec<u8>>| {
+            bytes
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let upstream_cluster = text(xds.read(host, "cluster_name"));
+        let role = self.role(|| {
+            istio_cluster_direction(upstream_cluster.as_deref())
+                .unwrap_or_else(|| ListenerDirection::read(host, xds))
+        });
+        let sidecar_inbound = role == Role::Server && self.node.is_sidecar();
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .filter(|c| *c != 0);
+        Outcome {
+            role,
+            status,
+            protocol_version: text(host.property(&["request", "protocol"]))
+                .map(|p| p.trim_start_matches("HTTP/").to_string()),
+            upstream_cluster,
+            route_name: if sidecar_inbound {
+                None
+            } else {
+                text(xds.read(host, "route_name"))
+            },
+            // Only an error's status message uses the details.
+            details: if status.is_none_or(|c| c >= 400) {
+                text(host.property(&["response", "code_details"]))
+            } else {
+                None
+            },
+        }
     }
 
     /// The stream ended: build the span. `outcome` is what the host reported about the response.
@@ -266,7 +300,7 @@ impl Tracer {
         let text = |s: &str| AttrValue::Str(s.to_string());
         let method = header(":method");
         let (path, _) = split_query(header(":path"));
-        let kind = match active.role {
+        let kind = match outcome.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
         };
@@ -299,7 +333,7 @@ impl Tracer {
                 limits,
             );
         }
-        let (status, message) = span_status(active.role, &outcome);
+        let (status, message) = span_status(outcome.role, &outcome);
         if let Some(v) = outcome.protocol_version {
             span.set_attribute("network.protocol.version", AttrValue::Str(v), limits);
         }
@@ -339,6 +373,8 @@ impl Tracer {
 /// What the host knows about a finished stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// Which side of the call the span describes.
+    pub role: Role,
     /// Final HTTP status; `None` when no response was sent (reset, timeout).
     pub status: Option<u16>,
     /// `1.1`, `2`, … (OTel `network.protocol.version`).
@@ -349,37 +385,21 @@ pub struct Outcome {
     pub details: Option<String>,
 }
 
-impl Outcome {
-    /// Reads the outcome of the stream that is ending (at `on_log`, for sampled requests only).
-    /// The status comes from the `:status` response header — a header read is far cheaper than
-    /// the `response.code` attribute, and a stream reset before any response has none — and the
-    /// response details only for an error, whose status message they become.
-    pub fn read(host: &dyn Host, xds: XdsAttributes, route_name: bool) -> Outcome {
-        let text = |bytes: Option<Vec<u8>>| {
-            bytes
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| !s.is_empty())
-        };
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .filter(|c| *c != 0);
-        Outcome {
-            status,
-            protocol_version: text(host.property(&["request", "protocol"]))
-                .map(|p| p.trim_start_matches("HTTP/").to_string()),
-            upstream_cluster: text(xds.read(host, "cluster_name")),
-            route_name: if route_name {
-                text(xds.read(host, "route_name"))
-            } else {
-                None
-            },
-            details: if status.is_none_or(|c| c >= 400) {
-                text(host.property(&["response", "code_details"]))
-            } else {
-                None
-            },
-        }
+/// The direction of a sidecar listener from the name Istio gives the upstream cluster: inbound
+/// clusters are `inbound|port|subset|host` (and `InboundPassthroughCluster`), outbound ones
+/// `outbound|port|subset|host`, `PassthroughCluster` or `BlackHoleCluster`. `None` for names
+/// Istio did not make.
+fn istio_cluster_direction(cluster: Option<&str>) -> Option<ListenerDirection> {
+    let cluster = cluster?;
+    if cluster.starts_with("inbound|") || cluster == "InboundPassthroughCluster" {
+        Some(ListenerDirection::Inbound)
+    } else if cluster.starts_with("outbound|")
+        || cluster == "PassthroughCluster"
+        || cluster == "BlackHoleCluster"
+    {
+        Some(ListenerDirection::Outbound)
+    } else {
+        None
     }
 }
 

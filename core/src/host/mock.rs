@@ -34,6 +34,8 @@ pub struct MockHost {
     pub fail_dispatch: Cell<bool>,
     pub metric_names: RefCell<Vec<(MetricKind, String)>>,
     pub metric_values: RefCell<BTreeMap<u32, i64>>,
+    /// Every property path read, in order (property reads are among the dearest host calls).
+    pub property_reads: RefCell<Vec<String>>,
 }
 
 impl MockHost {
@@ -116,6 +118,7 @@ impl Host for MockHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.property_reads.borrow_mut().push(path.join("."));
         let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         self.properties.get(&key).cloned()
     }

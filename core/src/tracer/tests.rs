@@ -19,9 +19,9 @@ fn tracer(json: &str) -> Tracer {
     })
 }
 
-fn request(host: &MockHost, t: &Tracer, role: Role) -> Option<ActiveSpan> {
+fn request(host: &MockHost, t: &Tracer) -> Option<ActiveSpan> {
     let mut ids = IdGenerator::from_seed(1);
-    t.on_request_headers(host, &mut ids, &Metrics::none(), || role)
+    t.on_request_headers(host, &mut ids, &Metrics::none())
 }
 
 fn traceparent(host: &MockHost) -> (String, String, String) {
@@ -47,7 +47,7 @@ fn base_request() -> MockHost {
 fn a_request_without_context_starts_a_random_sampled_trace() {
     let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
     let host = base_request();
-    let active = request(&host, &t, Role::Server).expect("sampled at 100%");
+    let active = request(&host, &t).expect("sampled at 100%");
     let (trace, span, flags) = traceparent(&host);
     assert_eq!(
         flags, "03",
@@ -68,7 +68,7 @@ fn a_valid_parent_is_continued_with_a_new_span_id() {
     let host = base_request()
         .with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"))
         .with_header("x-request-id", "req-7");
-    let active = request(&host, &t, Role::Client).expect("parent-based: sampled parent");
+    let active = request(&host, &t).expect("parent-based: sampled parent");
     let (trace, span, flags) = traceparent(&host);
     assert_eq!(trace, TRACE);
     assert_ne!(span, SPAN);
@@ -81,7 +81,7 @@ fn a_valid_parent_is_continued_with_a_new_span_id() {
 fn unsampled_requests_are_propagated_but_not_recorded() {
     let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
     let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00"));
-    assert!(request(&host, &t, Role::Server).is_none());
+    assert!(request(&host, &t).is_none());
     let (trace, _, flags) = traceparent(&host);
     assert_eq!((trace.as_str(), flags.as_str()), (TRACE, "00"));
 }
@@ -90,7 +90,7 @@ fn unsampled_requests_are_propagated_but_not_recorded() {
 fn export_none_propagates_and_samples_but_records_nothing() {
     let t = tracer(r#"{"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}}"#);
     let host = base_request();
-    assert!(request(&host, &t, Role::Server).is_none());
+    assert!(request(&host, &t).is_none());
     assert_eq!(traceparent(&host).2, "03");
 }
 
@@ -161,8 +161,9 @@ fn finished_span_carries_semantic_convention_attributes() {
     let host = base_request()
         .with_header("user-agent", "curl/8")
         .with_header("x-request-id", "rid");
-    let active = request(&host, &t, Role::Client).unwrap();
+    let active = request(&host, &t).unwrap();
     let outcome = Outcome {
+        role: Role::Client,
         status: Some(503),
         protocol_version: Some("1.1".into()),
         upstream_cluster: Some("outbound|9080||ratings.default.svc.cluster.local".into()),
@@ -348,7 +349,7 @@ fn authority_splits_into_host_and_port() {
 
 #[test]
 fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths() {
-    use crate::node::XdsAttributes::{Nested, TopLevel};
+    use crate::node::XdsAttributes;
     let host = |status: Option<&str>, prefix: &[&str]| {
         let path = |name: &'static str| -> Vec<&str> {
             prefix.iter().copied().chain([name]).collect::<Vec<_>>()
@@ -366,8 +367,17 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         }
         h
     };
-    let ok = Outcome::read(&host(Some("200"), &["xds"]), Nested, true);
+    let nested = tracer("{}");
+    let mut top_level = tracer("{}");
+    top_level.node.xds = XdsAttributes::TopLevel;
+
+    let ok = nested.read_outcome(&host(Some("200"), &["xds"]));
     assert_eq!(ok.status, Some(200));
+    assert_eq!(
+        ok.role,
+        Role::Client,
+        "an outbound| cluster: the client side"
+    );
     assert_eq!(ok.protocol_version.as_deref(), Some("2"));
     assert_eq!(
         ok.upstream_cluster.as_deref(),
@@ -376,18 +386,18 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
     assert_eq!(ok.route_name.as_deref(), Some("reviews-v2"));
     assert_eq!(ok.details, None, "details are read for errors only");
 
-    let old = Outcome::read(&host(Some("200"), &[]), TopLevel, true);
+    let old = top_level.read_outcome(&host(Some("200"), &[]));
     assert_eq!(
         old.upstream_cluster.as_deref(),
         Some("outbound|9080||reviews")
     );
-    let mismatch = Outcome::read(&host(Some("200"), &[]), Nested, true);
+    let mismatch = nested.read_outcome(&host(Some("200"), &[]));
     assert_eq!(
         mismatch.upstream_cluster, None,
         "one path per attribute, the proxy's own"
     );
 
-    let reset = Outcome::read(&host(None, &["xds"]), Nested, true);
+    let reset = nested.read_outcome(&host(None, &["xds"]));
     assert_eq!(
         reset.status, None,
         "no response headers: the stream was reset"
@@ -396,79 +406,115 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         reset.details.as_deref(),
         Some("upstream_reset_before_response_started")
     );
-    let error = Outcome::read(&host(Some("503"), &["xds"]), Nested, true);
+    let error = nested.read_outcome(&host(Some("503"), &["xds"]));
     assert_eq!(error.status, Some(503));
     assert!(
         error.details.is_some(),
         "an error's details become its status message"
     );
-    let no_route = Outcome::read(&host(Some("200"), &["xds"]), Nested, false);
-    assert_eq!(no_route.route_name, None, "not read when it cannot matter");
-    let garbage = Outcome::read(&host(Some("2x0"), &["xds"]), Nested, true);
+    let garbage = nested.read_outcome(&host(Some("2x0"), &["xds"]));
     assert_eq!(garbage.status, None);
 }
 
+/// Property reads are among the dearest host calls: each is made only where it can change the
+/// span. (role from the cluster name or else the listener, which property paths are read)
 #[test]
-fn route_names_are_read_only_where_a_virtual_service_can_name_the_route() {
-    let host = base_request()
-        .with_property(&["xds", "route_name"], b"reviews-v2")
-        .with_response_header(":status", "200");
+fn each_property_is_read_only_where_it_can_change_the_span() {
+    let direction = |d: i64| d.to_le_bytes().to_vec();
     let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100}"#);
     sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
     let mut gateway = tracer(r#"{"randomSamplingPercentage": 100}"#);
     gateway.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
-    for (t, role, want, why) in [
+    let plain = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    type Row<'a> = (&'a Tracer, Option<&'a str>, Role, bool, bool, &'a str);
+    let cases: [Row; 6] = [
         (
             &sidecar,
+            Some("inbound|9080||"),
             Role::Server,
-            None,
-            "a sidecar's inbound routes are Istio's own",
+            false,
+            false,
+            "sidecar inbound: the cluster name tells; Istio made the route",
         ),
         (
             &sidecar,
+            Some("outbound|9080||ratings.default.svc.cluster.local"),
             Role::Client,
-            Some("reviews-v2"),
-            "outbound: VirtualService routes",
+            false,
+            true,
+            "sidecar outbound: the cluster name tells; a VirtualService may name the route",
+        ),
+        (
+            &sidecar,
+            Some("PassthroughCluster"),
+            Role::Client,
+            false,
+            true,
+            "passthrough",
+        ),
+        (
+            &sidecar,
+            None,
+            Role::Server,
+            true,
+            false,
+            "no cluster (no route): the listener tells",
         ),
         (
             &gateway,
+            Some("outbound|9080||productpage"),
             Role::Server,
-            Some("reviews-v2"),
-            "gateways: VirtualService routes",
+            false,
+            true,
+            "gateways are the mesh's entry: no direction needed",
         ),
-    ] {
-        let active = request(&host, t, role).unwrap();
+        (
+            &plain,
+            Some("backend"),
+            Role::Server,
+            true,
+            true,
+            "other names: the listener tells",
+        ),
+    ];
+    for (t, cluster, role, reads_direction, reads_route, why) in cases {
+        let mut host = base_request()
+            .with_response_header(":status", "200")
+            .with_property(&["xds", "listener_direction"], &direction(1));
+        if let Some(c) = cluster {
+            host = host.with_property(&["xds", "cluster_name"], c.as_bytes());
+        }
+        let outcome = t.read_outcome(&host);
+        assert_eq!(outcome.role, role, "{why}");
+        let reads = host.property_reads.borrow();
         assert_eq!(
-            t.read_outcome(&host, &active).route_name.as_deref(),
-            want,
+            reads.iter().any(|r| r == "xds.listener_direction"),
+            reads_direction,
+            "{why}"
+        );
+        assert_eq!(
+            reads.iter().any(|r| r == "xds.route_name"),
+            reads_route,
             "{why}"
         );
     }
 }
 
 #[test]
-fn the_role_is_asked_only_for_recorded_spans() {
-    for (json, asked, why) in [
-        (r#"{"randomSamplingPercentage": 0}"#, false, "not sampled"),
-        (
-            r#"{"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}}"#,
-            false,
-            "sampled, but spans are not recorded",
-        ),
-        (r#"{"randomSamplingPercentage": 100}"#, true, "recorded"),
+fn requests_read_no_property() {
+    // The role does not change what is sent on; it is decided only for recorded spans.
+    for json in [
+        r#"{"randomSamplingPercentage": 0}"#,
+        r#"{"randomSamplingPercentage": 100}"#,
     ] {
         let t = tracer(json);
         let host = base_request();
-        let was_asked = std::cell::Cell::new(false);
-        let mut ids = IdGenerator::from_seed(1);
-        t.on_request_headers(&host, &mut ids, &Metrics::none(), || {
-            was_asked.set(true);
-            Role::Server
-        });
-        assert_eq!(was_asked.get(), asked, "{why}");
-        assert!(
-            host.header("traceparent").is_some(),
-            "{why}: still propagated"
+        request(&host, &t);
+        assert!(host.header("traceparent").is_some());
+        assert_eq!(
+            *host.property_reads.borrow(),
+            Vec::<String>::new(),
+            "{json}"
         );
     }
 }

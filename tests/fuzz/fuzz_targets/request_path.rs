@@ -55,14 +55,15 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut ids = IdGenerator::from_seed(i as u64);
         let role = if i == 0 { Role::Server } else { Role::Client };
-        let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none(), || role);
+        let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none());
         let tp = host.header("traceparent").expect("a traceparent is always sent on");
         assert!(traceparent::parse(&tp).is_ok() && tp.len() == 55, "{tp}");
         if let Some(ts) = host.header("tracestate") {
             assert!(!ts.is_empty() && ts.len() <= tracestate::MAX_LEN);
         }
         if let Some(active) = active {
-            let span = tracer.finish(active, Outcome::default(), 1_700_000_000_000_000_001);
+            let outcome = Outcome { role, ..Outcome::default() };
+            let span = tracer.finish(active, outcome, 1_700_000_000_000_000_001);
             assert!(span.attributes.len() <= limits.max_attributes);
             let mut exporter = Exporter::new(&exporter_config, &limits, tracer.resource.clone());
             exporter.enqueue(span, &Metrics::none());
