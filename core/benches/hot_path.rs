@@ -200,9 +200,7 @@ fn spans_and_export(c: &mut Criterion) {
     let mut ids = IdGenerator::from_seed(3);
     let metrics = Metrics::none();
     let mut span = || {
-        let active = t
-            .on_request_headers(&host, &mut ids, &metrics)
-            .unwrap();
+        let active = t.on_request_headers(&host, &mut ids, &metrics).unwrap();
         t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
     let one = span();
@@ -262,9 +260,7 @@ fn request_path(c: &mut Criterion) {
     let host = BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]);
     g.bench_function("sampled: headers, finish, encode", |b| {
         b.iter(|| {
-            let active = t
-                .on_request_headers(&host, &mut ids, &metrics)
-                .unwrap();
+            let active = t.on_request_headers(&host, &mut ids, &metrics).unwrap();
             let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&span)
         })
