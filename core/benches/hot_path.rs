@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshtrace_core::config::{Config, Propagator};
 use meshtrace_core::context::Role;
-use meshtrace_core::headers::HeaderMap;
+use meshtrace_core::headers::{serialize, HeaderMap};
 use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
 use meshtrace_core::ids::{IdGenerator, TraceId};
 use meshtrace_core::metrics::Metrics;
@@ -77,22 +77,6 @@ impl Host for BenchHost {
     }
     fn increment_metric(&self, _id: u32, _delta: i64) {}
     fn record_metric(&self, _id: u32, _value: u64) {}
-}
-
-/// proxy-wasm's header map serialization, as the host hands it over.
-fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in pairs {
-        out.extend((k.len() as u32).to_le_bytes());
-        out.extend((v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend(k.as_bytes());
-        out.push(0);
-        out.extend(v.as_bytes());
-        out.push(0);
-    }
-    out
 }
 
 fn node() -> NodeInfo {

@@ -163,6 +163,25 @@ impl HeaderMap {
     }
 }
 
+/// The host's serialization of `pairs` (see [`HeaderMap::from_serialized`]), bytes as they are:
+/// what the proxy hands the plugin, for tests, benchmarks and tools.
+pub fn serialize<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let len = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let count = u32::try_from(pairs.len()).unwrap_or(u32::MAX);
+    let mut out = count.to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend(len(k.as_ref()));
+        out.extend(len(v.as_ref()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
 impl<'a> FromIterator<(&'a str, &'a str)> for HeaderMap {
     fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -222,20 +241,8 @@ fn take<'a>(bytes: &'a [u8], pos: &mut usize, len: usize) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
 
-    /// Serializes pairs the way the host does.
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
+    fn bytes(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        serialize(pairs)
     }
 
     fn pairs(map: &HeaderMap) -> Vec<(String, String)> {
@@ -246,7 +253,7 @@ mod tests {
 
     #[test]
     fn serialized_maps_parse_to_their_pairs() {
-        let full = serialize(&[
+        let full = bytes(&[
             (b":path", b"/a?b=c"),
             (b"tracestate", b"a=1"),
             (b"tracestate", b"b=2"),
@@ -267,7 +274,7 @@ mod tests {
             (Vec::new(), vec![], "no bytes at all"),
             (0u32.to_le_bytes().to_vec(), vec![], "zero pairs"),
             (
-                serialize(&[(b"user-agent", b"caf\xe9")]),
+                bytes(&[(b"user-agent", b"caf\xe9")]),
                 vec![("user-agent", "caf\u{fffd}")],
                 "obs-text (Latin-1) byte becomes U+FFFD",
             ),
@@ -287,7 +294,7 @@ mod tests {
             ),
             (
                 {
-                    let mut b = serialize(&[(b"a", b"1"), (b"b", b"2")]);
+                    let mut b = bytes(&[(b"a", b"1"), (b"b", b"2")]);
                     let nul = b.len() - 5; // the NUL after the first value
                     b[nul] = b'x';
                     b
@@ -297,7 +304,7 @@ mod tests {
             ),
             (
                 {
-                    let mut b = serialize(&[(b"a", b"1")]);
+                    let mut b = bytes(&[(b"a", b"1")]);
                     b[4] = 200; // name length beyond the input
                     b
                 },

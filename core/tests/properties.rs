@@ -3,7 +3,7 @@
 
 use meshtrace_core::config::{Config, Propagator};
 use meshtrace_core::context::{SpanContext, TraceFlags};
-use meshtrace_core::headers::HeaderMap;
+use meshtrace_core::headers::{serialize, HeaderMap};
 use meshtrace_core::ids::{SpanId, TraceId};
 use meshtrace_core::propagation::{
     self, b3, baggage, request_id, traceparent, tracestate, TraceState,
@@ -153,22 +153,6 @@ proptest! {
                 "the error names the key: {e}");
         }
     }
-}
-
-/// The host's header map serialization (proxy-wasm ABI v0.2.1).
-fn serialize(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in pairs {
-        out.extend((k.len() as u32).to_le_bytes());
-        out.extend((v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend(k);
-        out.push(0);
-        out.extend(v);
-        out.push(0);
-    }
-    out
 }
 
 proptest! {
