@@ -46,39 +46,34 @@ impl HeaderMap {
         else {
             return map;
         };
-        let mut fields = (0..count).map_while(|i| {
+        let fields = (0..count).map_while(|i| {
             let sizes = 4 + i * 8;
             Some((read_u32(bytes, sizes)?, read_u32(bytes, sizes + 4)?))
         });
         // Each pair takes at least two bytes of `data` (its NULs): a hostile count reserves no more.
         map.entries.reserve(count.min(data.len() / 2));
-        match std::str::from_utf8(data) {
+        let mut at = 0;
+        for (name_len, value_len) in fields {
+            let Some(entry) = Entry::at(data, at, name_len, value_len) else {
+                break;
+            };
+            at = entry.end + 1;
+            map.names |= name_bit(data.get(entry.start..entry.split).unwrap_or_default());
+            map.entries.push(entry);
+        }
+        let text = data.get(..at).unwrap_or_default();
+        match std::str::from_utf8(text) {
             // Nearly always: the text is used as it is (NUL is valid UTF-8), only indexed.
-            Ok(all) => {
-                let mut at = 0;
-                for (name_len, value_len) in fields {
-                    let Some(entry) = Entry::at(data, at, name_len, value_len) else {
-                        break;
-                    };
-                    at = entry.end + 1;
-                    map.names |= name_bit(data.get(entry.start..entry.split).unwrap_or_default());
-                    map.entries.push(entry);
-                }
-                map.text = all.get(..at).unwrap_or("").to_string();
-            }
+            Ok(all) => map.text = all.to_string(),
+            // Bytes that are not UTF-8: the pairs again, each value read lossily.
             Err(_) => {
-                let mut pos = 0;
-                for (name_len, value_len) in fields.by_ref() {
-                    let (Some(name), Some(value)) = (
-                        take(data, &mut pos, name_len),
-                        take(data, &mut pos, value_len),
-                    ) else {
-                        break;
+                let entries = std::mem::take(&mut map.entries);
+                map.names = 0;
+                for e in entries {
+                    let field = |r: std::ops::Range<usize>| {
+                        String::from_utf8_lossy(text.get(r).unwrap_or_default())
                     };
-                    map.push(
-                        &String::from_utf8_lossy(name),
-                        &String::from_utf8_lossy(value),
-                    );
+                    map.push(&field(e.start..e.split), &field(e.split + 1..e.end));
                 }
             }
         }
@@ -140,18 +135,17 @@ impl HeaderMap {
             && self.text.as_bytes().get(e.start..e.split) == Some(name.as_bytes())
     }
 
+    fn name(&self, e: &Entry) -> &str {
+        self.text.get(e.start..e.split).unwrap_or("")
+    }
+
     fn value(&self, e: &Entry) -> &str {
         self.text.get(e.split + 1..e.end).unwrap_or("")
     }
 
     /// (name, value) pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.entries.iter().map(|e| {
-            (
-                self.text.get(e.start..e.split).unwrap_or(""),
-                self.text.get(e.split + 1..e.end).unwrap_or(""),
-            )
-        })
+        self.entries.iter().map(|e| (self.name(e), self.value(e)))
     }
 
     pub fn len(&self) -> usize {
@@ -224,17 +218,6 @@ impl Entry {
             end,
         })
     }
-}
-
-/// `len` bytes at `pos` and the NUL after them; advances `pos` past both.
-fn take<'a>(bytes: &'a [u8], pos: &mut usize, len: usize) -> Option<&'a [u8]> {
-    let end = pos.checked_add(len)?;
-    let field = bytes.get(*pos..end)?;
-    if bytes.get(end) != Some(&0) {
-        return None;
-    }
-    *pos = end + 1;
-    Some(field)
 }
 
 #[cfg(test)]

@@ -71,17 +71,9 @@ impl NodeInfo {
                     .map(|v| (*label, v))
             })
             .collect();
-        let (id, xds) = match host.property(&["xds", "node", "id"]) {
-            Some(id) => (Some(id), XdsAttributes::Nested),
-            None => match host.property(&["node", "id"]) {
-                Some(id) => (Some(id), XdsAttributes::TopLevel),
-                None => (None, XdsAttributes::Nested),
-            },
-        };
+        let (id, xds) = node_property_at(host, &["id"]).unwrap_or_default();
         NodeInfo {
-            id: id
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default(),
+            id,
             namespace: meta("NAMESPACE"),
             workload_name: meta("WORKLOAD_NAME"),
             pod_name: meta("NAME"),
@@ -112,13 +104,22 @@ impl NodeInfo {
 
 /// Reads `xds.node.<path>`, falling back to `node.<path>`.
 fn node_property(host: &dyn Host, path: &[&str]) -> Option<String> {
+    node_property_at(host, path).map(|(value, _)| value)
+}
+
+/// [`node_property`], and which of the two paths answered.
+fn node_property_at(host: &dyn Host, path: &[&str]) -> Option<(String, XdsAttributes)> {
     let mut full: Vec<&str> = Vec::with_capacity(path.len() + 2);
     full.extend(["xds", "node"]);
     full.extend_from_slice(path);
-    let bytes = host
-        .property(&full)
-        .or_else(|| full.get(1..).and_then(|old| host.property(old)))?;
-    String::from_utf8(bytes).ok()
+    let (bytes, xds) = match host.property(&full) {
+        Some(bytes) => (bytes, XdsAttributes::Nested),
+        None => (
+            full.get(1..).and_then(|old| host.property(old))?,
+            XdsAttributes::TopLevel,
+        ),
+    };
+    Some((String::from_utf8(bytes).ok()?, xds))
 }
 
 /// Traffic direction of the listener handling this stream (envoy.config.core.v3.TrafficDirection).
