@@ -127,9 +127,9 @@ impl Exporter {
     }
 
     /// Records a finished span: encoded once, queued, the oldest dropped when the queue is full.
-    /// Counts go through [`Metrics::count`]: no host call on the request path.
+    /// Counts go through [`Metrics::add_deferred`]: no host call on the request path.
     pub fn enqueue(&mut self, span: Span, metrics: &Metrics) {
-        metrics.count(Metric::SpansRecorded, 1);
+        metrics.add_deferred(Metric::SpansRecorded, 1);
         if self.protocol == ExportProtocol::None {
             return;
         }
@@ -139,7 +139,7 @@ impl Exporter {
             .request_len(BatchEncoder::span_cost(bytes.len()))
             > self.max_batch_bytes
         {
-            metrics.count(Metric::SpansDroppedTooLarge, 1);
+            metrics.add_deferred(Metric::SpansDroppedTooLarge, 1);
             return;
         }
         self.queue_bytes += bytes.len();
@@ -154,7 +154,7 @@ impl Exporter {
                 None => break,
             }
         }
-        metrics.count(Metric::SpansDroppedQueueFull, dropped);
+        metrics.add_deferred(Metric::SpansDroppedQueueFull, dropped);
     }
 
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per

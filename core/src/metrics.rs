@@ -137,8 +137,9 @@ impl Metrics {
         self.add(host, metric, 1);
     }
 
-    /// Counts without a host call; visible after the next [`Metrics::flush`].
-    pub fn count(&self, metric: Metric, n: u64) {
+    /// Counts without a host call: held in the VM until the next [`Metrics::flush`] (the root
+    /// context's tick), so the request path pays no host call for its counters.
+    pub fn add_deferred(&self, metric: Metric, n: u64) {
         if let Some(cell) = self.pending.get(metric.index()) {
             cell.set(cell.get().saturating_add(n));
         }
@@ -175,7 +176,7 @@ mod tests {
         m.inc(&host, Metric::SpansRecorded);
         m.add(&host, Metric::SpansRecorded, 2);
         m.set(&host, Metric::QueueDepth, 7);
-        m.count(Metric::SpansRecorded, 4);
+        m.add_deferred(Metric::SpansRecorded, 4);
         assert_eq!(
             host.metric("meshtrace_spans_recorded"),
             3,

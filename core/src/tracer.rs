@@ -128,7 +128,7 @@ impl Tracer {
         // Counted only when the request really starts over (another format may have carried a
         // valid context).
         if extracted.invalid.is_some() && extracted.parent.is_none() {
-            metrics.count(Metric::ContextRestarted, 1);
+            metrics.add_deferred(Metric::ContextRestarted, 1);
         }
         let Extracted {
             parent,
@@ -176,7 +176,7 @@ impl Tracer {
                 0
             },
         );
-        metrics.count(decision_metric(decision.reason, decision.sampled), 1);
+        metrics.add_deferred(decision_metric(decision.reason, decision.sampled), 1);
         // OpenTelemetry tracestate handling: a modified entry moves to the front (W3C §3.5).
         if decision.ot != incoming_ot {
             match &decision.ot {
@@ -239,7 +239,7 @@ impl Tracer {
             if self.config.propagation.trust_incoming_request_id && request_id::is_acceptable(id) {
                 return None;
             }
-            metrics.count(Metric::RequestIdReplaced, 1);
+            metrics.add_deferred(Metric::RequestIdReplaced, 1);
         }
         let id = request_id::generate(ids);
         host.set_request_header(REQUEST_ID, Some(&id));
