@@ -7,7 +7,6 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshtrace_core::config::{Config, Propagator};
-use meshtrace_core::context::Role;
 use meshtrace_core::headers::{serialize, HeaderMap};
 use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
 use meshtrace_core::ids::{IdGenerator, TraceId};
@@ -16,6 +15,7 @@ use meshtrace_core::node::NodeInfo;
 use meshtrace_core::otlp::{self, BatchEncoder, InstrumentationScope};
 use meshtrace_core::propagation::{self, b3, traceparent, TraceState};
 use meshtrace_core::sampling::{ParentInfo, RequestInfo, Sampler};
+use meshtrace_core::span::SpanKind;
 use meshtrace_core::tracer::{Outcome, Tracer};
 use prost::Message;
 use std::cell::Cell;
@@ -95,7 +95,7 @@ fn tracer(json: &str) -> Tracer {
 
 fn outcome() -> Outcome {
     Outcome {
-        role: Role::Client,
+        kind: SpanKind::Client,
         status: Some(200),
         protocol_version: Some("1.1".into()),
         upstream_cluster: Some("outbound|9080||reviews.default.svc.cluster.local".into()),

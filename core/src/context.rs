@@ -45,11 +45,3 @@ pub struct SpanContext {
     pub span_id: SpanId,
     pub flags: TraceFlags,
 }
-
-/// Which side of the call this proxy's span describes (OTel SpanKind SERVER / CLIENT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    #[default]
-    Server,
-    Client,
-}

@@ -1,5 +1,5 @@
 //! The few things the core needs from the proxy, behind one small trait. The proxy-wasm adapter
-//! implements it over host calls; [`mock::MockHost`] implements it for tests.
+//! implements it over host calls; `mock::MockHost` implements it for tests.
 
 use crate::headers::HeaderMap;
 use std::time::Duration;

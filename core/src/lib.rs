@@ -1,12 +1,61 @@
 //! meshtrace's pure core: everything the plugin decides, with no host calls. The proxy-wasm
-//! adapter (the `meshtrace` crate) feeds it through the [`host::Host`] trait.
+//! adapter (the `meshtrace` crate, `src/`) feeds it through the [`host::Host`] trait and hands
+//! every decision here.
+//!
+//! # The request lifecycle
+//!
+//! One VM per Envoy worker thread; one root context per VM, one HTTP context per request.
+//!
+//! 1. **Configure** (`src/filter.rs` `Root::on_configure`): [`config::Config::parse`] reads the
+//!    `pluginConfig` (an error names the key and rejects the configuration);
+//!    [`node::NodeInfo::read`] reads Istio's node metadata once; [`tracer::Tracer::new`] computes
+//!    everything static — service name ([`naming::service_name`]), resource ([`resource`]),
+//!    sampler ([`sampling::Sampler::new`]), custom tags — and [`export::Exporter::new`] the
+//!    exporter; [`metrics::Metrics::define`] defines the counters.
+//! 2. **Request headers** (`Request::on_http_request_headers` →
+//!    [`tracer::Tracer::on_request_headers`]), in four steps:
+//!    *extract* ([`propagation::extract`]: W3C, B3, baggage), *decide*
+//!    ([`sampling::Sampler::decide`] and this hop's new span id), *request id* (forward or
+//!    generate `x-request-id`, [`propagation::request_id`]), *inject*
+//!    ([`propagation::inject`]). A recorded request keeps an [`tracer::ActiveSpan`].
+//! 3. **Log** — the stream ended (`Request::on_log`): for a recorded request only,
+//!    [`tracer::Tracer::read_outcome`] reads what the host knows (status, cluster, route; the
+//!    span's kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes, name from
+//!    [`naming::span_name`], status) and [`export::Exporter::enqueue`] encodes it
+//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
+//! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
+//!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
+//!    answer comes back in `Root::on_http_call_response` → [`export::Exporter::on_response`]
+//!    (retry, back-off, drop and count); [`metrics::Metrics::flush`] hands the request path's
+//!    deferred counters to the host.
+//!
+//! # Modules
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors |
+//! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
+//! | `istio` | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough) |
+//! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
+//! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
+//! | [`sampling`] | the decision: parent, rules, probes, consistent probability, rate cap |
+//! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
+//! | `http` | one parser of `:authority` and `:path` for rules and attributes |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] in `tracer/outcome.rs` |
+//! | [`span`] | the finished span and its attribute limits |
+//! | [`resource`] | the OTel resource, once per configuration |
+//! | [`otlp`], [`export`] | OTLP encoding; the queue, batches, retries, drop accounting |
+//! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
+//! | [`host`], [`headers`] | the `Host` trait the adapter implements, its `MockHost`; header maps |
 
 pub mod config;
 pub mod context;
 pub mod export;
 pub mod headers;
 pub mod host;
+pub(crate) mod http;
 pub mod ids;
+pub(crate) mod istio;
 pub mod metrics;
 pub mod naming;
 pub mod node;

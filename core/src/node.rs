@@ -35,7 +35,7 @@ pub struct NodeInfo {
     pub pod_name: String,
     pub cluster_id: String,
     pub mesh_id: String,
-    /// The labels of [`LABELS_READ`] that are set and non-empty.
+    /// The labels of `LABELS_READ` that are set and non-empty.
     pub labels: Vec<(&'static str, String)>,
     /// Where the per-request xDS attributes are.
     pub xds: XdsAttributes,

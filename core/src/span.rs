@@ -11,8 +11,9 @@ use std::borrow::Cow;
 pub type AttrKey = Cow<'static, str>;
 
 /// OTel SpanKind: the proxy is the SERVER side of an inbound call, the CLIENT of an outbound one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpanKind {
+    #[default]
     Server,
     Client,
 }

@@ -3,7 +3,7 @@
 //! Order of precedence (first that applies decides):
 //! 1. a trusted force header or B3 debug flag → sampled (`Forced`);
 //! 2. a trusted incoming decision (W3C sampled flag, B3 `1`/`0`) → followed (`Parent`);
-//! 3. the first matching [`SamplingRule`] → always, never or its percentage (`Rule`);
+//! 3. the first matching [`SamplingRule`](crate::config::SamplingRule) → always, never or its percentage (`Rule`);
 //! 4. Kubernetes probes and metric scrapes → not sampled (`Probe`), when `skipProbes`;
 //! 5. `randomSamplingPercentage` (`Percentage`).
 //!
@@ -16,10 +16,12 @@
 //! (`maxTracesPerSecond`) caps what the percentage and rules let through.
 
 mod ot;
+mod rules;
 
 pub use self::ot::{format_threshold, parse_threshold, threshold_for_percentage, OtValue};
 
-use crate::config::{Config, PathMatch, RuleAction, RuleKeyword, SamplingRule};
+use self::rules::{is_probe, Rule};
+use crate::config::Config;
 use crate::headers::HeaderMap;
 use crate::ids::TraceId;
 use std::cell::Cell;
@@ -65,20 +67,6 @@ pub struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Paths of Kubernetes probes and metric scrapes (istio#1403): never worth a trace.
-const PROBE_PATHS: [&str; 7] = [
-    "/healthz",
-    "/healthz/ready",
-    "/ready",
-    "/readyz",
-    "/livez",
-    "/metrics",
-    "/stats/prometheus",
-];
-/// Istio rewrites application probes to the sidecar agent under this prefix.
-const PROBE_PREFIX: &str = "/app-health/";
-const PROBE_USER_AGENTS: [&str; 2] = ["kube-probe/", "Prometheus/"];
-
 #[derive(Debug)]
 pub struct Sampler {
     trust_incoming: bool,
@@ -88,13 +76,6 @@ pub struct Sampler {
     threshold: Option<u64>,
     rules: Vec<Rule>,
     cap: Option<TokenBucket>,
-}
-
-#[derive(Debug)]
-struct Rule {
-    matcher: crate::config::RuleMatch,
-    /// `None` = never; `Some(0)` = always.
-    threshold: Option<u64>,
 }
 
 impl Sampler {
@@ -155,7 +136,7 @@ impl Sampler {
             }
         }
 
-        let (threshold, reason) = match self.rules.iter().find(|r| r.matcher.matches(request)) {
+        let (threshold, reason) = match self.rules.iter().find(|r| r.matches(request)) {
             Some(rule) => (rule.threshold, Reason::Rule),
             None if self.skip_probes && is_probe(request) => (None, Reason::Probe),
             None => (self.threshold, Reason::Percentage),
@@ -189,62 +170,6 @@ fn decision(sampled: bool, reason: Reason, ot: OtValue) -> Decision {
         sampled,
         reason,
         ot: ot.to_value(),
-    }
-}
-
-impl Rule {
-    fn new(rule: &SamplingRule) -> Rule {
-        let threshold = match rule.sample {
-            RuleAction::Keyword(RuleKeyword::Always) => Some(0),
-            RuleAction::Keyword(RuleKeyword::Never) => None,
-            RuleAction::Percentage(p) => threshold_for_percentage(p),
-        };
-        Rule {
-            matcher: rule.matcher.clone(),
-            threshold,
-        }
-    }
-}
-
-impl crate::config::RuleMatch {
-    /// Every given condition must hold; an empty match matches every request.
-    pub fn matches(&self, request: &RequestInfo<'_>) -> bool {
-        let path = path_without_query(request.path);
-        self.method.as_deref().is_none_or(|m| m == request.method)
-            && self.path.as_ref().is_none_or(|p| match p {
-                PathMatch::Exact(e) => path == e,
-                PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            })
-            && self.host.as_deref().is_none_or(|h| {
-                request.host.eq_ignore_ascii_case(h) || host_without_port(request.host) == h
-            })
-            && self.headers.iter().all(|want| {
-                request
-                    .headers
-                    .get_all(&want.name)
-                    .any(|v| want.value.as_deref().is_none_or(|w| w == v))
-            })
-    }
-}
-
-fn is_probe(request: &RequestInfo<'_>) -> bool {
-    let path = path_without_query(request.path);
-    PROBE_PATHS.contains(&path)
-        || path.starts_with(PROBE_PREFIX)
-        || request
-            .headers
-            .get_all("user-agent")
-            .any(|v| PROBE_USER_AGENTS.iter().any(|ua| v.starts_with(ua)))
-}
-
-fn path_without_query(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or(path)
-}
-
-fn host_without_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
     }
 }
 

@@ -4,7 +4,7 @@
 //! valid and bounded, and the span encodes within the limits.
 use libfuzzer_sys::fuzz_target;
 use meshtrace_core::config::Config;
-use meshtrace_core::context::Role;
+use meshtrace_core::span::SpanKind;
 use meshtrace_core::export::Exporter;
 use meshtrace_core::host::mock::MockHost;
 use meshtrace_core::ids::IdGenerator;
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             host = host.with_header(name, line.get(1..).unwrap_or(""));
         }
         let mut ids = IdGenerator::from_seed(i as u64);
-        let role = if i == 0 { Role::Server } else { Role::Client };
+        let kind = if i == 0 { SpanKind::Server } else { SpanKind::Client };
         let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none());
         let tp = host.header("traceparent").expect("a traceparent is always sent on");
         assert!(traceparent::parse(&tp).is_ok() && tp.len() == 55, "{tp}");
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!ts.is_empty() && ts.len() <= tracestate::MAX_LEN);
         }
         if let Some(active) = active {
-            let outcome = Outcome { role, ..Outcome::default() };
+            let outcome = Outcome { kind, ..Outcome::default() };
             let span = tracer.finish(active, outcome, 1_700_000_000_000_000_001);
             assert!(span.attributes.len() <= limits.max_attributes);
             let mut exporter = Exporter::new(&exporter_config, &limits, tracer.resource.clone());

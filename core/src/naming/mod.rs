@@ -1,5 +1,9 @@
-//! The service name on every span, computed once per VM the way Istio computes it for
+//! Names: the service name on every span, computed once per VM the way Istio computes it for
 //! `tracingServiceName` (ProxyConfig), with Istio's fallbacks.
+
+mod span_name;
+
+pub use self::span_name::span_name;
 
 use crate::config::ServiceNameMode;
 use crate::node::{NodeInfo, LABEL_APP, LABEL_CANONICAL_NAME, LABEL_K8S_NAME};

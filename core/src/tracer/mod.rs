@@ -1,0 +1,342 @@
+//! The request path: what the plugin does for each request, from request headers to a finished
+//! span. Built once per configuration as a [`Tracer`] and shared by every request of the VM.
+
+use crate::config::{Config, CustomTag, ExportProtocol};
+use crate::context::{SpanContext, TraceFlags};
+use crate::headers::HeaderMap;
+use crate::host::Host;
+use crate::http::{split_authority, split_query};
+use crate::ids::{IdGenerator, SpanId};
+use crate::metrics::{Metric, Metrics};
+use crate::naming::{self, span_name};
+use crate::node::NodeInfo;
+use crate::propagation::{self, request_id, Extracted};
+use crate::resource;
+use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
+use crate::span::{AttrValue, Span};
+
+mod outcome;
+
+use self::outcome::span_status;
+pub use self::outcome::Outcome;
+
+const REQUEST_ID: &str = "x-request-id";
+/// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
+const OT_KEY: &str = "ot";
+
+/// Everything decided once per configuration.
+#[derive(Debug)]
+pub struct Tracer {
+    pub config: Config,
+    pub node: NodeInfo,
+    pub service_name: String,
+    pub resource: Vec<(String, AttrValue)>,
+    sampler: Sampler,
+    /// Custom tags whose value is known at configuration time (literal, environment).
+    static_tags: Vec<(String, String)>,
+    /// Custom tags read from request headers: (tag, header, default).
+    header_tags: Vec<(String, String, Option<String>)>,
+    record_spans: bool,
+}
+
+/// What a request keeps between its headers and its end, only when it is sampled.
+#[derive(Debug, Clone)]
+pub struct ActiveSpan {
+    context: SpanContext,
+    parent: Option<SpanId>,
+    trace_state: String,
+    start_unix_nanos: u64,
+    /// The request's headers as they arrived, moved here rather than copied piece by piece: the
+    /// span's attributes are read from them when it ends.
+    headers: HeaderMap,
+    /// The request id this proxy generated (or put in place of an unacceptable one); `None`
+    /// when the incoming `x-request-id` was forwarded.
+    generated_request_id: Option<String>,
+}
+
+impl Tracer {
+    /// `env` resolves Istio `environment` custom tags (the proxy's environment variables).
+    pub fn new(config: Config, node: NodeInfo, env: &dyn Fn(&str) -> Option<String>) -> Tracer {
+        let service_name = naming::service_name(
+            config.tracing_service_name,
+            config.service_name.as_deref(),
+            &node,
+        );
+        let resource = resource::build_resource(&node, &service_name, &config.resource_attributes);
+        let mut static_tags = Vec::new();
+        let mut header_tags = Vec::new();
+        for (tag, source) in &config.custom_tags {
+            match source {
+                CustomTag::Literal { value } => static_tags.push((tag.clone(), value.clone())),
+                CustomTag::Environment {
+                    name,
+                    default_value,
+                } => {
+                    if let Some(v) = env(name).or_else(|| default_value.clone()) {
+                        static_tags.push((tag.clone(), v));
+                    }
+                }
+                CustomTag::Header {
+                    name,
+                    default_value,
+                } => header_tags.push((
+                    tag.clone(),
+                    name.to_ascii_lowercase(),
+                    default_value.clone(),
+                )),
+            }
+        }
+        Tracer {
+            sampler: Sampler::new(&config),
+            record_spans: config.exporter.protocol != ExportProtocol::None,
+            config,
+            node,
+            service_name,
+            resource,
+            static_tags,
+            header_tags,
+        }
+    }
+
+    /// Request headers arrived: the four steps below, in order. Returns the span to finish
+    /// later when this request is recorded.
+    ///
+    /// The span's kind does not matter yet: what is sent on is the same on either side (a new
+    /// span id, child of the incoming context). It is decided when the stream ends, and only
+    /// for spans that are recorded (see [`Tracer::read_outcome`]).
+    pub fn on_request_headers(
+        &self,
+        host: &dyn Host,
+        ids: &mut IdGenerator,
+        metrics: &Metrics,
+    ) -> Option<ActiveSpan> {
+        let headers = host.request_headers();
+        let mut incoming = self.extract(&headers, metrics);
+        let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
+        let generated_request_id = self.request_id(host, ids, metrics, headers.get(REQUEST_ID));
+        self.inject(host, &headers, &context, &incoming);
+
+        if !(sampled && self.record_spans) {
+            return None;
+        }
+        Some(ActiveSpan {
+            context,
+            parent: incoming.parent.map(|p| p.span_id),
+            trace_state: incoming.tracestate.header_value().unwrap_or_default(),
+            start_unix_nanos: host.now_unix_nanos(),
+            headers,
+            generated_request_id,
+        })
+    }
+
+    /// Step 1: the incoming trace context, in the configured formats.
+    fn extract(&self, headers: &HeaderMap, metrics: &Metrics) -> Extracted {
+        let extracted = propagation::extract(headers, &self.config.propagation.extract);
+        // Counted only when the request really starts over (another format may have carried a
+        // valid context).
+        if extracted.invalid.is_some() && extracted.parent.is_none() {
+            metrics.add_deferred(Metric::ContextRestarted, 1);
+        }
+        extracted
+    }
+
+    /// Step 2: sampling, and this hop's span context (a new span id in the incoming trace, or a
+    /// new trace). Updates the `ot` tracestate entry to what is sent on.
+    fn decide(
+        &self,
+        headers: &HeaderMap,
+        incoming: &mut Extracted,
+        host: &dyn Host,
+        ids: &mut IdGenerator,
+        metrics: &Metrics,
+    ) -> (SpanContext, bool) {
+        let parent = incoming.parent;
+        // W3C Trace Context §3.2.2.5.2: ids we generate are random, so the RANDOM flag is set;
+        // for a continued trace the incoming flag is kept (it describes the trace id).
+        let (trace_id, inherited_flags) = match parent {
+            Some(p) => (p.trace_id, p.flags.known()),
+            None => (ids.trace_id(), TraceFlags(TraceFlags::RANDOM)),
+        };
+        let incoming_ot = incoming.tracestate.get(OT_KEY).map(str::to_string);
+        // An untrusted client chooses its trace id, hence its randomness: a continued trace gets
+        // fresh explicit randomness (`ot=rv`) from us instead.
+        let local_randomness =
+            (!self.config.sampling.trust_incoming && parent.is_some()).then(|| ids.u64());
+        let decision = self.sampler.decide(
+            trace_id,
+            &ParentInfo {
+                sampled: incoming.sampling_hint,
+                debug: incoming.debug,
+                ot: incoming_ot.as_deref(),
+                local_randomness,
+            },
+            &RequestInfo {
+                method: headers.get(":method").unwrap_or(""),
+                path: headers.get(":path").unwrap_or(""),
+                host: headers.get(":authority").unwrap_or(""),
+                headers,
+            },
+            // The clock is a host call: read only when a rate cap needs it.
+            if self.sampler.has_rate_cap() {
+                host.now_unix_nanos()
+            } else {
+                0
+            },
+        );
+        metrics.add_deferred(decision_metric(decision.reason, decision.sampled), 1);
+        // W3C §3.5: an entry this proxy writes moves to the front; an unchanged one keeps its
+        // place.
+        if decision.ot != incoming_ot {
+            match &decision.ot {
+                Some(v) => incoming.tracestate.upsert_front(OT_KEY, v),
+                None => incoming.tracestate.remove(OT_KEY),
+            }
+        }
+        let context = SpanContext {
+            trace_id,
+            span_id: ids.span_id(),
+            flags: inherited_flags.with_sampled(decision.sampled),
+        };
+        (context, decision.sampled)
+    }
+
+    /// Step 4: the context sent on, in the configured formats. Host calls cost more than a
+    /// comparison: an absent header is not removed, one that already holds exactly the value is
+    /// not rewritten.
+    fn inject(
+        &self,
+        host: &dyn Host,
+        headers: &HeaderMap,
+        context: &SpanContext,
+        incoming: &Extracted,
+    ) {
+        let prop = &self.config.propagation;
+        for (name, value) in propagation::inject(
+            context,
+            &incoming.tracestate,
+            incoming.baggage.as_deref(),
+            &prop.inject,
+            &prop.extract,
+        ) {
+            let mut present = headers.get_all(name);
+            let unchanged = match (&value, present.next(), present.next()) {
+                (None, None, _) => true,
+                (Some(v), Some(old), None) => v == old,
+                _ => false,
+            };
+            if !unchanged {
+                host.set_request_header(name, value.as_deref());
+            }
+        }
+    }
+
+    /// Step 3: forwards a trusted, well-formed `x-request-id` (`None`); otherwise generates a UUIDv4,
+    /// sends it on and returns it (and counts a replaced one).
+    fn request_id(
+        &self,
+        host: &dyn Host,
+        ids: &mut IdGenerator,
+        metrics: &Metrics,
+        incoming: Option<&str>,
+    ) -> Option<String> {
+        if let Some(id) = incoming {
+            if self.config.propagation.trust_incoming_request_id && request_id::is_acceptable(id) {
+                return None;
+            }
+            metrics.add_deferred(Metric::RequestIdReplaced, 1);
+        }
+        let id = request_id::generate(ids);
+        host.set_request_header(REQUEST_ID, Some(&id));
+        Some(id)
+    }
+
+    /// The stream ended: build the span. `outcome` is what the host reported about the response.
+    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Span {
+        let limits = &self.config.limits;
+        let headers = &active.headers;
+        let header = |name: &str| headers.get(name).unwrap_or("");
+        let text = |s: &str| AttrValue::Str(s.to_string());
+        let method = header(":method");
+        let (path, _) = split_query(header(":path"));
+        let mut span = Span::new(
+            active.context,
+            active.parent,
+            active.trace_state,
+            span_name(method, outcome.route_name.as_deref(), path),
+            outcome.kind,
+            active.start_unix_nanos,
+            end_unix_nanos.max(active.start_unix_nanos),
+        );
+        // OpenTelemetry HTTP semantic conventions (semconv v1.26+ stable HTTP attributes).
+        span.set_attribute("http.request.method", text(method), limits);
+        span.set_attribute("url.path", text(path), limits);
+        if let Some(scheme) = headers.get(":scheme").filter(|s| !s.is_empty()) {
+            span.set_attribute("url.scheme", text(scheme), limits);
+        }
+        let (host_part, port) = split_authority(header(":authority"));
+        if !host_part.is_empty() {
+            span.set_attribute("server.address", text(host_part), limits);
+        }
+        if let Some(port) = port {
+            span.set_attribute("server.port", AttrValue::Int(i64::from(port)), limits);
+        }
+        if let Some(code) = outcome.status {
+            span.set_attribute(
+                "http.response.status_code",
+                AttrValue::Int(i64::from(code)),
+                limits,
+            );
+        }
+        let (status, message) = span_status(outcome.kind, &outcome);
+        if let Some(v) = outcome.protocol_version {
+            span.set_attribute("network.protocol.version", AttrValue::Str(v), limits);
+        }
+        if let Some(ua) = headers.get("user-agent") {
+            span.set_attribute("user_agent.original", text(ua), limits);
+        }
+        if let Some(cluster) = outcome.upstream_cluster {
+            span.set_attribute("upstream_cluster", AttrValue::Str(cluster), limits);
+        }
+        // Istio's own tags, so spans look like those of Istio's tracer.
+        let request_id = match active.generated_request_id {
+            Some(id) => AttrValue::Str(id),
+            None => text(header(REQUEST_ID)),
+        };
+        span.set_attribute("guid:x-request-id", request_id, limits);
+        span.set_attribute("component", text("proxy"), limits);
+        if !self.node.mesh_id.is_empty() {
+            span.set_attribute("istio.mesh_id", text(&self.node.mesh_id), limits);
+        }
+        if !self.node.namespace.is_empty() {
+            span.set_attribute("istio.namespace", text(&self.node.namespace), limits);
+        }
+        for (tag, value) in &self.static_tags {
+            span.set_attribute(tag.clone(), text(value), limits);
+        }
+        for (tag, name, default) in &self.header_tags {
+            if let Some(value) = headers.get(name).or(default.as_deref()) {
+                span.set_attribute(tag.clone(), text(value), limits);
+            }
+        }
+        span.status = status;
+        span.status_message = message;
+        span
+    }
+}
+
+fn decision_metric(reason: Reason, sampled: bool) -> Metric {
+    match (reason, sampled) {
+        (Reason::Parent, true) => Metric::SampledParent,
+        (Reason::Parent, false) => Metric::NotSampledParent,
+        (Reason::Percentage, true) => Metric::SampledPercentage,
+        (Reason::Percentage, false) => Metric::NotSampledPercentage,
+        (Reason::Rule, true) => Metric::SampledRule,
+        (Reason::Rule, false) => Metric::NotSampledRule,
+        (Reason::Probe, _) => Metric::NotSampledProbe,
+        (Reason::Cap, _) => Metric::NotSampledCap,
+        (Reason::Forced, _) => Metric::SampledForced,
+    }
+}
+
+#[cfg(test)]
+mod tests;
