@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
-# meshtrace's one entry point. Every subcommand installs what it needs on a fresh machine
-# (idempotently) and fails loudly when it cannot.
-#
-#   ./build.sh build          release .wasm → dist/meshtrace.wasm (size and sha256 printed)
-#   ./build.sh test           every suite: fmt, clippy, unit (native and wasm32-wasip1), end-to-end
-#   ./build.sh demo [opts]    a Bookinfo-shaped mesh on 127.0.0.1 with real traces (the main job)
-#   ./build.sh image          OCI image layout of the plugin (Istio's Wasm image format)
-#   ./build.sh push REF       push that image with skopeo
-#   ./build.sh bench          what meshtrace costs per request, against Envoy's own tracer
-#   ./build.sh soak MINUTES   sustained load; VM memory and queue depth over time
-#   ./build.sh fuzz [SECS]    cargo-fuzz every parser for SECS seconds each
+# meshtrace's one entry point: `./build.sh help` lists the subcommands (usage() at the end).
+# Every subcommand installs what it needs on a fresh machine (idempotently) and fails loudly
+# when it cannot.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -128,6 +120,35 @@ cmd_test() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
 }
 
+# The fast inner loop: core tests natively; `--wasi` adds the same tests under wasmtime. Other
+# arguments are cargo test's (a name filter, `-- --nocapture`).
+cmd_unit() {
+  local wasi=false args=()
+  for a in "$@"; do
+    if [ "$a" = --wasi ]; then wasi=true; else args+=("$a"); fi
+  done
+  ensure_rust
+  say "core unit and property tests (native)"
+  cargo test -p meshtrace-core "${args[@]}"
+  if $wasi; then
+    ensure_venv
+    say "core unit tests compiled to $WASM_TARGET, run under wasmtime"
+    CARGO_TARGET_WASM32_WASIP1_RUNNER="$VENV/bin/python $ROOT/tests/wasi_runner.py" \
+      cargo test -p meshtrace-core --target "$WASM_TARGET" "${args[@]}"
+  fi
+}
+
+# Build, then the chosen end-to-end tests: tests/e2e unless test paths are given.
+cmd_e2e() {
+  cmd_build
+  ensure_venv
+  local a where=(tests/e2e)
+  for a in "$@"; do
+    [ -e "${a%%::*}" ] && where=()
+  done
+  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q "${where[@]}" "$@"
+}
+
 cmd_demo() {
   cmd_build
   ensure_venv
@@ -146,13 +167,42 @@ cmd_soak() {
 }
 cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
 
+usage() {
+  cat <<'EOF'
+Usage: ./build.sh SUBCOMMAND [ARGS]
+
+  build                   release .wasm -> dist/meshtrace.wasm (size and sha256 printed)
+  test [PYTEST ARGS]      every suite: fmt, clippy, unit (native and wasm32-wasip1), release
+                          build, end-to-end, demo and deployment tests (about 5 minutes)
+  unit [--wasi] [FILTER]  core unit and property tests, natively, in seconds; --wasi runs them
+                          compiled to wasm32-wasip1 under wasmtime as well
+  e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
+                          the test files given; every ARG goes to pytest
+  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces
+  image                   OCI image layout of the plugin (Istio's Wasm image format)
+  push REF                push that image with skopeo
+  bench                   what meshtrace costs per request, against Envoy's own tracer
+  soak MINUTES            sustained load; VM memory and queue depth over time
+  fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
+  help                    this text
+
+The inner loop while developing:
+  ./build.sh unit                              after each change to core/ (seconds)
+  ./build.sh unit tracestate                   only the tests whose name contains `tracestate`
+  ./build.sh e2e -k propagation                build, then the matching end-to-end tests
+  ./build.sh e2e tests/e2e/test_export.py -x   one file, stopping at the first failure
+  ./build.sh test                              everything, once, before asking for a merge
+EOF
+}
+
 main() {
-  local sub=${1:-}
+  local sub=${1:-help}
   [ $# -gt 0 ] && shift
   case "$sub" in
-    build|test|demo|image|push|bench|soak|fuzz)
-      for f in "cmd_$sub"; do "$f" "$@"; done ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$sub" ] || die "unknown subcommand: $sub" ;;
+    help|-h|--help) usage ;;
+    # Any function cmd_NAME above is the subcommand NAME.
+    *) if declare -F "cmd_$sub" >/dev/null; then "cmd_$sub" "$@"
+       else usage >&2; die "unknown subcommand: $sub"; fi ;;
   esac
 }
 

@@ -20,10 +20,6 @@ impl TraceFlags {
         self.0 & Self::SAMPLED != 0
     }
 
-    pub fn random(self) -> bool {
-        self.0 & Self::RANDOM != 0
-    }
-
     pub fn with_sampled(self, sampled: bool) -> TraceFlags {
         if sampled {
             TraceFlags(self.0 | Self::SAMPLED)

@@ -130,9 +130,6 @@ impl Exporter {
     /// Counts go through [`Metrics::add_deferred`]: no host call on the request path.
     pub fn enqueue(&mut self, span: Span, metrics: &Metrics) {
         metrics.add_deferred(Metric::SpansRecorded, 1);
-        if self.protocol == ExportProtocol::None {
-            return;
-        }
         let bytes = BatchEncoder::encode_span(&span);
         if self
             .encoder
@@ -160,9 +157,6 @@ impl Exporter {
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per
     /// flush interval — a partial one.
     pub fn on_tick(&mut self, host: &dyn Host, metrics: &Metrics, now: u64) {
-        if self.protocol == ExportProtocol::None {
-            return;
-        }
         let last = *self.last_flush.get_or_insert(now);
         while now >= self.paused_until && self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(batch) = self.retries.pop_front() else {

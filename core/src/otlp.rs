@@ -3,7 +3,6 @@
 //! fills are declared; field numbers and types are those of the `.proto` files, so any OTLP
 //! receiver decodes them (tests decode with an independent implementation).
 
-use crate::ids::{SpanId, TraceId};
 use crate::span::{self, AttrValue, SpanKind, StatusCode};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
@@ -303,14 +302,6 @@ fn opt_field_len(len: usize) -> usize {
     } else {
         field_len(len)
     }
-}
-
-/// Ids as the wire carries them, for tests and tools.
-pub fn ids(span: &Span) -> Option<(TraceId, SpanId)> {
-    Some((
-        TraceId(span.trace_id.as_slice().try_into().ok()?),
-        SpanId(span.span_id.as_slice().try_into().ok()?),
-    ))
 }
 
 /// Builds export requests from spans encoded once, when they are queued: a batch is the

@@ -11,19 +11,17 @@ as the seed's Step 3 tells apps to — except `reviews`, which speaks only B3: i
 """
 from __future__ import annotations
 
-import http.server
 import json
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from harness import (INBOUND, OUTBOUND, Node, Stack, _QuietServer, free_port,  # noqa: E402
-                     http_get, listener, plugin_filter, static_cluster, wait_until,
-                     wasm_path)
+from harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack,  # noqa: E402
+                     free_port, hcm, http_get, listener, plugin_filter, static_cluster,
+                     wait_until, wasm_path)
 
 NAMESPACE = "default"
 PORT = 9080  # Bookinfo's service port
@@ -59,46 +57,25 @@ SERVICES = [
 BY_APP = {s.app: s for s in SERVICES}
 
 
-class App:
+class App(HttpServer):
     """A Bookinfo app: answers with its name and what its callees answered, calling each callee
     through its sidecar's outbound listener with the headers it was told to propagate."""
 
     def __init__(self, service: Service, outbound_port: int) -> None:
-        owner = self
         self.service = service
         self.outbound_port = outbound_port
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                incoming = {k.lower(): v for k, v in self.headers.items()}
-                forward = {k: v for k, v in incoming.items() if k in owner.service.propagate}
-                status, children = 200, []
-                for callee in owner.service.calls:
-                    target = BY_APP[callee]
-                    code, body = http_get(f"http://127.0.0.1:{owner.outbound_port}{target.path}",
-                                          {**forward, "host": f"{callee}:{PORT}"})
-                    status = max(status, code)
-                    children.append(json.loads(body or b"{}"))
-                out = json.dumps({"service": owner.service.app, "calls": children}).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.port = free_port()
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def respond(self, request: Received) -> Reply:
+        forward = {k: v for k, v in request.headers if k in self.service.propagate}
+        status, children = 200, []
+        for callee in self.service.calls:
+            target = BY_APP[callee]
+            code, body = http_get(f"http://127.0.0.1:{self.outbound_port}{target.path}",
+                                  {**forward, "host": f"{callee}:{PORT}"})
+            status = max(status, code)
+            children.append(json.loads(body or b"{}"))
+        return Reply(status, json.dumps({"service": self.service.app, "calls": children}).encode())
 
 
 def plugin_config(percentage: float, mode: str, **extra: Any) -> dict[str, Any]:
@@ -113,8 +90,7 @@ def plugin_config(percentage: float, mode: str, **extra: Any) -> dict[str, Any]:
 
 def with_virtual_hosts(lst: dict, hosts: dict[str, str]) -> dict:
     """Routes an outbound listener by Host, as Istio's per-port route tables do."""
-    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["route_config"]["virtual_hosts"] = [
+    hcm(lst)["route_config"]["virtual_hosts"] = [
         {"name": f"{host}:{PORT}", "domains": [host, f"{host}:{PORT}", app, f"{app}:{PORT}"],
          "routes": [{"name": "default", "match": {"prefix": "/"},
                      "route": {"cluster": f"outbound|{PORT}||{host}", "timeout": "10s"}}]}
@@ -170,8 +146,7 @@ class Mesh:
             listener("0.0.0.0_8080", self.gateway_port, OUTBOUND, "unused",
                      [plugin_filter(wasm, gw_config)], route_name="http.8080"),
             {"productpage": pp.host})
-        gw_listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
-            "virtual_hosts"][0]["domains"] = ["*"]
+        hcm(gw_listener)["route_config"]["virtual_hosts"][0]["domains"] = ["*"]
         self.gateway = stack.envoy(
             "istio-ingressgateway",
             {"node": gw_node.envoy_node(), "static_resources": {

@@ -1,32 +1,52 @@
-"""Fixtures for end-to-end tests: a `stack` that is always torn down and, when a test fails,
-prints the log of every Envoy it started."""
+"""Fixtures for end-to-end tests: a `stack` that is always torn down. When a test fails, its
+report carries the logs of every Envoy and collector still running — for a stack shared by a
+module, only what they logged while that test ran — so each failure shows its own logs and a
+passing run shows none."""
 import pytest
 
 from harness import Stack
+
+_LOG_MARKS = pytest.StashKey[dict]()
+
+
+def _mark_logs(item):
+    """Remembers where each open stack's logs end as a phase (setup, call) starts."""
+    item.stash[_LOG_MARKS] = {id(s): s.log_marks() for s in Stack.open_stacks}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _mark_logs(item)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _mark_logs(item)
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
-def _make_stack(request, **kw):
-    stack = Stack(**kw)
-    yield stack
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.failed:
-        print(stack.logs())
-    stack.close()
+    if not rep.failed or call.when == "teardown":
+        return
+    marks = item.stash.get(_LOG_MARKS, {})
+    for stack in Stack.open_stacks:
+        logs = stack.logs(since=marks.get(id(stack)))
+        if logs:
+            rep.sections.append((f"logs of {stack.workdir.name} ({call.when})", logs))
 
 
 @pytest.fixture
-def stack(request):
-    yield from _make_stack(request)
+def stack():
+    with Stack() as s:
+        yield s
 
 
 @pytest.fixture
-def bare_stack(request):
+def bare_stack():
     """A stack without a collector."""
-    yield from _make_stack(request, collector=False)
+    with Stack(collector=False) as s:
+        yield s

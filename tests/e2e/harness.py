@@ -85,13 +85,9 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP servers on threads: upstreams that report what they received, apps that call onwards,
-# and an OTLP sink that decodes what the collector forwards.
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+# HTTP servers on threads, all one `HttpServer` with its own `respond`: upstreams that report
+# what they received, apps that call onwards, an OTLP sink that decodes what the collector
+# forwards, and a collector front that injects faults.
 
 
 @dataclass
@@ -99,6 +95,7 @@ class Received:
     method: str
     path: str
     headers: list[tuple[str, str]]  # in order, repeated names kept, names lowercased
+    body: bytes = b""
 
     def get(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name.lower()), None)
@@ -107,7 +104,94 @@ class Received:
         return [v for k, v in self.headers if k == name.lower()]
 
 
-class Upstream:
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Reads a request, asks the owning `HttpServer` for the reply, writes it."""
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
+    server: "_ThreadingServer"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._conns.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.owner._conns.discard(self.connection)
+        super().finish()
+
+    def _handle(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        received = Received(self.command, self.path,
+                            [(k.lower(), v) for k, v in self.headers.items()], body)
+        reply = self.server.owner.respond(received)
+        self.send_response(reply.status)
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
+        self.send_header("content-type", reply.content_type)
+        self.send_header("content-length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+
+class _ThreadingServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, owner: "HttpServer") -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+class HttpServer:
+    """An HTTP/1.1 server on 127.0.0.1 with a port of its own, serving from a thread. Subclasses
+    say what to answer in `respond`; `stop()` makes the port refuse connections (and cuts the
+    ones Envoy keeps alive) until `start()`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: _ThreadingServer | None = None
+        self._conns: set[socket.socket] = set()
+        self.start()
+
+    def respond(self, request: Received) -> Reply:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._server = _ThreadingServer(self.port, self)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop()
+
+
+TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id", "baggage", "b3", "x-b3-traceid",
+                 "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
+
+
+class Upstream(HttpServer):
     """Answers every request with the headers it received, as JSON, and records it.
 
     `/status/NNN` answers with status NNN. With `forward_to`, it behaves like an app that
@@ -115,96 +199,54 @@ class Upstream:
     call to `forward_to` (the sidecar's outbound listener) and returns that call's response.
     """
 
-    def __init__(self, forward_to: str | None = None, propagate: tuple[str, ...] = (
-            "traceparent", "tracestate", "x-request-id", "baggage",
-            "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")):
+    def __init__(self, forward_to: str | None = None,
+                 propagate: tuple[str, ...] = TRACE_HEADERS) -> None:
         self.received: list[Received] = []
         self.forward_to = forward_to
         self.propagate = propagate
         self._lock = threading.Lock()
-        owner = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                rec = Received(self.command, self.path,
-                               [(k.lower(), v) for k, v in self.headers.items()])
-                with owner._lock:
-                    owner.received.append(rec)
-                status, body = 200, b""
-                if owner.forward_to:
-                    hdrs = {k: v for k, v in rec.headers if k in owner.propagate}
-                    status, body = http_get(owner.forward_to + self.path, hdrs)
-                else:
-                    if self.path.startswith("/status/"):
-                        status = int(self.path.split("/")[2])
-                    body = json.dumps({"headers": rec.headers}).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        self.port = free_port()
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def respond(self, request: Received) -> Reply:
+        with self._lock:
+            self.received.append(request)
+        if self.forward_to:
+            onward = {k: v for k, v in request.headers if k in self.propagate}
+            status, body = http_get(self.forward_to + request.path, onward)
+            return Reply(status, body)
+        status = int(request.path.split("/")[2]) if request.path.startswith("/status/") else 200
+        return Reply(status, json.dumps({"headers": request.headers}).encode())
 
     def last(self) -> Received:
         wait_until(lambda: self.received, 5, "the upstream to receive a request")
         return self.received[-1]
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+
+def _export_request(body: bytes) -> Any:
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    return req
 
 
-class OtlpSink:
+class OtlpSink(HttpServer):
     """An OTLP/HTTP endpoint that decodes trace exports with the official `opentelemetry-proto`
     Python bindings (independent of the plugin's prost encoding) and keeps every span."""
 
     def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
         self.requests: list[Any] = []
         self._lock = threading.Lock()
-        owner = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if self.headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                req = trace_service_pb2.ExportTraceServiceRequest()
-                req.ParseFromString(body)
-                with owner._lock:
-                    owner.requests.append(req)
-                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.port = free_port()
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    def respond(self, request: Received) -> Reply:
+        body = request.body
+        if request.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self._lock:
+            self.requests.append(_export_request(body))
+        # An empty ExportTraceServiceResponse: full success.
+        return Reply(200, b"", content_type="application/x-protobuf")
 
     def spans(self) -> list["SpanView"]:
         with self._lock:
@@ -223,10 +265,6 @@ class OtlpSink:
         return wait_until(lambda: (lambda got: got if len(got) >= n else None)(
             [s for s in self.spans() if where(s)]), timeout, f"{n} spans at the OTLP sink")
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
 
 def any_value(v: Any) -> Any:
     kind = v.WhichOneof("value")
@@ -237,96 +275,69 @@ def any_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
+# What a `FaultyCollector` does with each export request.
+@dataclass(frozen=True)
+class Forward:
+    """Hands the request to the real collector and returns its answer (503 if it has none)."""
 
-class FaultyCollector:
-    """An OTLP/HTTP front for the real collector that injects faults on demand: forwards export
-    requests to rotel (`forward`), answers with a status and headers (`status`), answers late
-    (`slow`), or stops listening altogether (`stop()`: connection refused) and comes back
-    (`start()`). Every attempt is recorded with its arrival time and span count."""
+
+@dataclass(frozen=True)
+class Answer:
+    """Answers at once with this status, headers (e.g. `retry-after`) and protobuf body."""
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Late:
+    """Holds the request `delay` seconds (past the exporter's timeout), then forwards it."""
+    delay: float
+
+
+Fault = Forward | Answer | Late
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float  # time.monotonic() on arrival
+    fault: Fault
+    spans: int
+
+
+class FaultyCollector(HttpServer):
+    """An OTLP/HTTP front for the real collector that does what `fault` says with each export
+    request, or refuses connections while stopped (`stop()`, `start()`). Every attempt is
+    recorded with its arrival time and span count."""
 
     def __init__(self, target_port: int) -> None:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-        self._pb = trace_service_pb2
         self.target_port = target_port
-        self.port = free_port()
-        self.mode: dict[str, Any] = {"kind": "forward"}
-        self.attempts: list[tuple[float, str, int]] = []
+        self.fault: Fault = Forward()
+        self.attempts: list[Attempt] = []
         self._release = threading.Event()
-        self._server: _QuietServer | None = None
-        self._conns: set[socket.socket] = set()
-        self.start()
+        super().__init__()
 
-    def _handler(self) -> type:
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                owner._conns.add(self.connection)
-
-            def finish(self) -> None:
-                owner._conns.discard(self.connection)
-                super().finish()
-
-            def _answer(self, code: int, body: bytes = b"", headers: dict | None = None) -> None:
-                self.send_response(code)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                req = owner._pb.ExportTraceServiceRequest()
-                req.ParseFromString(body)
-                n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
-                mode = dict(owner.mode)
-                owner.attempts.append((time.monotonic(), mode["kind"], n))
-                if mode["kind"] == "status":
-                    self._answer(mode["code"], headers=mode.get("headers"))
-                    return
-                if mode["kind"] == "slow":
-                    # Holds the answer past the exporter's timeout; released on close.
-                    owner._release.wait(mode["delay"])
-                fwd = urllib.request.Request(
-                    f"http://127.0.0.1:{owner.target_port}{self.path}", data=body, method="POST",
-                    headers={"content-type": "application/x-protobuf"})
-                try:
-                    with urllib.request.urlopen(fwd, timeout=10) as r:
-                        self._answer(r.status, r.read())
-                except Exception:  # noqa: BLE001 - the collector's failure is the answer
-                    self._answer(503)
-
-        return Handler
-
-    def start(self) -> None:
-        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        """Stops listening and cuts the connections Envoy keeps alive: from now on, refused."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        for conn in list(self._conns):
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def respond(self, request: Received) -> Reply:
+        req = _export_request(request.body)
+        fault = self.fault
+        self.attempts.append(Attempt(time.monotonic(), fault, sum(
+            len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)))
+        if isinstance(fault, Answer):
+            return Reply(fault.status, fault.body, fault.headers, "application/x-protobuf")
+        if isinstance(fault, Late):
+            self._release.wait(fault.delay)  # released early on close
+        onward = urllib.request.Request(
+            f"http://127.0.0.1:{self.target_port}{request.path}", data=request.body,
+            method="POST", headers={"content-type": "application/x-protobuf"})
+        try:
+            with urllib.request.urlopen(onward, timeout=10) as r:
+                return Reply(r.status, r.read(), content_type="application/x-protobuf")
+        except Exception:  # noqa: BLE001 - the collector's failure is the answer
+            return Reply(503, content_type="application/x-protobuf")
 
     def close(self) -> None:
         self._release.set()
-        self.stop()
+        super().close()
 
 
 class SpanView:
@@ -392,7 +403,8 @@ class Collector:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log = workdir / f"rotel-{self.http_port}.log"
-        self._out = open(workdir / f"rotel-{self.http_port}.out", "w")
+        self.out = workdir / f"rotel-{self.http_port}.out"
+        self._out = open(self.out, "w")
         self.proc = subprocess.Popen(
             [rotel_bin(), "start",
              "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
@@ -515,6 +527,11 @@ def listener(name: str, port: int, direction: str, cluster: str, http_filters: l
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
     }
+
+
+def hcm(lst: dict) -> dict:
+    """The HTTP connection manager's config in a listener built by `listener`."""
+    return lst["filter_chains"][0]["filters"][0]["typed_config"]
 
 
 class Envoy:
@@ -650,7 +667,11 @@ class Sidecar:
 
 
 class Stack:
-    """Owns every process and server a test starts; `close()` stops them all."""
+    """Owns every process and server a test starts; `close()` (or leaving a `with` block) stops
+    them all."""
+
+    # Stacks not closed yet: a failing test's report carries their logs (see conftest.py).
+    open_stacks: list["Stack"] = []
 
     def __init__(self, collector: bool = True, workdir: Path | None = None) -> None:
         # A given workdir (the demo's log folder) is kept; a temporary one is removed on close.
@@ -661,9 +682,16 @@ class Stack:
         self.envoys: list[Envoy] = []
         self.sink: OtlpSink | None = None
         self.collector: Collector | None = None
+        Stack.open_stacks.append(self)
         if collector:
             self.sink = self._own(OtlpSink())
             self.collector = self._own(Collector(self.workdir, self.sink.port))
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _own(self, thing: Any) -> Any:
         self._closers.append(thing.close)
@@ -688,11 +716,32 @@ class Stack:
         if self.collector is not None:
             self.collector.close()
 
-    def logs(self) -> str:
-        return "\n".join(f"===== envoy {e.name} ({e.log_path}) =====\n{e.log()[-20000:]}"
-                         for e in self.envoys)
+    def log_files(self) -> dict[str, Path]:
+        files = {f"envoy {e.name}": e.log_path for e in self.envoys}
+        if self.collector is not None:
+            files["collector"] = self.collector.log
+            files["collector output"] = self.collector.out
+        return files
+
+    def log_marks(self) -> dict[Path, int]:
+        """Where each log ends now: `logs(since=marks)` shows only what was written after."""
+        return {p: p.stat().st_size for p in self.log_files().values() if p.exists()}
+
+    def logs(self, since: dict[Path, int] | None = None, limit: int = 20000) -> str:
+        """The tail of every log of this stack (from `since` on), one section per process."""
+        parts = []
+        for what, path in self.log_files().items():
+            try:
+                data = path.read_bytes()[(since or {}).get(path, 0):]
+            except OSError:
+                continue
+            text = data[-limit:].decode(errors="replace") if data.strip() else "(nothing)\n"
+            parts.append(f"===== {what} ({path}) =====\n{text}")
+        return "".join(parts)
 
     def close(self) -> None:
+        if self in Stack.open_stacks:
+            Stack.open_stacks.remove(self)
         for close in reversed(self._closers):
             try:
                 close()

@@ -85,14 +85,11 @@ class EcdsProxy:
 
 
 @pytest.fixture(scope="module")
-def proxy(request):
-    stack = Stack(collector=False)
-    p = EcdsProxy(stack)
-    wait_until(lambda: p.ecds("config_reload") >= 1, 20, "the first extension config")
-    yield p
-    if request.session.testsfailed:
-        print(stack.logs())
-    stack.close()
+def proxy():
+    with Stack(collector=False) as stack:
+        p = EcdsProxy(stack)
+        wait_until(lambda: p.ecds("config_reload") >= 1, 20, "the first extension config")
+        yield p
 
 
 def test_good_configuration_is_applied(proxy):

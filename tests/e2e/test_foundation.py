@@ -1,7 +1,13 @@
 """The plugin loads in a real Envoy exactly as Istio configures it, and traffic flows."""
 import json
+import tomllib
 
-from harness import Node, wait_until
+from harness import ROOT, Node, wait_until
+
+
+def cargo_version() -> str:
+    """The version every crate of the workspace inherits (Cargo.toml `[workspace.package]`)."""
+    return tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 
 
 def test_plugin_loads_from_string_value_config_and_traffic_flows(bare_stack):
@@ -12,7 +18,7 @@ def test_plugin_loads_from_string_value_config_and_traffic_flows(bare_stack):
     got = car.upstream.last()
     assert got.path == "/productpage"
     log = car.envoy.log()
-    assert "meshtrace 0.1.0" in log, "the version is logged when the VM starts"
+    assert f"meshtrace {cargo_version()} (" in log, "the version is logged when the VM starts"
 
 
 def test_bad_configuration_is_rejected_with_a_clear_log_line(bare_stack):
@@ -81,7 +87,7 @@ def test_the_plugin_exports_exactly_the_callbacks_it_implements():
     silently never run."""
     import re
 
-    from harness import ROOT, wasm_path
+    from harness import wasm_path
 
     implemented = set(re.findall(r"fn (on_\w+|create_http_context)\(",
                                  (ROOT / "src" / "filter.rs").read_text()))

@@ -14,16 +14,12 @@ UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 
 
 @pytest.fixture(scope="module")
-def mesh(request):
-    stack = Stack(collector=False)
-    car = stack.sidecar({"randomSamplingPercentage": 100, "exporter": {"protocol": "none"},
-                         "propagation": {"extract": ["tracecontext", "b3", "b3multi", "baggage"],
-                                         "inject": ["tracecontext", "baggage"]}},
-                        node=Node(app="productpage"))
-    yield car
-    if request.session.testsfailed:
-        print(stack.logs())
-    stack.close()
+def mesh():
+    with Stack(collector=False) as stack:
+        yield stack.sidecar({"randomSamplingPercentage": 100, "exporter": {"protocol": "none"},
+                             "propagation": {"extract": ["tracecontext", "b3", "b3multi", "baggage"],
+                                             "inject": ["tracecontext", "baggage"]}},
+                            node=Node(app="productpage"))
 
 
 def send(car, headers):

@@ -3,7 +3,7 @@ front to the real rotel collector. Whatever the collector does, every request su
 stays bounded, undelivered spans are counted by reason, and export resumes when it recovers."""
 import pytest
 
-from harness import wait_until
+from harness import Answer, Forward, Late, wait_until
 
 EXPORTER = {"flushInterval": "50ms", "timeout": "2s", "maxBatchSize": 10,
             "maxQueueSize": 50, "maxRetries": 2}
@@ -34,12 +34,12 @@ def dropped(car):
 
 def test_429_retry_after_is_honoured_then_delivered(stack, faulty):
     car, front = faulty
-    front.mode = {"kind": "status", "code": 429, "headers": {"retry-after": "2"}}
+    front.fault = Answer(429, {"retry-after": "2"})
     load(car, 5)
     wait_until(lambda: front.attempts, 10, "the first export attempt")
-    front.mode = {"kind": "forward"}
+    front.fault = Forward()
     stack.sink.wait_for_spans(10)
-    first, second = front.attempts[0][0], front.attempts[1][0]
+    first, second = front.attempts[0].at, front.attempts[1].at
     assert second - first >= 1.9, "nothing is sent before Retry-After (2 s) has passed"
     wait_until(lambda: stat(car, "spans_exported") == 10, 10, "every span to count as exported")
     assert dropped(car) == 0 and stat(car, "export_failures") >= 1
@@ -47,10 +47,10 @@ def test_429_retry_after_is_honoured_then_delivered(stack, faulty):
 
 def test_503_is_retried_with_backoff_until_delivered(stack, faulty):
     car, front = faulty
-    front.mode = {"kind": "status", "code": 503}
+    front.fault = Answer(503)
     load(car, 5)
     wait_until(lambda: len(front.attempts) >= 2, 15, "a retry after the first 503")
-    front.mode = {"kind": "forward"}
+    front.fault = Forward()
     spans = stack.sink.wait_for_spans(10)
     assert len({s.span_id for s in spans}) == 10, "each span delivered once"
     wait_until(lambda: stat(car, "spans_exported") == 10, 10, "every span to count as exported")
@@ -59,13 +59,13 @@ def test_503_is_retried_with_backoff_until_delivered(stack, faulty):
 
 def test_400_is_dropped_without_retry(stack, faulty):
     car, front = faulty
-    front.mode = {"kind": "status", "code": 400}
+    front.fault = Answer(400)
     load(car, 5)
     # Given up at once: with two retries and back-off a retried batch would need over 3 s.
     wait_until(lambda: stat(car, "spans_dropped_export_failed") == 10, 2.5,
                "the rejected spans to be dropped and counted without retries")
-    assert sum(n for _, _, n in front.attempts) == 10, "every span was sent exactly once"
-    front.mode = {"kind": "forward"}
+    assert sum(a.spans for a in front.attempts) == 10, "every span was sent exactly once"
+    front.fault = Forward()
     load(car, 1)
     stack.sink.wait_for_spans(2)
     assert stat(car, "spans_exported") >= 2, "later batches still go out"
@@ -73,12 +73,12 @@ def test_400_is_dropped_without_retry(stack, faulty):
 
 def test_slow_collector_times_out_and_requests_are_unaffected(stack, faulty):
     car, front = faulty
-    front.mode = {"kind": "slow", "delay": 8.0}
+    front.fault = Late(8.0)
     load(car, 20)
     # Three attempts of 2 s (timeout) with 1 s and 2 s back-off between them.
     wait_until(lambda: stat(car, "spans_dropped_export_failed") > 0, 30,
                "timed-out batches to be dropped after their retries")
-    front.mode = {"kind": "forward"}
+    front.fault = Forward()
     before = stat(car, "spans_exported")
     load(car, 5)
     wait_until(lambda: stat(car, "spans_exported") >= before + 10, 20, "export to resume")

@@ -3,7 +3,10 @@ the plugin's counters on Envoy's admin /stats."""
 import math
 import re
 
-from harness import Node, wait_until
+import pytest
+
+from harness import (INBOUND, Node, Stack, free_port, hcm, http_get, listener, plugin_filter,
+                     static_cluster, wait_until, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -38,6 +41,8 @@ def test_percentage_is_honoured_within_tolerance(bare_stack):
         return (yes, no) if yes + no == n else None
     yes, _ = wait_until(decided, 10, f"{n} decisions counted on /stats")
     assert yes == sampled, "the sampled counter matches the flags the app saw"
+    assert car.envoy.stat("wasmcustom.meshtrace_spans_recorded") == 0, \
+        "with exporter.protocol none the sampled requests are propagated, not recorded"
 
 
 def test_sampled_parent_is_honoured_unless_untrusted(bare_stack):
@@ -85,3 +90,63 @@ def test_rules_choose_per_route(bare_stack):
     assert flags_seen(car, 5, path="/other", headers={"x-debug": "1"}) == [1] * 5
     wait_until(lambda: sum(car.envoy.stats("meshtrace_sampling_sampled_rule").values()) == 10,
                10, "10 rule decisions counted on /stats")
+
+
+# Envoy removes `x-envoy-force-trace` from every request it does not consider internal, before
+# any HTTP filter runs (source/common/http/conn_manager_utility.cc:
+# ConnectionManagerUtility::mutateRequestHeaders → cleanInternalHeaders). A request is internal
+# only when the address Envoy trusts for the client lies in the connection manager's
+# `internal_address_config`, which since Envoy 1.33 is empty unless configured.
+INTERNAL_LOOPBACK = {"use_remote_address": True, "internal_address_config": {
+    "cidr_ranges": [{"address_prefix": "127.0.0.1", "prefix_len": 32}]}}
+
+# (listener, its connection manager's options, force header configured, request headers,
+#  sampled?, reason)
+FORCE_CASES = [
+    ("plain", {}, None, {"x-envoy-force-trace": "1"}, False,
+     "a sidecar's listener: Envoy strips the default header, the plugin never sees it"),
+    ("custom", {}, "x-force-trace", {"x-force-trace": "1"}, True,
+     "a header of our own is not Envoy's to strip: it works on any listener"),
+    ("internal", INTERNAL_LOOPBACK, None, {"x-envoy-force-trace": "1"}, True,
+     "a client inside internal_address_config keeps the default header"),
+    ("internal", INTERNAL_LOOPBACK, None,
+     {"x-envoy-force-trace": "1", "x-forwarded-for": "127.0.0.1"}, False,
+     "with use_remote_address a request already carrying X-Forwarded-For is not internal"),
+]
+
+
+@pytest.fixture(scope="module")
+def force_proxy():
+    """One Envoy, a listener per connection-manager setup, each with the plugin at 0%."""
+    with Stack(collector=False) as stack:
+        upstream = stack.upstream()
+        ports, listeners = {}, []
+        for name, options, force_header, *_ in FORCE_CASES:
+            if name in ports:
+                continue
+            config = {"randomSamplingPercentage": 0, "exporter": {"protocol": "none"}}
+            if force_header:
+                config["sampling"] = {"forceHeader": force_header}
+            ports[name] = free_port()
+            lst = listener(name, ports[name], INBOUND, "inbound|9080||",
+                           [plugin_filter(wasm_path(), config, vm_id=name)])
+            hcm(lst).update(options)
+            listeners.append(lst)
+        stack.envoy("force", {"node": Node().envoy_node(), "static_resources": {
+            "listeners": listeners, "clusters": [static_cluster("inbound|9080||", upstream.port)]}})
+        yield ports, upstream
+
+
+@pytest.mark.parametrize("name,options,force_header,headers,sampled,reason", FORCE_CASES,
+                         ids=[c[-1] for c in FORCE_CASES])
+def test_the_force_header_works_where_envoy_lets_it_through(
+        force_proxy, name, options, force_header, headers, sampled, reason):
+    ports, upstream = force_proxy
+    before = len(upstream.received)
+    status, _ = http_get(f"http://127.0.0.1:{ports[name]}/checkout", headers)
+    assert status == 200
+    got = upstream.received[before]
+    assert int(got.get("traceparent")[-2:], 16) & 1 == sampled, reason
+    if force_header is None:
+        assert (got.get("x-envoy-force-trace") is not None) == sampled, \
+            f"{reason}: the header reaches the upstream exactly when it reached the plugin"

@@ -409,12 +409,3 @@ fn a_refused_dispatch_drops_and_counts_without_failing() {
     assert_eq!(host.metric("meshtrace_export_failures"), 1);
     assert_eq!(e.in_flight(), 0);
 }
-
-#[test]
-fn export_none_records_but_sends_nothing() {
-    let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "none"}}"#);
-    fill(&mut e, &m, &["a"]);
-    e.on_tick(&host, &m, 10 * SEC);
-    assert!(host.calls.borrow().is_empty());
-    assert_eq!(e.queue_len(), 0);
-}

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::LimitsConfig;
 use crate::context::{SpanContext, TraceFlags};
+use crate::ids::{SpanId, TraceId};
 
 fn sample_span(name: &str, parent: Option<SpanId>) -> span::Span {
     let mut s = span::Span::new(
