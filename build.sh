@@ -10,6 +10,7 @@
 #   ./build.sh bench          what meshtrace costs per request, against Envoy's own tracer
 #   ./build.sh soak MINUTES   sustained load; VM memory and queue depth over time
 #   ./build.sh fuzz [SECS]    cargo-fuzz every parser for SECS seconds each
+#   ./build.sh doctor DUMP [STATS]  is meshtrace tracing in this proxy? (Envoy /config_dump, /stats)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -145,12 +146,13 @@ cmd_soak() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
 }
 cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
+cmd_doctor() { python3 "$ROOT/tests/tools/doctor.py" "$@"; }
 
 main() {
   local sub=${1:-}
   [ $# -gt 0 ] && shift
   case "$sub" in
-    build|test|demo|image|push|bench|soak|fuzz)
+    build|test|demo|image|push|bench|soak|fuzz|doctor)
       for f in "cmd_$sub"; do "$f" "$@"; done ;;
     *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$sub" ] || die "unknown subcommand: $sub" ;;
   esac
