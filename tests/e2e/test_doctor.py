@@ -102,6 +102,18 @@ def test_grpc_export_over_an_http1_cluster(stack, tmp_path):
     assert "speaks HTTP/1.1 but exporter.protocol is grpc" in out
 
 
+def test_two_meshtrace_filters_in_one_chain(stack, tmp_path):
+    """A root-namespace plugin plus a gateway/namespace one on the same proxy: WasmPlugins add
+    up, so the chain holds two filters and every request gets two spans."""
+    filters = [plugin_filter(wasm_path(), CONFIG, vm_id="mesh"),
+               plugin_filter(wasm_path(), CONFIG, vm_id="gateway")]
+    filters[1]["name"] = "istio.meshtrace-gateway"
+    envoy, _ = single_listener_envoy(stack, filters)
+    code, out = doctor(tmp_path, envoy.config_dump())
+    assert code == 1, out
+    assert "2 meshtrace filters in one chain" in out
+
+
 def test_no_plugin(stack, tmp_path):
     envoy, _ = single_listener_envoy(stack, [])
     code, out = doctor(tmp_path, envoy.config_dump(), envoy.stats_text())
