@@ -166,6 +166,7 @@ cmd_soak() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
 }
 cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
+cmd_doctor() { python3 "$ROOT/tests/tools/doctor.py" "$@"; }
 
 usage() {
   cat <<'EOF'
@@ -184,6 +185,8 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
   bench                   what meshtrace costs per request, against Envoy's own tracer
   soak MINUTES            sustained load; VM memory and queue depth over time
   fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
+  doctor DUMP [STATS]     is meshtrace tracing in this proxy? reads an Envoy /config_dump
+                          (and /stats); exit 0 healthy, 1 a problem found, 2 unreadable
   help                    this text
 
 The inner loop while developing:

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "meshtrace"
 VALUE_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 K8S_VERSION = "1.31.0"
-CORE_KINDS = {"ConfigMap", "Deployment", "Service", "Secret"}
-ISTIO_KINDS = {"WasmPlugin", "Telemetry"}
+CORE_KINDS = {"ConfigMap", "Deployment", "Service", "Secret", "ServiceAccount",
+              "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+ISTIO_KINDS = {"WasmPlugin", "Telemetry", "DestinationRule"}
 
 
 def strict(schema: dict) -> dict:
@@ -65,9 +66,13 @@ def check_config() -> Path:
     return ROOT / "target" / "debug" / "examples" / "check_config"
 
 
-def render(values: dict) -> list[dict]:
+def render_files(values: dict, namespace: str = "observability") -> dict[str, str]:
     with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(values, name="meshtrace", namespace="observability")
+        return chart.render(values, name="meshtrace", namespace=namespace)
+
+
+def render(values: dict, namespace: str = "observability") -> list[dict]:
+    manifests = render_files(values, namespace)
     docs = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
@@ -132,10 +137,16 @@ def test_istio_objects_match_the_crd_schemas(rendered, crd_schemas):
             jsonschema.validate(doc, crd_schemas[(doc["apiVersion"], doc["kind"])])
 
 
+def test_every_kind_rendered_is_validated(rendered):
+    _, docs = rendered
+    assert {d["kind"] for d in docs} <= CORE_KINDS | ISTIO_KINDS | {"IstioOperator"}
+
+
 def test_wasmplugin_directory_matches_the_crd_schemas(crd_schemas, check_config):
     for path in sorted((ROOT / "wasmplugin").glob("*.yaml")):
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        assert {d["kind"] for d in docs} == ISTIO_KINDS, f"{path.name}: a WasmPlugin and its Telemetry"
+        assert {d["kind"] for d in docs} == {"WasmPlugin", "Telemetry"}, \
+            f"{path.name}: a WasmPlugin and its Telemetry"
         for doc in docs:
             jsonschema.validate(doc, crd_schemas[(doc["apiVersion"], doc["kind"])])
         plugin = by_kind(docs, "WasmPlugin")[0]
@@ -145,6 +156,12 @@ def test_wasmplugin_directory_matches_the_crd_schemas(crd_schemas, check_config)
             f"{path.name}: native span reporting is off for exactly the plugin's workloads"
         assert telemetry["spec"]["tracing"][0]["disableSpanReporting"] is True
         assert_plugin_config_parses(check_config, plugin["spec"]["pluginConfig"])
+        host = {e["name"] for e in plugin["spec"].get("vmConfig", {}).get("env", [])
+                if e.get("valueFrom") == "HOST"}
+        for tag, source in plugin["spec"]["pluginConfig"].get("customTags", {}).items():
+            if "environment" in source:
+                assert source["environment"]["name"] in host, \
+                    f"{path.name}: customTags.{tag} reads a host variable vmConfig.env lists"
 
 
 def assert_plugin_config_parses(check_config: Path, config: dict) -> None:
@@ -172,7 +189,7 @@ def test_plugin_exports_to_the_collector_service(rendered):
         exporter = plugin["spec"]["pluginConfig"]["exporter"]
         direction, port, _, host = exporter["cluster"].split("|")
         assert direction == "outbound"
-        assert host == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert host == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.{v['clusterDomain']}"
         assert int(port) in ports, "the export cluster's port is a port of the Service"
         grpc = exporter["protocol"] == "grpc"
         assert ports[int(port)]["name"].startswith("grpc-" if grpc else "http-"), \
@@ -188,12 +205,81 @@ def test_native_span_reporting_is_off_exactly_where_the_plugin_runs(rendered):
     off = {(t["metadata"]["namespace"], json.dumps(t["spec"].get("selector")))
            for t in by_kind(docs, "Telemetry")
            if any(tr.get("disableSpanReporting") for tr in t["spec"]["tracing"])}
+    if v["telemetry"]["mode"] == "print":
+        assert not by_kind(docs, "Telemetry"), "print mode creates no Telemetry"
+        return
     assert plugins == off
-    defaults = [t for t in by_kind(docs, "Telemetry") if t["metadata"]["name"] == "mesh-default"]
-    if plugins and v["plugin"]["scope"] != "mesh":
+    defaults = [t for t in by_kind(docs, "Telemetry") if t["metadata"]["name"] == "meshtrace-default"]
+    if v["telemetry"]["meshDefault"] and v["plugin"]["scope"] != "mesh" and not v["renderIstioInstallConfig"]:
         (d,) = defaults
         assert d["metadata"]["namespace"] == v["istioNamespace"]
         assert d["spec"]["tracing"][0]["randomSamplingPercentage"] == v["tracing"]["randomSamplingPercentage"]
+    else:
+        assert not defaults
+
+
+def test_at_most_one_selector_less_telemetry_per_namespace(rendered):
+    """Istio applies only the first selector-less Telemetry of a namespace (istio/istio
+    pilot/pkg/model/telemetry.go namespaceWideTelemetryConfig); a second one is ignored."""
+    _, docs = rendered
+    namespaces = [t["metadata"]["namespace"] for t in by_kind(docs, "Telemetry")
+                  if not t["spec"].get("selector", {}).get("matchLabels")]
+    assert len(namespaces) == len(set(namespaces)), namespaces
+    assert "mesh-default" not in {t["metadata"]["name"] for t in by_kind(docs, "Telemetry")}, \
+        "the name Istio's docs use for a user's own mesh default"
+
+
+def istio_attaches(plugin: dict, namespace: str, labels: dict, root: str) -> bool:
+    """Istio's rule for a WasmPlugin reaching a proxy: in the proxy's namespace or the root
+    namespace (pilot/pkg/model/push_context.go WasmPluginsByListenerInfo), selector labels a
+    subset of the proxy's (pilot/pkg/model/policyattachment.go isSelected), and a match mode
+    covering a gateway's listeners, which are CLIENT (pilot/pkg/model/extensions.go
+    workloadModeForListenerClass)."""
+    meta, spec = plugin["metadata"], plugin["spec"]
+    if meta["namespace"] not in (namespace, root):
+        return False
+    wanted = spec.get("selector", {}).get("matchLabels", {})
+    if any(labels.get(k) != v for k, v in wanted.items()):
+        return False
+    modes = [m.get("mode", "CLIENT_AND_SERVER") for m in spec.get("match", [])] or ["CLIENT_AND_SERVER"]
+    return any(m in ("CLIENT_AND_SERVER", "UNDEFINED", "CLIENT") for m in modes)
+
+
+def test_a_gateway_runs_exactly_one_meshtrace_plugin(rendered):
+    values, docs = rendered
+    v = merged(values)
+    if not v["gateways"]["enabled"]:
+        return
+    gw = v["gateways"]
+    (mine,) = [p for p in by_kind(docs, "WasmPlugin")
+               if istio_attaches(p, gw["namespace"], gw["selector"], v["istioNamespace"])]
+    assert mine["metadata"]["name"] == "meshtrace-gateway"
+    config = mine["spec"]["pluginConfig"]
+    assert config["sampling"]["trustIncoming"] is False, "clients do not decide sampling"
+    assert config["propagation"]["trustIncomingRequestId"] is False
+    (telemetry,) = [t for t in by_kind(docs, "Telemetry") if t["metadata"]["namespace"] == gw["namespace"]]
+    assert telemetry["spec"]["selector"]["matchLabels"] == gw["selector"]
+    # An app pod elsewhere runs the app plugin only.
+    for ns in v["plugin"]["namespaces"]:
+        (app,) = [p for p in by_kind(docs, "WasmPlugin")
+                  if istio_attaches(p, ns, {"app": "productpage"}, v["istioNamespace"])]
+        assert app["metadata"]["name"] == "meshtrace"
+
+
+def test_environment_tags_get_their_host_variables(rendered):
+    """customTags.*.environment reads a host variable only if vmConfig.env lists it as HOST
+    (Envoy's host_env_keys; pilot/pkg/model/extensions.go buildVMConfig)."""
+    values, docs = rendered
+    v = merged(values)
+    for plugin in by_kind(docs, "WasmPlugin"):
+        spec = plugin["spec"]
+        env = {e["name"]: e for e in spec.get("vmConfig", {}).get("env", [])}
+        for tag, source in spec["pluginConfig"].get("customTags", {}).items():
+            if "environment" in source:
+                name = source["environment"]["name"]
+                assert name in env, f"{tag}: {name} reaches the VM"
+        for declared in v["plugin"]["vmConfig"]["env"]:
+            assert env[declared["name"]] == declared, "plugin.vmConfig.env kept as given"
 
 
 def test_collector_config_is_complete_and_checksummed(rendered):
@@ -238,3 +324,112 @@ def test_both_install_forms_of_the_extension_provider_agree():
     (plugin,) = by_kind(render(plugin_values), "WasmPlugin")
     assert plugin["spec"]["pluginConfig"]["exporter"]["cluster"] == \
         f"outbound|{otel['port']}||{otel['service']}"
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"istioVersion": "1.19"}, "istioVersion 1.19"),
+    ({"istioVersion": "1.21"}, "tracing.protocol http"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["bookinfo", "istio-system"]}},
+     "plugin.namespaces must not list istioNamespace"),
+    ({"plugin": {"scope": "workloads", "namespaces": ["istio-system"], "selector": {"app": "a"}}},
+     "plugin.namespaces must not list istioNamespace"),
+    ({"gateways": {"enabled": True}}, "gateways.enabled needs plugin.scope"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["istio-ingress"]}, "gateways": {"enabled": True}},
+     "gateways.namespace istio-ingress is also in plugin.namespaces"),
+], ids=["istio-1.19", "http-before-1.22", "root-namespace-listed", "root-namespace-workloads",
+        "gateways-under-mesh", "gateway-namespace-twice"])
+def test_the_chart_refuses_what_istio_would_silently_mishandle(values, key):
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert key in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"plugin": {"scope": "workloads", "namespaces": ["shop"]}},
+     "scope workloads without a selector would be a namespace-wide Telemetry"),
+    ({"plugin": {"scope": "workloads", "namespaces": ["shop"], "selector": {}}}, "empty selector"),
+    ({"plugin": {"scope": "namespaces"}}, "scope namespaces without namespaces"),
+    ({"plugin": {"vmConfig": {"env": [{"name": "X", "valueFrom": "HOST", "value": "v"}]}}},
+     "a HOST variable has no inline value"),
+    ({"plugin": {"vmConfig": {"env": [{"name": "X", "valueFrom": "ENV"}]}}}, "unknown valueFrom"),
+    ({"telemetry": {"mode": "merge"}}, "unknown telemetry mode"),
+    ({"istioVersion": "1.22.3"}, "istioVersion is a minor version"),
+    ({"gateways": {"enabled": True, "selector": {}}}, "gateways need a selector"),
+    ({"collector": {"autoscaling": {"enabled": True, "minReplicas": 0}}}, "at least one replica"),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_values_schema_refuses(values, reason):
+    with pytest.raises(helm.HelmError):
+        render(values)
+        pytest.fail(reason)
+
+
+def test_telemetry_api_and_provider_follow_the_istio_version():
+    """telemetry.istio.io/v1 is served from Istio 1.22; the provider's http and
+    resource_detectors are read from 1.22 (pilot/pkg/networking/core/tracing.go otelConfig)."""
+    old = render({"istioVersion": "1.21", "tracing": {"protocol": "grpc"}})
+    assert {t["apiVersion"] for t in by_kind(old, "Telemetry")} == {"telemetry.istio.io/v1alpha1"}
+    new = render({})
+    assert {t["apiVersion"] for t in by_kind(new, "Telemetry")} == {"telemetry.istio.io/v1"}
+    for version, detectors in (("1.21", False), ("1.22", True)):
+        files = render_files({"istioVersion": version, "tracing": {"protocol": "grpc"},
+                              "renderIstioInstallConfig": True})
+        (provider,) = yaml.safe_load(files["meshtrace/templates/istio-install.yaml"])["spec"]["meshConfig"]["extensionProviders"]
+        assert ("resource_detectors" in provider["opentelemetry"]) is detectors
+
+
+def test_mesh_config_names_the_default_tracing_provider():
+    """Without a Telemetry naming a provider, Istio's tracer uses defaultProviders.tracing
+    (pilot/pkg/model/telemetry.go Telemetries.Tracing); sampling falls back to
+    defaultConfig.tracing.sampling (tracing.go configureTracingFromTelemetry)."""
+    files = render_files({"renderIstioInstallConfig": True, "tracing": {"randomSamplingPercentage": 7}})
+    mesh = yaml.safe_load(files["meshtrace/templates/istio-install.yaml"])["spec"]["meshConfig"]
+    assert mesh["defaultProviders"]["tracing"] == ["otel-tracing"]
+    assert mesh["defaultConfig"]["tracing"]["sampling"] == 7
+    notes = files["meshtrace/templates/NOTES.txt"]
+    assert "REPLACE" in notes and "extensionProviders" in notes, "the list-merge warning"
+
+
+def test_print_mode_creates_no_telemetry_and_prints_the_stanza():
+    values = {"telemetry": {"mode": "print"}, "plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]}}
+    files = render_files(values)
+    assert not by_kind(render(values), "Telemetry")
+    notes = files["meshtrace/templates/NOTES.txt"]
+    stanza = notes[notes.index("# namespace bookinfo"):].split("\n\n")[0]
+    parsed = yaml.safe_load(stanza)
+    assert parsed == {"tracing": [{"providers": [{"name": "otel-tracing"}], "disableSpanReporting": True}]}
+
+
+def test_collector_matches_the_upstream_chart_conventions():
+    docs = render(values_of(CHART / "ci" / "scale-values.yaml"))
+    v = merged(values_of(CHART / "ci" / "scale-values.yaml"))
+    (deploy,) = by_kind(docs, "Deployment")
+    (cm,) = by_kind(docs, "ConfigMap")
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GOMEMLIMIT"]["value"] == "1638MiB", "80% of 2Gi"
+    assert env["MY_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    for proto, port in (("grpc", 4317), ("http", 4318)):
+        assert config["receivers"]["otlp"]["protocols"][proto]["endpoint"] == f"${{env:MY_POD_IP}}:{port}"
+    assert config["exporters"]["debug"]["verbosity"] == "detailed", "debugExporter prints spans"
+    assert pod["securityContext"] == v["collector"]["podSecurityContext"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        assert pod[key] == v["collector"][key]
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] in CORE_KINDS} == {"telemetry"}
+    assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    (dr,) = by_kind(docs, "DestinationRule")
+    assert dr["spec"]["host"] == "opentelemetry-collector.telemetry.svc.corp.internal"
+    assert dr["spec"]["trafficPolicy"]["tls"]["mode"] == "DISABLE"
+    # Without a backend the debug exporter only counts; the namespace is the release's.
+    default = render({}, namespace="tracing")
+    (cm,) = by_kind(default, "ConfigMap")
+    assert yaml.safe_load(cm["data"]["config.yaml"])["exporters"]["debug"]["verbosity"] == "basic"
+    assert {d["metadata"]["namespace"] for d in default if d["kind"] in CORE_KINDS} == {"tracing"}

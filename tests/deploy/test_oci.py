@@ -5,6 +5,7 @@ byte-identical plugin.wasm, and a manifest in the form Istio's Wasm image fetche
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -106,14 +107,29 @@ def test_push_and_pull_keep_the_digest_and_the_plugin(wasm, registry, tmp_path):
     assert pulled == wasm.read_bytes(), "a byte-identical plugin.wasm"
 
 
-def test_build_sh_push_prints_what_a_wasmplugin_needs(wasm, registry):
-    env = {**os.environ}
+def test_build_sh_push_prints_the_manifest_digest_as_spec_sha256(wasm, registry):
+    """For oci:// URLs Istio checks spec.sha256 against the image manifest digest
+    (istio/istio pkg/wasm/imagefetcher.go ImageFetcher.PrepareFetch → img.Digest().Hex, compared
+    in pkg/wasm/cache.go LocalFileCache.getOrFetch); the wasm's own sha256 there never loads."""
     out = subprocess.run(["bash", str(ROOT / "tests" / "tools" / "oci.sh"), "push",
                           f"{registry}/meshtrace/plugin:test", "--insecure"],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    lines = dict(line.split(None, 1) for line in out.stdout.splitlines() if line.strip())
-    assert lines["pushed"] == f"oci://{registry}/meshtrace/plugin:test"
-    assert lines["digest"].startswith("sha256:")
-    import hashlib
-    assert lines["wasm"].split()[1] == hashlib.sha256(wasm.read_bytes()).hexdigest()
+    lines = {k: v.split()[0] for k, v in
+             (line.split(None, 1) for line in out.stdout.splitlines() if line.strip())}
+    ref = f"{registry}/meshtrace/plugin"
+    # The digest a real client reports for what was pushed.
+    reported = skopeo("inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                      f"docker://{ref}:test").strip()
+    assert reported.startswith("sha256:")
+    assert lines["pushed"] == f"oci://{ref}:test"
+    assert lines["spec.sha256"] == reported.removeprefix("sha256:"), \
+        "spec.sha256 is the manifest digest, hex without the sha256: prefix"
+    assert lines["spec.url"] == f"oci://{ref}@{reported}", "the pinned reference"
+    wasm_sha = hashlib.sha256(wasm.read_bytes()).hexdigest()
+    assert lines["wasm"] == "sha256" and wasm_sha in out.stdout
+    assert wasm_sha != lines["spec.sha256"], "the module's hash is not the WasmPlugin value"
+    # The pinned reference resolves to the same image.
+    pinned = skopeo("inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                    f"docker://{ref}@{reported}").strip()
+    assert pinned == reported

@@ -472,10 +472,17 @@ class Node:
         }
 
 
-def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = "meshtrace") -> dict:
+def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = "meshtrace",
+                  host_env_keys: tuple[str, ...] = ()) -> dict:
     """The Wasm HTTP filter exactly as Istio renders a WasmPlugin: configuration is a JSON
-    `google.protobuf.StringValue`, fail-open."""
+    `google.protobuf.StringValue`, fail-open. `host_env_keys` is what Istio renders from
+    `spec.vmConfig.env` entries with `valueFrom: HOST` (pilot/pkg/model/extensions.go
+    `buildVMConfig`): the only host variables the VM can read."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    vm_config: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": str(wasm)}}}
+    if host_env_keys:
+        vm_config["environment_variables"] = {"host_env_keys": list(host_env_keys)}
     return {
         "name": "istio.meshtrace",
         "typed_config": {
@@ -486,8 +493,7 @@ def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = 
                 "failure_policy": "FAIL_OPEN",
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                   "value": value},
-                "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
-                              "code": {"local": {"filename": str(wasm)}}},
+                "vm_config": vm_config,
             },
         },
     }
@@ -539,7 +545,7 @@ class Envoy:
 
     def __init__(self, workdir: Path, name: str, bootstrap: dict, concurrency: int = 1,
                  log_level: str = "info", extra_args: list[str] | None = None,
-                 wait_ready: bool = True) -> None:
+                 wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.admin_port = free_port()
         bootstrap = dict(bootstrap)
@@ -553,7 +559,8 @@ class Envoy:
             [envoy_bin(), "-c", str(self.config_path), "--concurrency", str(concurrency),
              "--use-dynamic-base-id", "-l", log_level, "--disable-hot-restart",
              *(extra_args or [])],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **env} if env else None)
         if wait_ready:
             self.wait_ready()
 
@@ -595,6 +602,17 @@ class Envoy:
                 pass
         return out
 
+    def config_dump(self) -> dict:
+        """Envoy's admin `/config_dump`, as `istioctl proxy-config all -o json` reads it."""
+        url = f"http://127.0.0.1:{self.admin_port}/config_dump?include_eds"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stats_text(self) -> str:
+        """Envoy's admin `/stats` as text (`pilot-agent request GET stats`)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as r:
+            return r.read().decode()
+
     def stat(self, name: str) -> int:
         return self.stats(name).get(name, 0)
 
@@ -623,6 +641,9 @@ class Sidecar:
     wait_ready: bool = True
     # Where the OTLP/HTTP collector cluster points (default: the stack's collector).
     collector_http_port: int | None = None
+    # Host variables the plugin may read (WasmPlugin vmConfig.env HOST), and Envoy's environment.
+    host_env_keys: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         s = self.stack
@@ -632,7 +653,7 @@ class Sidecar:
         self.app = s.upstream(forward_to=f"http://127.0.0.1:{self.outbound_port}"
                               if self.app_propagates else None)
         wasm = wasm_path()
-        filt = [plugin_filter(wasm, self.plugin_config)]
+        filt = [plugin_filter(wasm, self.plugin_config, host_env_keys=self.host_env_keys)]
         app_port = self.app.port
         clusters = [
             static_cluster(f"inbound|{app_port}||", app_port),
@@ -659,7 +680,8 @@ class Sidecar:
         }
         self.envoy = s.envoy(self.node.workload or f"{self.node.app}-{self.node.version}",
                              bootstrap, concurrency=self.concurrency,
-                             log_level=self.log_level, wait_ready=self.wait_ready)
+                             log_level=self.log_level, wait_ready=self.wait_ready,
+                             env=self.env)
 
     def request(self, path: str = "/", headers: dict[str, str] | list[tuple[str, str]] | None = None,
                 method: str = "GET") -> tuple[int, bytes]:

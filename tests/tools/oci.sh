@@ -4,7 +4,11 @@
 #   oci.sh image [TAG]                 dist/meshtrace.wasm → OCI layout dist/oci (tag: version)
 #   oci.sh push REF [--insecure]       push that layout with skopeo to REF (registry/repo:tag)
 #
-# Prints what a WasmPlugin needs: the reference, the manifest digest and the wasm's sha256.
+# Prints what a WasmPlugin needs. For `oci://` URLs Istio compares `spec.sha256` with the image
+# MANIFEST digest, not with the module's bytes: istio/istio pkg/wasm/imagefetcher.go
+# `ImageFetcher.PrepareFetch` returns `img.Digest().Hex`, and pkg/wasm/cache.go
+# `LocalFileCache.getOrFetch` rejects a mismatch (agent counter
+# wasm_remote_fetch_count{result="checksum_mismatched"}); only http(s):// URLs hash the module.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 LAYOUT="$ROOT/dist/oci"
@@ -23,7 +27,8 @@ image() {
   python3 - "$out" <<'EOF'
 import json, sys
 o = json.loads(sys.argv[1])
-print(f"manifest    {o['manifest']}\nwasm sha256 {o['wasm_sha256']}")
+print(f"spec.sha256 {o['manifest'].removeprefix('sha256:')}   (manifest digest: the WasmPlugin value for oci:// URLs)\n"
+      f"wasm sha256 {o['wasm_sha256']}   (only for https:// URLs serving plugin.wasm itself)")
 EOF
 }
 
@@ -41,14 +46,18 @@ push() {
   digest_file=$(mktemp)
   skopeo copy --quiet --dest-tls-verify="$tls" --digestfile "$digest_file" \
     "oci:$LAYOUT:$tag" "docker://$ref" || die "skopeo copy to $ref failed"
-  echo "pushed      oci://$ref"
-  echo "digest      $(cat "$digest_file")"
-  echo "wasm sha256 $(sha256sum "$WASM" | cut -d' ' -f1)   (WasmPlugin spec.sha256)"
+  local digest hex
+  digest=$(cat "$digest_file")
   rm -f "$digest_file"
+  hex=${digest#sha256:}
+  echo "pushed      oci://$ref"
+  echo "spec.url    oci://${ref%:"$tag"}@$digest   (pinned to this image)"
+  echo "spec.sha256 $hex   (manifest digest: the WasmPlugin value for oci:// URLs)"
+  echo "wasm sha256 $(sha256sum "$WASM" | cut -d' ' -f1)   (only for https:// URLs serving plugin.wasm itself)"
 }
 
 case "${1:-}" in
   image) shift; image "$@" ;;
   push) shift; push "$@" ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

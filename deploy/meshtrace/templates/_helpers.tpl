@@ -7,9 +7,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 
-{{/* The collector Service's cluster-local host name. */}}
+{{/* The collector's namespace: collector.namespace, else the release's. */}}
+{{- define "meshtrace.collectorNamespace" -}}
+{{ .Values.collector.namespace | default .Release.Namespace }}
+{{- end }}
+
+{{/* The collector Service's host name in the cluster domain. */}}
 {{- define "meshtrace.collectorHost" -}}
-{{ printf "%s.%s.svc.cluster.local" .Values.collector.name .Values.collector.namespace }}
+{{ printf "%s.%s.svc.%s" .Values.collector.name (include "meshtrace.collectorNamespace" .) .Values.clusterDomain }}
 {{- end }}
 
 {{/* The collector port proxies export to: 4317 for OTLP/gRPC, 4318 for OTLP/HTTP. */}}
@@ -22,20 +27,114 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ printf "outbound|%s||%s" (include "meshtrace.exportPort" .) (include "meshtrace.collectorHost" .) }}
 {{- end }}
 
-{{/* The plugin's configuration: plugin.config, with the export target, sampling percentage and
-naming mode always taken from the shared values so they cannot drift from the collector and
-from Istio's own tracer. */}}
+{{/* The minor of istioVersion ("1.22" → 22). */}}
+{{- define "meshtrace.istioMinor" -}}
+{{ index (splitList "." (toString .Values.istioVersion)) 1 | int }}
+{{- end }}
+
+{{/* telemetry.istio.io/v1 is served from Istio 1.22 (v1alpha1 before). */}}
+{{- define "meshtrace.telemetryApiVersion" -}}
+{{ ternary "telemetry.istio.io/v1" "telemetry.istio.io/v1alpha1" (ge (include "meshtrace.istioMinor" . | int) 22) }}
+{{- end }}
+
+{{/* The plugin's configuration for one set of workloads: `.config` (plugin.config, or the
+gateways' config over it), with the export target, sampling percentage and naming mode always
+taken from the shared values so they cannot drift from the collector and from Istio's tracer. */}}
 {{- define "meshtrace.pluginConfig" -}}
-{{- $t := .Values.tracing -}}
-{{- $exporter := dict "protocol" (ternary "grpc" "http/protobuf" (eq $t.protocol "grpc")) "cluster" (include "meshtrace.exportCluster" .) "timeout" $t.timeout -}}
+{{- $t := .root.Values.tracing -}}
+{{- $exporter := dict "protocol" (ternary "grpc" "http/protobuf" (eq $t.protocol "grpc")) "cluster" (include "meshtrace.exportCluster" .root) "timeout" $t.timeout -}}
 {{- if ne $t.protocol "grpc" }}{{ $_ := set $exporter "path" $t.path }}{{ end -}}
 {{- if $t.headers }}{{ $_ := set $exporter "headers" $t.headers }}{{ end -}}
 {{- $generated := dict "randomSamplingPercentage" $t.randomSamplingPercentage "tracingServiceName" $t.tracingServiceName "exporter" $exporter -}}
-{{- $config := deepCopy (.Values.plugin.config | default dict) -}}
+{{- $config := deepCopy (.config | default dict) -}}
 {{- mustMergeOverwrite $config $generated | toJson -}}
 {{- end }}
 
-{{/* Istio's OpenTelemetry extension provider, shared by both install forms. */}}
+{{/* The WasmPlugin's vmConfig.env: plugin.vmConfig.env, plus `valueFrom: HOST` for every host
+variable a customTags.*.environment tag reads — the VM sees no other host variable (Istio
+renders HOST entries as Envoy's vm_config.environment_variables.host_env_keys:
+pilot/pkg/model/extensions.go buildVMConfig). Input: dict root, config (the pluginConfig). */}}
+{{- define "meshtrace.vmEnv" -}}
+{{- $env := list -}}
+{{- $named := dict -}}
+{{- range (.root.Values.plugin.vmConfig | default dict).env | default list -}}
+{{- $env = append $env . -}}{{- $_ := set $named .name true -}}
+{{- end -}}
+{{- $tags := .config.customTags | default dict -}}
+{{- range $tag := keys $tags | sortAlpha -}}
+{{- $source := index $tags $tag -}}
+{{- if and (kindIs "map" $source) (hasKey $source "environment") -}}
+{{- $var := $source.environment.name -}}
+{{- if not (hasKey $named $var) -}}
+{{- $env = append $env (dict "name" $var "valueFrom" "HOST") -}}{{- $_ := set $named $var true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $env -}}
+{{- end }}
+
+{{/* One WasmPlugin. Input: dict root, name, namespace, selector (or empty), config. */}}
+{{- define "meshtrace.wasmPlugin" -}}
+{{- $p := .root.Values.plugin -}}
+{{- $config := include "meshtrace.pluginConfig" (dict "root" .root "config" .config) | fromJson -}}
+{{- $env := include "meshtrace.vmEnv" (dict "root" .root "config" $config) | fromJsonArray -}}
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: {{ .name }}
+  namespace: {{ .namespace }}
+  labels:
+    {{- include "meshtrace.labels" .root | nindent 4 }}
+spec:
+  {{- with .selector }}
+  selector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+  url: {{ $p.url }}
+  {{- with $p.sha256 }}
+  # For oci:// URLs: the image manifest digest (istio/istio pkg/wasm/imagefetcher.go PrepareFetch).
+  sha256: {{ . | quote }}
+  {{- end }}
+  imagePullPolicy: {{ $p.imagePullPolicy }}
+  {{- with $p.imagePullSecret }}
+  imagePullSecret: {{ . }}
+  {{- end }}
+  pluginName: meshtrace
+  type: HTTP
+  phase: {{ $p.phase }}
+  priority: {{ $p.priority }}
+  # Tracing must never take traffic down.
+  failStrategy: FAIL_OPEN
+  match:
+    - mode: CLIENT_AND_SERVER
+  {{- with $env }}
+  vmConfig:
+    env:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+  pluginConfig:
+    {{- toYaml $config | nindent 4 }}
+{{- end }}
+
+{{/* Where meshtrace runs it owns tracing: Envoy's tracer would start its own span and overwrite
+traceparent after every filter, so native span reporting is off for exactly these workloads.
+The `tracing:` entry, shared by the Telemetry and the printed stanza. */}}
+{{- define "meshtrace.tracingOff" -}}
+tracing:
+  - providers:
+      - name: {{ .Values.tracing.providerName }}
+    disableSpanReporting: true
+{{- end }}
+
+{{/* The gateways' pluginConfig: plugin.config with gateways.config over it. */}}
+{{- define "meshtrace.gatewayConfig" -}}
+{{- mustMergeOverwrite (deepCopy (.Values.plugin.config | default dict)) (deepCopy (.Values.gateways.config | default dict)) | toJson -}}
+{{- end }}
+
+{{/* Istio's OpenTelemetry extension provider, shared by both install forms. `http` and
+`resource_detectors` are read from Istio 1.22 (pilot/pkg/networking/core/tracing.go
+otelConfig); before, protocol http is refused by meshtrace.validate. */}}
 {{- define "meshtrace.extensionProvider" -}}
 - name: {{ .Values.tracing.providerName }}
   opentelemetry:
@@ -57,17 +156,24 @@ from Istio's own tracer. */}}
         {{- toYaml . | nindent 8 }}
       {{- end }}
     {{- end }}
-    {{- if .Values.tracing.resourceDetectors.environment }}
+    {{- if and .Values.tracing.resourceDetectors.environment (ge (include "meshtrace.istioMinor" . | int) 22) }}
     resource_detectors:
       environment: {}
     {{- end }}
 {{- end }}
 
-{{/* meshConfig for either install form. */}}
+{{/* meshConfig for either install form. defaultProviders.tracing gives Istio's tracer to every
+workload no Telemetry names a provider for (pilot/pkg/model/telemetry.go Telemetries.Tracing),
+sampling at defaultConfig.tracing.sampling (tracing.go configureTracingFromTelemetry). */}}
 {{- define "meshtrace.meshConfig" -}}
 enableTracing: true
 defaultConfig:
   tracingServiceName: {{ .Values.tracing.tracingServiceName }}
+  tracing:
+    sampling: {{ .Values.tracing.randomSamplingPercentage }}
+defaultProviders:
+  tracing:
+    - {{ .Values.tracing.providerName }}
 extensionProviders:
 {{ include "meshtrace.extensionProvider" . }}
 {{- end }}
@@ -78,5 +184,29 @@ extensionProviders:
 {{ list .Values.istioNamespace | toJson }}
 {{- else -}}
 {{ .Values.plugin.namespaces | toJson }}
+{{- end -}}
+{{- end }}
+
+{{/* Refusals: combinations Istio would accept and then mishandle without a word. Each message
+names the key and the reason. */}}
+{{- define "meshtrace.validate" -}}
+{{- $v := .Values -}}
+{{- $minor := include "meshtrace.istioMinor" . | int -}}
+{{- if lt $minor 20 -}}
+{{- fail (printf "istioVersion %s: meshtrace needs Istio 1.20 or later (WasmPlugin spec.type)" (toString $v.istioVersion)) -}}
+{{- end -}}
+{{- if and (lt $minor 22) (eq $v.tracing.protocol "http") -}}
+{{- fail (printf "tracing.protocol http needs istioVersion 1.22 or later: Istio %s ignores the extension provider's http settings and would send OTLP/gRPC to port 4318; use tracing.protocol grpc" (toString $v.istioVersion)) -}}
+{{- end -}}
+{{- if and (ne $v.plugin.scope "mesh") (has $v.istioNamespace $v.plugin.namespaces) -}}
+{{- fail (printf "plugin.namespaces must not list istioNamespace %s: resources in Istio's root namespace apply to the whole mesh (use plugin.scope mesh), and a root-namespace Telemetry with a selector only reaches workloads of %s itself" $v.istioNamespace $v.istioNamespace) -}}
+{{- end -}}
+{{- if $v.gateways.enabled -}}
+{{- if eq $v.plugin.scope "mesh" -}}
+{{- fail "gateways.enabled needs plugin.scope namespaces or workloads: a root-namespace WasmPlugin already runs on every gateway and Istio cannot exclude them (selectors only include, and a gateway's listeners match mode CLIENT like a sidecar's outbound ones), so each gateway would run two meshtrace filters" -}}
+{{- end -}}
+{{- if has $v.gateways.namespace $v.plugin.namespaces -}}
+{{- fail (printf "gateways.namespace %s is also in plugin.namespaces: its gateways would run two meshtrace filters (two spans per request)" $v.gateways.namespace) -}}
+{{- end -}}
 {{- end -}}
 {{- end }}

@@ -1,0 +1,409 @@
+"""meshtrace doctor: reads one proxy's Envoy configuration dump (and optionally its stats) and
+says, in plain words, whether meshtrace can trace there. Exit status 0 when it finds nothing
+wrong, 1 when it finds a problem, 2 when the input cannot be read.
+
+    python3 doctor.py CONFIG_DUMP.json [STATS.txt]        (./build.sh doctor ...)
+
+Getting the inputs from a pod with a sidecar:
+
+    kubectl exec POD -c istio-proxy -- pilot-agent request GET config_dump > dump.json
+    kubectl exec POD -c istio-proxy -- pilot-agent request GET stats > stats.txt
+    # or: istioctl proxy-config all POD -o json > dump.json
+
+Only the Python standard library: copy this one file next to kubectl and run it anywhere.
+
+What it checks, and where Istio decides it:
+- meshtrace's HTTP filter in every HTTP connection manager, inline or delivered by ECDS as Istio
+  does for a WasmPlugin (pilot/pkg/model/extensions.go); an ECDS filter holding RBAC instead of
+  Wasm is the allow-all filter Istio's agent puts in place of a module that failed to load under
+  FAIL_OPEN (pkg/wasm/convert.go, stat prefix `wasm-default-allow`) — most often a `spec.sha256`
+  that is not the image manifest digest (pkg/wasm/cache.go LocalFileCache.getOrFetch).
+- where it sits among Istio's filters: CUSTOM authorization (ext_authz) is placed before every
+  AUTHN extension (pilot/pkg/networking/core/listener_builder.go), so its denials are not traced.
+- Envoy's own tracer still configured on those connection managers (a Telemetry with
+  disableSpanReporting that does not apply, pilot/pkg/networking/core/tracing.go
+  configureTracingFromTelemetry): it overwrites meshtrace's traceparent.
+- the export cluster from meshtrace's pluginConfig: present, HTTP/2 for gRPC, not TLS to a
+  collector without a sidecar, with endpoints.
+- from the stats: spans recorded, exported, dropped by reason, export failures, and Istio
+  agent's wasm fetch failures (wasm_remote_fetch_count).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PLUGIN_NAME = "meshtrace"
+# Mirrors the plugin's default exporter (core/src/config.rs DEFAULT_COLLECTOR_CLUSTER).
+DEFAULT_CLUSTER = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+HCM_SUFFIX = ".HttpConnectionManager"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# istio-proxy's own listeners (admin, agent, health, Prometheus): no application traffic.
+ISTIO_INTERNAL_PORTS = {15000, 15004, 15020, 15021, 15090}
+# Istio filters whose place relative to meshtrace changes what is traced.
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+RBAC = "envoy.filters.http.rbac"
+
+OK, INFO, WARN, PROBLEM = "ok", "info", "warning", "PROBLEM"
+
+
+@dataclass
+class Report:
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, level: str, text: str) -> None:
+        self.lines.append((level, text))
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for level, _ in self.lines if level == PROBLEM)
+
+    def render(self) -> str:
+        out = [f"[{level:>7}] {text}" for level, text in self.lines]
+        out.append(f"{self.problems} problem(s) found." if self.problems else
+                   "No problem found.")
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the dump
+
+
+def sections(dump: dict) -> dict[str, list[dict]]:
+    """The dump's config sections by their type name (`ListenersConfigDump`, ...)."""
+    out: dict[str, list[dict]] = {}
+    for cfg in dump.get("configs", []) if isinstance(dump, dict) else []:
+        kind = str(cfg.get("@type", "")).rsplit(".", 1)[-1]
+        out.setdefault(kind, []).append(cfg)
+    return out
+
+
+def listeners(secs: dict) -> list[dict]:
+    out = []
+    for d in secs.get("ListenersConfigDump", []):
+        out += [s.get("listener", {}) for s in d.get("static_listeners", [])]
+        out += [s.get("active_state", {}).get("listener", {}) for s in d.get("dynamic_listeners", [])
+                if s.get("active_state")]
+    return [lst for lst in out if lst]
+
+
+def clusters(secs: dict) -> dict[str, dict]:
+    out = {}
+    for d in secs.get("ClustersConfigDump", []):
+        for key in ("static_clusters", "dynamic_active_clusters", "dynamic_warming_clusters"):
+            for c in d.get(key, []):
+                cluster = c.get("cluster", {})
+                out[cluster.get("name", "")] = cluster
+    return out
+
+
+def endpoint_counts(secs: dict) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in secs.get("EndpointsConfigDump", []):
+        for key in ("static_endpoint_configs", "dynamic_endpoint_configs"):
+            for e in d.get(key, []):
+                cfg = e.get("endpoint_config", {})
+                n = sum(len(loc.get("lb_endpoints", [])) for loc in cfg.get("endpoints", []))
+                out[cfg.get("cluster_name", "")] = out.get(cfg.get("cluster_name", ""), 0) + n
+    return out
+
+
+def ecds_filters(secs: dict) -> dict[str, dict]:
+    """ECDS-delivered filters by name → their TypedExtensionConfig typed_config."""
+    out = {}
+    for d in secs.get("EcdsConfigDump", []):
+        for f in d.get("ecds_filters", []):
+            ext = f.get("ecds_filter", {})
+            out[ext.get("name", "")] = ext.get("typed_config", {})
+    return out
+
+
+def port_of(listener: dict) -> int | None:
+    return listener.get("address", {}).get("socket_address", {}).get("port_value")
+
+
+def connection_managers(listener: dict) -> list[dict]:
+    chains = list(listener.get("filter_chains", []))
+    if listener.get("default_filter_chain"):
+        chains.append(listener["default_filter_chain"])
+    return [f["typed_config"] for chain in chains for f in chain.get("filters", [])
+            if str(f.get("typed_config", {}).get("@type", "")).endswith(HCM_SUFFIX)]
+
+
+@dataclass
+class Found:
+    """One meshtrace filter in one connection manager."""
+    listener: str
+    index: int
+    before: list[str]
+    state: str  # "loaded", "fail-open", "pending"
+    plugin_config: dict | None
+
+
+def is_meshtrace_wasm(typed: dict) -> bool:
+    if typed.get("@type") != WASM_TYPE:
+        return False
+    # Istio names it `<namespace>.<WasmPlugin name>` with root_id = spec.pluginName
+    # (pilot/pkg/model/extensions.go TrafficExtensionWrapper.buildWasmConfig) and a content-addressed file name.
+    cfg = typed.get("config", {})
+    name = cfg.get("name", "")
+    return cfg.get("root_id") == PLUGIN_NAME or name == PLUGIN_NAME or \
+        name.endswith("." + PLUGIN_NAME) or PLUGIN_NAME in json.dumps(cfg.get("vm_config", {}).get("code", {}))
+
+
+def plugin_config_of(typed: dict) -> dict | None:
+    value = typed.get("config", {}).get("configuration", {}).get("value", "")
+    try:
+        parsed = json.loads(value) if value else {}
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def classify(f: dict, ecds: dict[str, dict]) -> tuple[str, dict | None] | None:
+    """meshtrace's state in this HTTP filter entry, or None when it is not meshtrace."""
+    name = f.get("name", "")
+    if "typed_config" in f:
+        typed = f["typed_config"]
+        if is_meshtrace_wasm(typed):
+            return "loaded", plugin_config_of(typed)
+        return None
+    if "config_discovery" in f and PLUGIN_NAME in name:
+        typed = ecds.get(name)
+        if typed is None:
+            return "pending", None
+        if is_meshtrace_wasm(typed) or typed.get("@type") == WASM_TYPE:
+            return "loaded", plugin_config_of(typed)
+        if typed.get("@type") == RBAC_TYPE:
+            return "fail-open", None
+        return "pending", None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_filters(secs: dict, report: Report) -> list[Found]:
+    ecds = ecds_filters(secs)
+    found: list[Found] = []
+    without: list[str] = []
+    total = 0
+    tracer_on: list[str] = []
+    for lst in listeners(secs):
+        if port_of(lst) in ISTIO_INTERNAL_PORTS:
+            continue
+        name = lst.get("name", "?")
+        for hcm in connection_managers(lst):
+            total += 1
+            names = [f.get("name", "") for f in hcm.get("http_filters", [])]
+            here = []
+            for i, f in enumerate(hcm.get("http_filters", [])):
+                c = classify(f, ecds)
+                if c:
+                    here.append(Found(name, i, names[:i], c[0], c[1]))
+            if not here:
+                without.append(name)
+                continue
+            found += here
+            if len(here) > 1:
+                report.add(PROBLEM, f"listener {name}: {len(here)} meshtrace filters in one chain "
+                                    "— two spans per request (a root-namespace WasmPlugin and "
+                                    "another one selecting this workload; WasmPlugins add up)")
+            provider = hcm.get("tracing", {}).get("provider")
+            if provider:
+                tracer_on.append(f"{name} ({provider.get('name', '?')})")
+    if total == 0:
+        report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
+        return found
+    if not found:
+        report.add(PROBLEM, "meshtrace's filter is in none of the "
+                            f"{total} HTTP connection managers: no WasmPlugin selects this "
+                            "workload, or Istio has not pushed it (istioctl proxy-status; "
+                            "kubectl get wasmplugin -A)")
+        return found
+    listeners_with = sorted({f.listener for f in found})
+    report.add(OK, f"meshtrace's filter is in {total - len(without)} of {total} HTTP connection "
+                   f"managers (listeners: {', '.join(listeners_with)})")
+    if without:
+        report.add(WARN, "no meshtrace filter in listener(s) " + ", ".join(sorted(set(without)))
+                   + " — requests through them are not traced by meshtrace")
+    states = {f.state for f in found}
+    if "fail-open" in states:
+        report.add(PROBLEM, "meshtrace failed to load: Istio's agent put an allow-all filter in "
+                            "its place (failStrategy FAIL_OPEN). Most often spec.sha256 is not the "
+                            "image MANIFEST digest (the `spec.sha256` line of ./build.sh push; "
+                            "agent metric wasm_remote_fetch_count{result=\"checksum_mismatched\"}), "
+                            "else the registry is unreachable or needs imagePullSecret. See the "
+                            "istio-proxy log (grep -i wasm)")
+    if "pending" in states:
+        report.add(PROBLEM, "meshtrace's filter waits for its module (ECDS not delivered): the "
+                            "agent is still fetching it or cannot; see the istio-proxy log "
+                            "(grep -i wasm)")
+    first = found[0]
+    report.add(INFO, f"meshtrace is HTTP filter #{first.index + 1} in {first.listener}; before it: "
+                     + (", ".join(first.before) or "nothing"))
+    if any(EXT_AUTHZ in f.before for f in found):
+        report.add(INFO, "ext_authz (an AuthorizationPolicy with action CUSTOM) runs before "
+                         "meshtrace: requests it denies are not traced (Istio places CUSTOM before "
+                         "every AUTHN extension)")
+    if any(RBAC in f.before for f in found):
+        report.add(INFO, "Istio's RBAC filter runs before meshtrace (phase AUTHZ or later): "
+                         "requests AuthorizationPolicies deny are not traced; phase AUTHN traces them")
+    if tracer_on:
+        report.add(PROBLEM, "Envoy's own tracer is still on where meshtrace runs: "
+                            + ", ".join(sorted(set(tracer_on)))
+                            + ". It starts its own span and overwrites meshtrace's traceparent. "
+                            "A Telemetry with disableSpanReporting: true must apply to this "
+                            "workload; Istio applies only the OLDEST selector-less Telemetry per "
+                            "namespace, so an existing one can shadow meshtrace's "
+                            "(kubectl get telemetry -A; see deploy/README.md)")
+    else:
+        report.add(OK, "Envoy's own tracer is off where meshtrace runs")
+    return found
+
+
+def http2(cluster: dict) -> bool | None:
+    """True for HTTP/2, None when it follows the downstream (auto), False for HTTP/1.1."""
+    if "http2_protocol_options" in cluster:
+        return True
+    opts = cluster.get("typed_extension_protocol_options", {}).get(HTTP_OPTIONS, {})
+    if "http2_protocol_options" in opts.get("explicit_http_config", {}):
+        return True
+    if "use_downstream_protocol_config" in opts or "auto_config" in opts:
+        return None
+    return False
+
+
+def check_export(secs: dict, found: list[Found], report: Report) -> str | None:
+    configs = [f.plugin_config for f in found if f.plugin_config is not None]
+    if not configs:
+        return None
+    exporter = configs[0].get("exporter", {})
+    protocol = exporter.get("protocol", "http/protobuf")
+    if protocol == "none":
+        report.add(INFO, "exporter.protocol is none: spans are not exported")
+        return None
+    name = exporter.get("cluster", DEFAULT_CLUSTER)
+    all_clusters = clusters(secs)
+    cluster = all_clusters.get(name)
+    if cluster is None:
+        near = [c for c in all_clusters if PLUGIN_NAME in c or "collector" in c or ":4317" in c
+                or "|4317|" in c or "|4318|" in c]
+        report.add(PROBLEM, f"export cluster {name} does not exist in this proxy: spans cannot "
+                            "leave. Check the collector Service's name, namespace, port and the "
+                            "cluster domain; a Sidecar resource with egress hosts must list the "
+                            "collector (e.g. observability/*)"
+                   + (f"; similar clusters: {', '.join(sorted(near))}" if near else ""))
+        return name
+    report.add(OK, f"export cluster {name} exists ({protocol})")
+    h2 = http2(cluster)
+    if protocol == "grpc" and h2 is False:
+        report.add(PROBLEM, f"export cluster {name} speaks HTTP/1.1 but exporter.protocol is grpc "
+                            "(HTTP/2): name the Service port grpc-* or set appProtocol: grpc")
+    elif protocol == "grpc" and h2 is None:
+        report.add(WARN, f"export cluster {name} follows the downstream protocol; gRPC export "
+                         "needs HTTP/2: name the Service port grpc-* or set appProtocol: grpc")
+    if cluster.get("transport_socket", {}).get("name", "").endswith("tls"):
+        report.add(WARN, f"export cluster {name} uses TLS (a DestinationRule sets it, e.g. a "
+                         "mesh-wide ISTIO_MUTUAL): a collector without a sidecar answers plain "
+                         "text; set collector.destinationRule.enabled in the chart")
+    counts = endpoint_counts(secs)
+    if name in counts and counts[name] == 0:
+        report.add(WARN, f"export cluster {name} has no endpoints: is the collector running?")
+    return name
+
+
+def parse_stats(text: str) -> dict[str, float]:
+    """Envoy's `/stats` text (`name: value`) or Prometheus text (`name{labels} value`)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^(.+?): (-?[0-9.eE+]+)$", line) or \
+            re.match(r"^(\S+?(?:\{[^}]*\})?) (-?[0-9.eE+]+)(?: \d+)?$", line)
+        if m:
+            try:
+                out[m.group(1)] = float(m.group(2))
+            except ValueError:
+                pass
+    return out
+
+
+def stat_sum(stats: dict[str, float], suffix: str) -> float | None:
+    hits = [v for k, v in stats.items() if k.split("{")[0].endswith(suffix)]
+    return sum(hits) if hits else None
+
+
+def check_stats(stats: dict[str, float], cluster: str | None, loaded: bool, report: Report) -> None:
+    mismatches = sum(v for k, v in stats.items()
+                     if "wasm_remote_fetch_count" in k and "checksum_mismatched" in k)
+    if mismatches:
+        report.add(PROBLEM, f"Istio's agent rejected the module {int(mismatches)} time(s) as "
+                            "checksum_mismatched: for oci:// URLs spec.sha256 must be the image "
+                            "MANIFEST digest (the `spec.sha256` line of ./build.sh push)")
+    recorded = stat_sum(stats, "meshtrace_spans_recorded")
+    if recorded is None:
+        if loaded:
+            report.add(PROBLEM, "no meshtrace_* stats although the filter is configured: the "
+                                "plugin did not start or rejected its configuration (istio-proxy "
+                                "log: 'invalid meshtrace configuration at …')")
+        return
+    exported = stat_sum(stats, "meshtrace_spans_exported") or 0
+    dropped = {reason: stat_sum(stats, f"meshtrace_spans_dropped_{reason}") or 0
+               for reason in ("queue_full", "export_failed", "too_large")}
+    failures = stat_sum(stats, "meshtrace_export_failures") or 0
+    report.add(INFO, f"spans: {int(recorded)} recorded, {int(exported)} exported, dropped "
+                     + ", ".join(f"{int(n)} {r.replace('_', ' ')}" for r, n in dropped.items())
+                     + f"; {int(failures)} failed export request(s)")
+    if recorded == 0:
+        report.add(INFO, "no span recorded yet: send traffic (at 1% sampling, ~100 requests per "
+                         "trace) or force one with x-envoy-force-trace: true")
+    if dropped["export_failed"] or failures:
+        connect = sum(v for k, v in stats.items() if cluster and k == f"cluster.{cluster}.upstream_cx_connect_fail")
+        report.add(PROBLEM, "exports fail"
+                   + (f" ({int(connect)} connection failure(s) to {cluster})" if connect else "")
+                   + ": is the collector reachable from this pod, on the protocol it expects?")
+    elif recorded and exported:
+        report.add(OK, "spans are exported")
+    if dropped["queue_full"]:
+        report.add(WARN, "spans dropped because the queue was full: raise exporter.maxQueueSize "
+                         "or scale the collector")
+    if dropped["too_large"]:
+        report.add(WARN, "spans dropped as too large for one export: raise limits.maxBatchBytes")
+
+
+def diagnose(dump: dict, stats_text: str | None = None) -> Report:
+    report = Report()
+    secs = sections(dump)
+    found = check_filters(secs, report)
+    cluster = check_export(secs, found, report)
+    if stats_text is not None:
+        check_stats(parse_stats(stats_text), cluster,
+                    any(f.state == "loaded" for f in found), report)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2 or argv[0] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        dump = json.loads(Path(argv[0]).read_text())
+        stats = Path(argv[1]).read_text() if len(argv) == 2 else None
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"doctor: cannot read the input: {e}", file=sys.stderr)
+        return 2
+    report = diagnose(dump, stats)
+    print(report.render())
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
