@@ -136,3 +136,143 @@ def test_every_host_call_is_covered():
     traffic(host)
     used = {n for n in host.calls if n.startswith("proxy_")}
     assert used <= set(HOST_CALLS), f"add to HOST_CALLS: {sorted(used - set(HOST_CALLS))}"
+
+
+def test_every_known_trap_is_a_host_call_of_the_matrix():
+    assert set(KNOWN_TRAPS) <= set(HOST_CALLS)
+
+
+def _valid_map() -> bytes:
+    return serialize_pairs([(k.encode(), v.encode()) for k, v in REQUEST])
+
+
+def _with_count(blob: bytes, count: int) -> bytes:
+    return struct.pack("<I", count) + blob[4:]
+
+
+def _first_sizes(blob: bytes, key: int, value: int) -> bytes:
+    return blob[:4] + struct.pack("<II", key, value) + blob[12:]
+
+
+MALFORMED_MAPS = [
+    pytest.param(b"\x01", id="shorter-than-the-count"),
+    pytest.param(_valid_map()[:-7], id="truncated-data"),
+    pytest.param(_valid_map()[:30], id="truncated-sizes"),
+    pytest.param(_with_count(_valid_map(), len(REQUEST) + 50), id="count-too-large"),
+    pytest.param(_with_count(_valid_map(), 0xFFFFFFFF), id="count-u32-max"),
+    pytest.param(_with_count(_valid_map(), 0), id="count-zero-with-data"),
+    pytest.param(_first_sizes(_valid_map(), 0xFFFFFFF0, 4), id="key-size-huge"),
+    pytest.param(_first_sizes(_valid_map(), 10, 0xFFFFFFFF), id="value-size-u32-max"),
+    pytest.param(_valid_map().replace(b"\0", b"!"), id="no-nul-terminators"),
+    pytest.param(b"\0\0\0\0", id="empty-map"),
+    pytest.param(bytes(range(256)) * 64, id="garbage"),
+]
+
+
+@pytest.mark.parametrize("blob", MALFORMED_MAPS)
+def test_a_malformed_request_header_map_never_traps(blob):
+    host = new_host()
+    assert start(host)
+    stream = host.request(blob, properties=INBOUND_STREAM)
+    host.request(REQUEST, response=blob, properties=INBOUND_STREAM)
+    traffic(host)
+    assert stream.actions["request_headers"] == 0, "the request continues"
+
+
+HUGE = 1 << 20
+
+
+@pytest.mark.parametrize("what", [
+    "header-value", "many-headers", "traceparent", "property", "config", "call-response",
+])
+def test_huge_buffers_never_trap(what):
+    host = new_host()
+    config = CONFIG
+    if what == "config":
+        config = json.dumps({**CONFIG, "serviceName": "s" * HUGE})
+    assert start(host, config) or what == "config"
+    headers, props = REQUEST, INBOUND_STREAM
+    if what == "header-value":
+        headers = REQUEST + [("user-agent", "u" * HUGE), ("x-b3-traceid", "a" * HUGE)]
+    elif what == "many-headers":
+        headers = REQUEST + [(f"x-h{i}", "v" * 20) for i in range(20_000)]
+    elif what == "traceparent":
+        headers = REQUEST + [("traceparent", "00-" + "a" * HUGE), ("tracestate", "k=v," * HUGE)]
+    elif what == "property":
+        props = {**INBOUND_STREAM, ("xds", "cluster_name"): "c" * HUGE,
+                 ("response", "code_details"): "d" * HUGE}
+    host.request(headers, response=[(":status", "5" * HUGE)], properties=props)
+    for _ in range(7):
+        host.tick()
+    for call in list(host.http_calls):
+        host.respond(call, status=200, body=b"\0" * (16 * HUGE),
+                     headers=[("retry-after", "9" * HUGE)])
+    traffic(host)
+
+
+NOT_UTF8 = b"\xff\xfe\xc3("
+
+
+def test_bytes_that_are_not_utf8_never_trap():
+    host = Host(properties={**{k: NOT_UTF8 + v.encode() for k, v in SIDECAR.items()}},
+                env={"POD_NAME": "x"})
+    assert start(host)
+    bad = [(b":path", b"/r/" + NOT_UTF8), (b"user-agent", NOT_UTF8), (NOT_UTF8, b"v"),
+           (b"traceparent", b"00-" + NOT_UTF8), (b"x-request-id", NOT_UTF8),
+           (b"baggage", NOT_UTF8), (b"b3", NOT_UTF8)]
+    stream = host.request(REQUEST + bad, response=[(":status", NOT_UTF8)],
+                          properties={k: NOT_UTF8 for k in INBOUND_STREAM})
+    assert stream.request_header("traceparent").startswith("00-"), "a fresh context is sent on"
+    for _ in range(7):
+        host.tick()
+    for call in list(host.http_calls):
+        host.respond(call, status=None, headers=[(b":status", NOT_UTF8)],
+                     trailers=[(b"grpc-status", NOT_UTF8)])
+    traffic(host)
+    assert not Host(properties=SIDECAR).start(b'{"serviceName": "' + NOT_UTF8 + b'"}'), \
+        "a configuration that is not UTF-8 is refused, not a trap"
+
+
+def test_a_configuration_update_mid_traffic():
+    """Envoy calls proxy_on_configure again on a live root context when only the configuration
+    changes; spans in flight and exports outstanding must survive it, and a bad update must
+    leave the running configuration in place."""
+    host = new_host()
+    assert start(host)
+    traffic(host)
+    host.request(REQUEST, properties=INBOUND_STREAM)
+    for _ in range(7):
+        host.tick()
+    outstanding = list(host.http_calls)
+    assert outstanding, "an export is in flight across the update"
+    assert host.configure(json.dumps({"randomSamplingPercentage": 0, "exporter": {"protocol": "grpc"}}))
+    for call in outstanding:
+        host.respond(call, status=200)  # a token the new exporter never issued
+    stream = host.request(REQUEST + [("traceparent", TRACEPARENT)], properties=INBOUND_STREAM)
+    assert stream.request_header("traceparent").endswith("-01"), "still traced"
+    for bad in (b"{", b'{"randomSamplingPercentage": 500}', b'{"nope": 1}', NOT_UTF8):
+        assert not host.configure(bad), f"refused: {bad!r}"
+        stream = host.request(REQUEST, properties=INBOUND_STREAM)
+        assert stream.request_header("traceparent").endswith("-02"), \
+            "the 0% configuration still runs after a refused update"
+    assert host.configure(b"")
+    traffic(host)
+
+
+def test_an_os_without_randomness_never_traps():
+    """WASI random_get fails (errno 52, ENOSYS): the plugin seeds its ids from the clock."""
+    host = new_host()
+    host.faults["random_get"] = lambda *_: 52
+    assert start(host)
+    traffic(host)
+    assert host.calls["random_get"] >= 1
+
+
+@pytest.mark.xfail(strict=True, raises=PluginTrap, reason=(
+    "wasi-libc's environ initialisation calls _Exit when environ_sizes_get fails (std::env::var "
+    "on an `environment` custom tag, at configure): use a raw environ read or no environment"))
+def test_an_environment_that_cannot_be_read_never_traps():
+    host = new_host()
+    host.faults["environ_sizes_get"] = lambda *_: 52
+    start(host)
+    traffic(host)
