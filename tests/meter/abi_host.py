@@ -238,7 +238,7 @@ class Host:
         self._store.set_fuel(FUEL_TANK)
         linker = wasmtime.Linker(_ENGINE)
         for imp in self._module.imports:
-            handler = getattr(self, "_" + imp.name, None)
+            handler = getattr(self, "on_" + imp.name, None)  # None: answers Unimplemented
             linker.define_func(
                 imp.module, imp.name, imp.type, self._host_call(imp.name, handler), access_caller=True
             )
@@ -378,37 +378,38 @@ class Host:
 
         return call
 
-    # ---- host calls: contexts, logging, time -----------------------------------------------
+    # ---- host calls: `on_<import>` implements that import; a test may override one --------
+    # ---- contexts, logging, time -----------------------------------------------------------
 
-    def _proxy_log(self, m, level, ptr, size):
+    def on_proxy_log(self, m, level, ptr, size):
         self.logs.append((level, m.read(ptr, size).decode("utf-8", "replace")))
         return Status.OK
 
-    def _proxy_get_log_level(self, m, ret):
+    def on_proxy_get_log_level(self, m, ret):
         m.u32(ret, 0)
         return Status.OK
 
-    def _proxy_set_effective_context(self, m, cid):
+    def on_proxy_set_effective_context(self, m, cid):
         if cid != ROOT_CONTEXT_ID and cid not in self._streams:
             return Status.BAD_ARGUMENT
         self._effective = cid
         return Status.OK
 
-    def _proxy_done(self, m):
+    def on_proxy_done(self, m):
         self.done_called += 1
         return Status.OK
 
-    def _proxy_get_current_time_nanoseconds(self, m, ret):
+    def on_proxy_get_current_time_nanoseconds(self, m, ret):
         m.u64(ret, self.now_ns)
         return Status.OK
 
-    def _proxy_set_tick_period_milliseconds(self, m, period):
+    def on_proxy_set_tick_period_milliseconds(self, m, period):
         self.tick_period_ms = period
         return Status.OK
 
     # ---- buffers, properties, header maps -------------------------------------------------
 
-    def _proxy_get_buffer_bytes(self, m, btype, start, max_size, ret_ptr, ret_size):
+    def on_proxy_get_buffer_bytes(self, m, btype, start, max_size, ret_ptr, ret_size):
         data = {
             BufferType.PLUGIN_CONFIGURATION: self._plugin_config,
             BufferType.VM_CONFIGURATION: self._vm_config,
@@ -418,15 +419,17 @@ class Host:
             return Status.NOT_FOUND
         return m.give(data[start : start + max_size], ret_ptr, ret_size)
 
-    def _proxy_get_property(self, m, path_ptr, path_size, ret_ptr, ret_size):
+    def on_proxy_get_property(self, m, path_ptr, path_size, ret_ptr, ret_size):
         path = tuple(m.read(path_ptr, path_size).decode("utf-8", "replace").split("\0"))
         stream = self._streams.get(self._effective)
-        value = (stream.properties.get(path) if stream else None) or self.properties.get(path)
+        value = stream.properties.get(path) if stream else None
+        if value is None:
+            value = self.properties.get(path)
         if value is None:
             return Status.NOT_FOUND
         return m.give(value, ret_ptr, ret_size)
 
-    def _proxy_set_property(self, m, path_ptr, path_size, value_ptr, value_size):
+    def on_proxy_set_property(self, m, path_ptr, path_size, value_ptr, value_size):
         path = tuple(m.read(path_ptr, path_size).decode("utf-8", "replace").split("\0"))
         stream = self._streams.get(self._effective)
         (stream.properties if stream else self.properties)[path] = m.read(value_ptr, value_size)
@@ -444,14 +447,14 @@ class Host:
             return self._call_response[2]
         return None
 
-    def _proxy_get_header_map_pairs(self, m, mtype, ret_ptr, ret_size):
+    def on_proxy_get_header_map_pairs(self, m, mtype, ret_ptr, ret_size):
         pairs = self._map(mtype)
         if pairs is None:
             return Status.BAD_ARGUMENT
         blob = pairs if isinstance(pairs, bytes) else (serialize_pairs(pairs) if pairs else b"")
         return m.give(blob, ret_ptr, ret_size)
 
-    def _proxy_get_header_map_value(self, m, mtype, key_ptr, key_size, ret_ptr, ret_size):
+    def on_proxy_get_header_map_value(self, m, mtype, key_ptr, key_size, ret_ptr, ret_size):
         pairs = self._map(mtype)
         if pairs is None:
             return Status.BAD_ARGUMENT
@@ -470,7 +473,7 @@ class Host:
         # A map given as raw bytes only tests how the plugin reads one: edits succeed unseen.
         return Status.OK
 
-    def _proxy_replace_header_map_value(self, m, mtype, kp, ks, vp, vs):
+    def on_proxy_replace_header_map_value(self, m, mtype, kp, ks, vp, vs):
         key, value = m.read(kp, ks).lower(), m.read(vp, vs)
 
         def replace(pairs):
@@ -488,21 +491,21 @@ class Host:
 
         return self._edit_map(mtype, replace)
 
-    def _proxy_add_header_map_value(self, m, mtype, kp, ks, vp, vs):
+    def on_proxy_add_header_map_value(self, m, mtype, kp, ks, vp, vs):
         key, value = m.read(kp, ks).lower(), m.read(vp, vs)
         return self._edit_map(mtype, lambda pairs: pairs + [(key, value)])
 
-    def _proxy_remove_header_map_value(self, m, mtype, kp, ks):
+    def on_proxy_remove_header_map_value(self, m, mtype, kp, ks):
         key = m.read(kp, ks).lower()
         return self._edit_map(mtype, lambda pairs: [(k, v) for k, v in pairs if k != key])
 
-    def _proxy_set_header_map_pairs(self, m, mtype, ptr, size):
+    def on_proxy_set_header_map_pairs(self, m, mtype, ptr, size):
         new = parse_pairs(m.read(ptr, size))
         return self._edit_map(mtype, lambda _: new)
 
     # ---- outgoing calls ---------------------------------------------------------------------
 
-    def _proxy_http_call(self, m, up, us, hp, hs, bp, bs, tp, ts, timeout_ms, ret_token):
+    def on_proxy_http_call(self, m, up, us, hp, hs, bp, bs, tp, ts, timeout_ms, ret_token):
         call = HttpCall(
             token=self._next_token,
             cluster=m.read(up, us).decode("utf-8", "replace"),
@@ -518,7 +521,7 @@ class Host:
 
     # ---- metrics ----------------------------------------------------------------------------
 
-    def _proxy_define_metric(self, m, mtype, name_ptr, name_size, ret_id):
+    def on_proxy_define_metric(self, m, mtype, name_ptr, name_size, ret_id):
         name = m.read(name_ptr, name_size).decode("utf-8", "replace")
         if name not in self._metric_ids:
             self._metric_ids.append(name)
@@ -529,21 +532,21 @@ class Host:
     def _metric_name(self, mid) -> str | None:
         return self._metric_ids[mid] if 0 <= mid < len(self._metric_ids) else None
 
-    def _proxy_increment_metric(self, m, mid, delta):
+    def on_proxy_increment_metric(self, m, mid, delta):
         name = self._metric_name(mid)
         if name is None:
             return Status.NOT_FOUND
         self.metrics[name] += delta
         return Status.OK
 
-    def _proxy_record_metric(self, m, mid, value):
+    def on_proxy_record_metric(self, m, mid, value):
         name = self._metric_name(mid)
         if name is None:
             return Status.NOT_FOUND
         self.metrics[name] = value
         return Status.OK
 
-    def _proxy_get_metric(self, m, mid, ret):
+    def on_proxy_get_metric(self, m, mid, ret):
         name = self._metric_name(mid)
         if name is None:
             return Status.NOT_FOUND
@@ -552,17 +555,17 @@ class Host:
 
     # ---- WASI (what a wasm32-wasip1 Rust cdylib imports) ----------------------------------
 
-    def _random_get(self, m, ptr, size):
+    def on_random_get(self, m, ptr, size):
         m.write(ptr, self._random.bytes(size))
         return 0
 
-    def _environ_sizes_get(self, m, count_ptr, size_ptr):
+    def on_environ_sizes_get(self, m, count_ptr, size_ptr):
         entries = self._environ()
         m.u32(count_ptr, len(entries))
         m.u32(size_ptr, sum(len(e) for e in entries))
         return 0
 
-    def _environ_get(self, m, environ_ptr, buf_ptr):
+    def on_environ_get(self, m, environ_ptr, buf_ptr):
         for i, entry in enumerate(self._environ()):
             m.u32(environ_ptr + 4 * i, buf_ptr)
             m.write(buf_ptr, entry)
@@ -572,7 +575,7 @@ class Host:
     def _environ(self) -> list[bytes]:
         return [f"{k}={v}".encode() + b"\0" for k, v in sorted(self.env.items())]
 
-    def _fd_write(self, m, fd, iovs, iovs_len, ret_written):
+    def on_fd_write(self, m, fd, iovs, iovs_len, ret_written):
         total = 0
         for i in range(iovs_len):
             ptr, size = struct.unpack("<II", m.read(iovs + 8 * i, 8))
@@ -581,7 +584,7 @@ class Host:
         m.u32(ret_written, total)
         return 0
 
-    def _proc_exit(self, m, code):
+    def on_proc_exit(self, m, code):
         raise PluginTrap(f"the plugin called proc_exit({code})")
 
 
