@@ -158,6 +158,12 @@ cmd_demo() {
 cmd_image() { cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"; }
 cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/tests/tools/oci.sh" push "$@"; }
 cmd_bench() {
+  # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
+  if [ "${1:-}" = --meter ]; then
+    shift; cmd_build; ensure_venv
+    MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/meter/meter.py" "$@"
+    return
+  fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/bench.py" "$@"
 }
