@@ -19,6 +19,9 @@ pub enum Metric {
     NotSampledCap,
     /// Incoming trace context that was invalid and restarted the trace.
     ContextRestarted,
+    /// Incoming `tracestate` discarded whole because it could not be parsed (W3C Trace Context
+    /// processing model); the trace continued.
+    TracestateDiscarded,
     /// Incoming `x-request-id` that was replaced (malformed or untrusted).
     RequestIdReplaced,
     /// Spans recorded (sampled and finished).
@@ -37,7 +40,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 20] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -48,6 +51,7 @@ impl Metric {
         Metric::NotSampledProbe,
         Metric::NotSampledCap,
         Metric::ContextRestarted,
+        Metric::TracestateDiscarded,
         Metric::RequestIdReplaced,
         Metric::SpansRecorded,
         Metric::SpansExported,
@@ -71,6 +75,7 @@ impl Metric {
             Metric::NotSampledProbe => "meshtrace_sampling_not_sampled_probe",
             Metric::NotSampledCap => "meshtrace_sampling_not_sampled_cap",
             Metric::ContextRestarted => "meshtrace_context_restarted",
+            Metric::TracestateDiscarded => "meshtrace_tracestate_discarded",
             Metric::RequestIdReplaced => "meshtrace_request_id_replaced",
             Metric::SpansRecorded => "meshtrace_spans_recorded",
             Metric::SpansExported => "meshtrace_spans_exported",

@@ -130,6 +130,10 @@ impl Tracer {
         if extracted.invalid.is_some() && extracted.parent.is_none() {
             metrics.add_deferred(Metric::ContextRestarted, 1);
         }
+        if extracted.tracestate_discarded.is_some() {
+            metrics.add_deferred(Metric::TracestateDiscarded, 1);
+        }
+        propagation::log_discarded(&extracted);
         let Extracted {
             parent,
             mut tracestate,
