@@ -4,7 +4,7 @@
 use crate::proxy_host::{self, ProxyHost};
 use log::{error, info, warn};
 use meshtrace_core::config::{percentage, Config, ExportProtocol};
-use meshtrace_core::export::{ExportResponse, Exporter};
+use meshtrace_core::export::{ExportResponse, Exporter, MAX_RESPONSE_BODY};
 use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
@@ -53,7 +53,7 @@ impl Context for Root {
         &mut self,
         token_id: u32,
         num_headers: usize,
-        _body_size: usize,
+        body_size: usize,
         num_trailers: usize,
     ) {
         let Some(shared) = &self.shared else { return };
@@ -74,6 +74,19 @@ impl Context for Root {
         let grpc_status = trailer("grpc-status")
             .or_else(|| header("grpc-status"))
             .and_then(|s| s.parse::<u32>().ok());
+        // The body only matters for a success (OTLP partial success); empty is full success.
+        let body = if status == Some(200) && body_size > 0 {
+            hostcalls::get_buffer(
+                BufferType::HttpCallResponseBody,
+                0,
+                body_size.min(MAX_RESPONSE_BODY),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let host = ProxyHost;
         shared.exporter.borrow_mut().on_response(
             token_id,
@@ -81,6 +94,7 @@ impl Context for Root {
                 status,
                 grpc_status,
                 retry_after: retry_after.as_deref(),
+                body: &body,
             },
             &host,
             &shared.metrics,

@@ -12,6 +12,7 @@ use crate::host::{Host, Outgoing};
 use crate::metrics::{Metric, Metrics};
 use crate::otlp::{self, BatchEncoder, InstrumentationScope};
 use crate::span::{AttrValue, Span};
+use prost::Message;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Ticks are at least this frequent so full batches leave promptly under load.
 const MAX_TICK: Duration = Duration::from_millis(200);
+/// A collector's partial-success message is logged at most once per this interval: a collector
+/// that rejects spans does so on every answer, and the log must not grow with the traffic.
+const PARTIAL_SUCCESS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Bytes of a collector's answer read at most (an `ExportTraceServiceResponse` is small).
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// gRPC status codes OTLP/gRPC lists as retryable: CANCELLED, DEADLINE_EXCEEDED,
 /// RESOURCE_EXHAUSTED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS.
@@ -71,6 +77,9 @@ pub struct Exporter {
     paused_until: u64,
     last_flush: Option<u64>,
     warned_dispatch: bool,
+    /// When a partial success was last logged, and the spans rejected since.
+    partial_success_logged: Option<u64>,
+    rejected_since_log: u64,
 }
 
 impl Exporter {
@@ -110,6 +119,8 @@ impl Exporter {
             paused_until: 0,
             last_flush: None,
             warned_dispatch: false,
+            partial_success_logged: None,
+            rejected_since_log: 0,
         }
     }
 
@@ -279,13 +290,51 @@ impl Exporter {
         let Some(batch) = self.take_in_flight(token) else {
             return;
         };
-        match response.outcome(self.protocol == ExportProtocol::Grpc) {
-            Delivery::Delivered => metrics.add(host, Metric::SpansExported, batch.spans),
+        let grpc = self.protocol == ExportProtocol::Grpc;
+        match response.outcome(grpc) {
+            Delivery::Delivered => {
+                self.delivered(&batch, response.partial_success(grpc), host, metrics, now)
+            }
             Delivery::Retry => {
                 let delay = response.retry_after.and_then(parse_retry_after);
                 self.retry(batch, delay, host, metrics, now);
             }
             Delivery::Rejected => self.give_up(batch, host, metrics),
+        }
+    }
+
+    /// OTLP "Partial Success": an accepted request whose answer names rejected spans. Those are
+    /// dropped (reason `rejected`, not retryable), the rest exported; the collector's message
+    /// is logged at most once per [`PARTIAL_SUCCESS_LOG_INTERVAL`] with the count since.
+    fn delivered(
+        &mut self,
+        batch: &Batch,
+        partial: Option<otlp::ExportTracePartialSuccess>,
+        host: &dyn Host,
+        metrics: &Metrics,
+        now: u64,
+    ) {
+        let rejected = partial.as_ref().map_or(0, |p| {
+            u64::try_from(p.rejected_spans)
+                .unwrap_or(0)
+                .min(batch.spans)
+        });
+        metrics.add(host, Metric::SpansExported, batch.spans - rejected);
+        metrics.add(host, Metric::SpansDroppedRejected, rejected);
+        let Some(partial) = partial else { return };
+        self.rejected_since_log = self.rejected_since_log.saturating_add(rejected);
+        let due = self
+            .partial_success_logged
+            .is_none_or(|at| now.saturating_sub(at) >= nanos(PARTIAL_SUCCESS_LOG_INTERVAL));
+        if due && (self.rejected_since_log > 0 || !partial.error_message.is_empty()) {
+            log::warn!(
+                "meshtrace: the collector rejected {} span(s) since the last report \
+                 (meshtrace_spans_dropped_rejected): {}",
+                self.rejected_since_log,
+                partial.error_message
+            );
+            self.partial_success_logged = Some(now);
+            self.rejected_since_log = 0;
         }
     }
 
@@ -341,6 +390,9 @@ pub struct ExportResponse<'a> {
     /// `grpc-status` from the trailers (or a trailers-only response's headers).
     pub grpc_status: Option<u32>,
     pub retry_after: Option<&'a str>,
+    /// The answer's body (at most [`MAX_RESPONSE_BODY`] bytes): an `ExportTraceServiceResponse`,
+    /// for gRPC in its 5-byte length-prefixed message frame.
+    pub body: &'a [u8],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,6 +403,20 @@ enum Delivery {
 }
 
 impl ExportResponse<'_> {
+    /// The `partial_success` of a successful answer (OTLP "Partial Success"), if it has one.
+    /// An answer that is not a decodable `ExportTraceServiceResponse` is a full success: the
+    /// status already said the request was accepted.
+    fn partial_success(&self, grpc: bool) -> Option<otlp::ExportTracePartialSuccess> {
+        let message = if grpc {
+            grpc_message(self.body)?
+        } else {
+            self.body
+        };
+        otlp::ExportTraceServiceResponse::decode(message)
+            .ok()?
+            .partial_success
+    }
+
     fn outcome(&self, grpc: bool) -> Delivery {
         match (self.status, grpc) {
             (None, _) => Delivery::Retry,
@@ -366,6 +432,16 @@ impl ExportResponse<'_> {
             (Some(_), _) => Delivery::Rejected,
         }
     }
+}
+
+/// The message of a gRPC response body ("gRPC over HTTP2", Length-Prefixed-Message): a
+/// compressed-flag byte, a 4-byte big-endian length, the message. We never ask for compression,
+/// so a compressed message is not decoded.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    let (len, message) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (compressed == 0).then(|| message.get(..len)).flatten()
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -32,6 +32,8 @@ pub enum Metric {
     SpansDroppedQueueFull,
     SpansDroppedExportFailed,
     SpansDroppedTooLarge,
+    /// Spans the collector accepted the request of but rejected itself (OTLP partial success).
+    SpansDroppedRejected,
     /// Export requests sent, and those that failed (any reason, retried or not).
     ExportRequests,
     ExportFailures,
@@ -40,7 +42,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 20] = [
+    pub const ALL: [Metric; 21] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -58,6 +60,7 @@ impl Metric {
         Metric::SpansDroppedQueueFull,
         Metric::SpansDroppedExportFailed,
         Metric::SpansDroppedTooLarge,
+        Metric::SpansDroppedRejected,
         Metric::ExportRequests,
         Metric::ExportFailures,
         Metric::QueueDepth,
@@ -82,6 +85,7 @@ impl Metric {
             Metric::SpansDroppedQueueFull => "meshtrace_spans_dropped_queue_full",
             Metric::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
             Metric::SpansDroppedTooLarge => "meshtrace_spans_dropped_too_large",
+            Metric::SpansDroppedRejected => "meshtrace_spans_dropped_rejected",
             Metric::ExportRequests => "meshtrace_export_requests",
             Metric::ExportFailures => "meshtrace_export_failures",
             Metric::QueueDepth => "meshtrace_queue_depth",
