@@ -70,10 +70,10 @@ impl Host for BenchHost {
         None
     }
     fn dispatch(&self, _call: Outgoing<'_>) -> Result<u32, HostError> {
-        Err(HostError)
+        Err(HostError::BAD_ARGUMENT)
     }
     fn define_metric(&self, _kind: MetricKind, _name: &str) -> Result<u32, HostError> {
-        Err(HostError)
+        Err(HostError::BAD_ARGUMENT)
     }
     fn increment_metric(&self, _id: u32, _delta: i64) {}
     fn record_metric(&self, _id: u32, _value: u64) {}

@@ -37,6 +37,9 @@ const MAX_TICK: Duration = Duration::from_millis(200);
 /// A collector's partial-success message is logged at most once per this interval: a collector
 /// that rejects spans does so on every answer, and the log must not grow with the traffic.
 const PARTIAL_SUCCESS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// After a drain, answers are awaited this much longer than the export timeout (the host's
+/// timer for the call fires at the timeout; its answer may come a tick later).
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 /// Bytes of a collector's answer read at most (an `ExportTraceServiceResponse` is small).
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
@@ -80,6 +83,8 @@ pub struct Exporter {
     /// When a partial success was last logged, and the spans rejected since.
     partial_success_logged: Option<u64>,
     rejected_since_log: u64,
+    /// Set by [`Exporter::drain`]: this exporter's VM is being retired.
+    draining_since: Option<u64>,
 }
 
 impl Exporter {
@@ -121,6 +126,7 @@ impl Exporter {
             warned_dispatch: false,
             partial_success_logged: None,
             rejected_since_log: 0,
+            draining_since: None,
         }
     }
 
@@ -174,6 +180,10 @@ impl Exporter {
         if self.protocol == ExportProtocol::None {
             return;
         }
+        if self.draining_since.is_some() {
+            self.drain(host, metrics, now);
+            return;
+        }
         let last = *self.last_flush.get_or_insert(now);
         while now >= self.paused_until && self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(batch) = self.retries.pop_front() else {
@@ -196,6 +206,51 @@ impl Exporter {
         if interval_due && self.queue.is_empty() {
             self.last_flush = Some(now);
         }
+    }
+
+    /// Retirement (the root context's `on_done`, after a configuration push): sends every
+    /// batch waiting for a retry and every queued span now, whatever the batch size, flush
+    /// interval, back-off or in-flight limit. From then on a failure is not retried: its spans
+    /// are counted in `meshtrace_spans_dropped_shutdown`. Called again on later ticks, it sends
+    /// what arrived since.
+    pub fn drain(&mut self, host: &dyn Host, metrics: &Metrics, now: u64) {
+        self.draining_since.get_or_insert(now);
+        if self.protocol == ExportProtocol::None {
+            return;
+        }
+        while let Some(batch) = self.retries.pop_front() {
+            self.send(batch, host, metrics);
+        }
+        while let Some(batch) = self.next_batch() {
+            self.send(batch, host, metrics);
+        }
+    }
+
+    /// After [`Exporter::drain`]: every span sent has its answer (or there was nothing to send).
+    pub fn drained(&self) -> bool {
+        self.in_flight.is_empty() && self.retries.is_empty() && self.queue.is_empty()
+    }
+
+    /// After [`Exporter::drain`]: past the export timeout (and a margin for the host's own
+    /// timer), answers that have not arrived will not; see [`Exporter::abandon`].
+    pub fn drain_overdue(&self, now: u64) -> bool {
+        self.draining_since.is_some_and(|since| {
+            now.saturating_sub(since) > nanos(self.timeout.saturating_add(DRAIN_MARGIN))
+        })
+    }
+
+    /// Gives up on whatever is still unanswered or unsent, counting it as lost to shutdown.
+    pub fn abandon(&mut self, host: &dyn Host, metrics: &Metrics) {
+        let in_flight: u64 = self.in_flight.drain(..).map(|(_, b)| b.spans).sum();
+        let retries: u64 = self.retries.drain(..).map(|b| b.spans).sum();
+        let queued = self.queue.len() as u64;
+        self.queue.clear();
+        self.queue_bytes = 0;
+        metrics.add(
+            host,
+            Metric::SpansDroppedShutdown,
+            in_flight + retries + queued,
+        );
     }
 
     /// Takes up to `maxBatchSize` spans from the front of the queue, within `maxBatchBytes`.
@@ -354,6 +409,10 @@ impl Exporter {
         now: u64,
     ) {
         metrics.inc(host, Metric::ExportFailures);
+        if self.draining_since.is_some() {
+            metrics.add(host, Metric::SpansDroppedShutdown, batch.spans);
+            return;
+        }
         if batch.retries >= self.max_retries {
             metrics.add(host, Metric::SpansDroppedExportFailed, batch.spans);
             return;

@@ -34,6 +34,9 @@ pub enum Metric {
     SpansDroppedTooLarge,
     /// Spans the collector accepted the request of but rejected itself (OTLP partial success).
     SpansDroppedRejected,
+    /// Spans still unsent or unanswered when a configuration push retired this VM's exporter
+    /// (the export timeout passed after `on_done`, or a failure that could no longer be retried).
+    SpansDroppedShutdown,
     /// Export requests sent, and those that failed (any reason, retried or not).
     ExportRequests,
     ExportFailures,
@@ -42,7 +45,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 21] = [
+    pub const ALL: [Metric; 22] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -61,6 +64,7 @@ impl Metric {
         Metric::SpansDroppedExportFailed,
         Metric::SpansDroppedTooLarge,
         Metric::SpansDroppedRejected,
+        Metric::SpansDroppedShutdown,
         Metric::ExportRequests,
         Metric::ExportFailures,
         Metric::QueueDepth,
@@ -86,6 +90,7 @@ impl Metric {
             Metric::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
             Metric::SpansDroppedTooLarge => "meshtrace_spans_dropped_too_large",
             Metric::SpansDroppedRejected => "meshtrace_spans_dropped_rejected",
+            Metric::SpansDroppedShutdown => "meshtrace_spans_dropped_shutdown",
             Metric::ExportRequests => "meshtrace_export_requests",
             Metric::ExportFailures => "meshtrace_export_failures",
             Metric::QueueDepth => "meshtrace_queue_depth",

@@ -506,3 +506,52 @@ fn the_partial_success_message_is_logged_once_per_interval() {
         "the count since the last line: {warnings:?}"
     );
 }
+
+/// Retirement after a configuration push (the root context's `on_done`): everything queued
+/// leaves at once, answers are awaited up to the export timeout, and what is still lost is
+/// counted, never silently gone.
+#[test]
+fn drain_sends_everything_and_counts_what_is_lost() {
+    let (mut e, host, m) =
+        exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "10s", "timeout": "2s"}}"#);
+    fill(
+        &mut e,
+        &m,
+        &["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"],
+    );
+    e.drain(&host, &m, SEC);
+    assert_eq!(
+        host.calls.borrow().len(),
+        6,
+        "all 11 spans, past the in-flight limit"
+    );
+    assert!(!e.drained(), "answers outstanding");
+    for token in 1..=4 {
+        e.on_response(token, &ok(), &host, &m, SEC);
+    }
+    e.on_response(5, &http(Some(503)), &host, &m, SEC);
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(host.calls.borrow().len(), 6, "no retry while retiring");
+    assert_eq!(host.metric("meshtrace_spans_exported"), 8);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_shutdown"),
+        2,
+        "the 503"
+    );
+    fill(&mut e, &m, &["late"]);
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(
+        host.calls.borrow().len(),
+        7,
+        "a span ending while retiring still leaves"
+    );
+    assert!(!e.drain_overdue(4 * SEC), "within timeout + margin");
+    assert!(e.drain_overdue(4 * SEC + 1) && !e.drained());
+    e.abandon(&host, &m);
+    assert!(e.drained());
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_shutdown"),
+        4,
+        "unanswered after the timeout: counted"
+    );
+}

@@ -125,7 +125,7 @@ impl Host for MockHost {
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
         if self.fail_dispatch.get() {
-            return Err(HostError);
+            return Err(HostError::BAD_ARGUMENT);
         }
         let recorded = match call {
             Outgoing::Http {
