@@ -5,16 +5,13 @@ whole queue and waiting for the collector's answers before `proxy_done`. Every r
 reach the collector or be counted as dropped — under load across pushes, and for a request that
 is in flight while the push happens."""
 import json
-import os
 import threading
 
 import pytest
 
-from harness import (INBOUND, Node, free_port, http_get, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from harness import free_port, http_get, static_cluster, wait_until
+from test_configuration import EcdsProxy
 
-WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-FILTER = "istio.meshtrace"
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 DROP_REASONS = ("queue_full", "export_failed", "too_large", "rejected", "shutdown")
 
@@ -68,54 +65,29 @@ class SlowUpstream:
         self._server.server_close()
 
 
-class PushedProxy:
-    """An Envoy whose inbound listener gets the plugin from a watched ECDS file, exporting
-    straight to the stack's OTLP sink."""
+class PushedProxy(EcdsProxy):
+    """The ECDS-delivered plugin of test_configuration, exporting straight to the stack's OTLP
+    sink, in front of the slow app."""
 
     def __init__(self, stack) -> None:
         self.app = stack._own(SlowUpstream())
-        self.dir = stack.workdir / "ecds"
-        self.dir.mkdir()
-        self.path = self.dir / "meshtrace.json"
-        self.generation = 0
-        self.push()
-        self.port = free_port()
-        hcm_filter = {"name": FILTER, "config_discovery": {
-            "config_source": {"path_config_source": {"path": str(self.path),
-                                                     "watched_directory": {"path": str(self.dir)}},
-                              "resource_api_version": "V3"},
-            "type_urls": [WASM_TYPE]}}
-        bootstrap = {
-            "node": Node(app="productpage").envoy_node(),
-            "static_resources": {
-                "listeners": [listener("virtualInbound", self.port, INBOUND, "inbound|9080||",
-                                       [hcm_filter])],
-                "clusters": [static_cluster("inbound|9080||", self.app.port),
-                             static_cluster(COLLECTOR, stack.sink.port)],
-            },
-        }
-        self.envoy = stack.envoy("pushed", bootstrap)
+        self.generation = 1
+        super().__init__(stack, upstream_port=self.app.port,
+                         clusters=[static_cluster(COLLECTOR, stack.sink.port)], name="pushed")
         wait_until(lambda: self.reloads() >= 1, 20, "the first extension config")
 
-    def push(self) -> None:
-        """A new configuration, replaced atomically the way a control plane does."""
-        self.generation += 1
-        wasm = plugin_filter(wasm_path(), config(self.generation))["typed_config"]
-        response = {"version_info": str(self.generation), "resources": [{
-            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": FILTER, "typed_config": wasm}]}
-        tmp = self.dir / f".tmp-{self.generation}"
-        tmp.write_text(json.dumps(response))
-        os.replace(tmp, self.path)
+    def initial_config(self) -> str:
+        return json.dumps(config(self.generation))
 
     def push_and_wait(self) -> None:
+        """A new configuration generation, then waits until Envoy applied it."""
         before = self.reloads()
-        self.push()
+        self.generation += 1
+        self.set_config(json.dumps(config(self.generation)))
         wait_until(lambda: self.reloads() > before, 20, "the pushed extension config")
 
     def reloads(self) -> int:
-        return self.envoy.stats("extension_config_discovery").get(
-            f"extension_config_discovery.http_filter.{FILTER}.config_reload", 0)
+        return self.ecds("config_reload")
 
     def stat(self, name: str) -> int:
         return self.envoy.stat(f"wasmcustom.meshtrace_{name}")
