@@ -1,19 +1,29 @@
-//! The proxy-wasm contexts: a root context per VM that owns the configuration and the exporter,
-//! and an HTTP context per request. Both delegate every decision to the core.
+//! The proxy-wasm contexts: a root context per plugin in each VM that owns the configuration and
+//! the exporter, and an HTTP context per request. Both delegate every decision to the core.
+//! [`crate::abi::exports`] calls the free functions at the end, which find the context by id.
+//!
+//! Retirement (a configuration push starts fresh VMs): Envoy keeps the old VM while any stream
+//! still holds it — each stream's context keeps a `PluginHandle`, which keeps the `WasmHandle`
+//! (Envoy `source/extensions/common/wasm/context.cc`, `Context::Context(Wasm*, uint32_t,
+//! PluginHandleSharedPtr)`) — so a request in flight across the push ends in the old VM, whose
+//! root keeps ticking and exporting. When the last handle goes, proxy-wasm-cpp-host's
+//! `WasmHandleBase::~WasmHandleBase` calls `WasmBase::startShutdown`, which calls
+//! `proxy_on_done` on each root; one answering false keeps the VM (a `ShutdownHandle`) until it
+//! calls `proxy_done` (`WasmBase::done`). [`Root::on_done`] uses that to send the whole queue
+//! and wait for the answers, bounded by the export timeout.
 
+use crate::abi;
 use crate::proxy_host::{self, ProxyHost};
 use log::{error, info, warn};
 use meshtrace_core::config::{percentage, Config, ExportProtocol};
-use meshtrace_core::export::{ExportResponse, Exporter};
-use meshtrace_core::host::Host;
+use meshtrace_core::export::{ExportResponse, Exporter, MAX_RESPONSE_BODY};
+use meshtrace_core::host::{Host, HostError};
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
 use meshtrace_core::tracer::{ActiveSpan, Tracer};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// State shared by the root context and every request of one VM (one worker thread).
@@ -22,11 +32,21 @@ struct Shared {
     metrics: Metrics,
     exporter: RefCell<Exporter>,
     ids: Rc<RefCell<IdGenerator>>,
+    /// The root context is gone: a span ending now has no exporter left to leave through.
+    retired: Cell<bool>,
 }
 
 pub struct Root {
     shared: Option<Rc<Shared>>,
     ids: Rc<RefCell<IdGenerator>>,
+    /// `on_done` answered false: `proxy_done` is still to be called.
+    done_pending: bool,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Root {
@@ -34,63 +54,12 @@ impl Root {
         Root {
             shared: None,
             ids: Rc::new(RefCell::new(IdGenerator::from_seed(os_seed()))),
+            done_pending: false,
         }
     }
-}
 
-/// One seed per VM from the OS; ids then come from a fast PRNG. If the OS refuses (it should
-/// not), the clock still gives distinct VMs distinct sequences.
-fn os_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    match getrandom::fill(&mut buf) {
-        Ok(()) => u64::from_le_bytes(buf),
-        Err(_) => ProxyHost.now_unix_nanos() ^ 0x9e37_79b9_7f4a_7c15,
-    }
-}
-
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        _body_size: usize,
-        num_trailers: usize,
-    ) {
-        let Some(shared) = &self.shared else { return };
-        // The collector's answer: read only what the host says is there.
-        let header = |name| {
-            (num_headers > 0)
-                .then(|| proxy_host::map_value(MapType::HttpCallResponseHeaders, name))
-                .flatten()
-        };
-        let trailer = |name| {
-            (num_trailers > 0)
-                .then(|| proxy_host::map_value(MapType::HttpCallResponseTrailers, name))
-                .flatten()
-        };
-        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
-        let retry_after = header("retry-after");
-        // gRPC: the status is in the trailers, or in the headers of a trailers-only response.
-        let grpc_status = trailer("grpc-status")
-            .or_else(|| header("grpc-status"))
-            .and_then(|s| s.parse::<u32>().ok());
-        let host = ProxyHost;
-        shared.exporter.borrow_mut().on_response(
-            token_id,
-            &ExportResponse {
-                status,
-                grpc_status,
-                retry_after: retry_after.as_deref(),
-            },
-            &host,
-            &shared.metrics,
-            host.now_unix_nanos(),
-        );
-    }
-}
-
-impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        abi::refresh_log_level();
         info!(
             "meshtrace {} ({}) started",
             meshtrace_core::VERSION,
@@ -100,14 +69,17 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        abi::refresh_log_level();
+        let bytes = match read_plugin_configuration(plugin_configuration_size) {
+            Ok(bytes) => bytes,
+            Err(HostError(status)) => {
+                error!(
+                    "meshtrace: could not read the plugin configuration ({plugin_configuration_size} \
+                     bytes): the proxy answered status {status}; configuration rejected"
+                );
+                return false;
+            }
+        };
         let config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
@@ -125,8 +97,8 @@ impl RootContext for Root {
             tracer.resource.clone(),
         );
         // The tick flushes the request path's counters and, when exporting, sends spans.
-        if let Err(e) = hostcalls::set_tick_period(exporter.tick_period()) {
-            warn!("meshtrace: could not set the tick: {e:?}");
+        if let Err(HostError(status)) = abi::set_tick_period(exporter.tick_period()) {
+            warn!("meshtrace: could not set the tick (status {status})");
         }
         info!(
             "meshtrace configured: service {}, sampling {}%, export {}",
@@ -143,28 +115,151 @@ impl RootContext for Root {
             tracer,
             exporter: RefCell::new(exporter),
             ids: self.ids.clone(),
+            retired: Cell::new(false),
         }));
         true
     }
 
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
+        abi::refresh_log_level();
+        let host = ProxyHost;
+        shared
+            .exporter
+            .borrow_mut()
+            .on_tick(&host, &shared.metrics, host.now_unix_nanos());
+        self.finish_if_drained();
+        let Some(shared) = &self.shared else { return };
+        shared.metrics.flush(&host);
+        let depth = shared.exporter.borrow().queue_len() as u64;
+        shared.metrics.set(&host, Metric::QueueDepth, depth);
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        let Some(shared) = &self.shared else { return };
+        // The collector's answer: read only what the host says is there.
+        let header = |name| {
+            (num_headers > 0)
+                .then(|| proxy_host::map_value(abi::map::HTTP_CALL_RESPONSE_HEADERS, name))
+                .flatten()
+        };
+        let trailer = |name| {
+            (num_trailers > 0)
+                .then(|| proxy_host::map_value(abi::map::HTTP_CALL_RESPONSE_TRAILERS, name))
+                .flatten()
+        };
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let retry_after = header("retry-after");
+        // gRPC: the status is in the trailers, or in the headers of a trailers-only response.
+        let grpc_status = trailer("grpc-status")
+            .or_else(|| header("grpc-status"))
+            .and_then(|s| s.parse::<u32>().ok());
+        // The body only matters for a success (OTLP partial success); empty is full success.
+        let body = if status == Some(200) && body_size > 0 {
+            abi::buffer(
+                abi::buffer::HTTP_CALL_RESPONSE_BODY,
+                0,
+                body_size.min(MAX_RESPONSE_BODY),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let host = ProxyHost;
+        shared.exporter.borrow_mut().on_response(
+            token_id,
+            &ExportResponse {
+                status,
+                grpc_status,
+                retry_after: retry_after.as_deref(),
+                body: &body,
+            },
+            &host,
+            &shared.metrics,
+            host.now_unix_nanos(),
+        );
+        self.finish_if_drained();
+    }
+
+    /// The VM is being retired: counters flushed, the whole queue sent; `false` (keep this
+    /// context) until the answers arrive or the export timeout passes ([`Root::finish_if_drained`]).
+    fn on_done(&mut self) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        let host = ProxyHost;
+        shared
+            .exporter
+            .borrow_mut()
+            .drain(&host, &shared.metrics, host.now_unix_nanos());
+        shared.metrics.flush(&host);
+        if shared.exporter.borrow().drained() {
+            return true;
+        }
+        self.done_pending = true;
+        false
+    }
+
+    /// After `on_done` answered false: once every answer is in (or overdue, the rest counted
+    /// as lost), the last counters are flushed and the host told it may delete this context.
+    fn finish_if_drained(&mut self) {
+        let Some(shared) = self.shared.as_ref().filter(|_| self.done_pending) else {
+            return;
+        };
         let host = ProxyHost;
         let mut exporter = shared.exporter.borrow_mut();
-        exporter.on_tick(&host, &shared.metrics, host.now_unix_nanos());
+        if !exporter.drained() {
+            if !exporter.drain_overdue(host.now_unix_nanos()) {
+                return;
+            }
+            exporter.abandon(&host, &shared.metrics);
+        }
         shared.metrics.flush(&host);
-        shared
-            .metrics
-            .set(&host, Metric::QueueDepth, exporter.queue_len() as u64);
+        self.done_pending = false;
+        if let Err(HostError(status)) = abi::done() {
+            warn!("meshtrace: proxy_done answered status {status}");
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, _context_id: u32) -> Option<Request> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Request { shared, span: None }))
+        Some(Request { shared, span: None })
     }
+}
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.retired.set(true);
+        }
+    }
+}
+
+/// The plugin configuration's bytes. A size of 0 is the empty configuration (valid); a host
+/// that cannot hand over the bytes it announced is an error, never the default configuration.
+fn read_plugin_configuration(size: usize) -> Result<Vec<u8>, HostError> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    abi::buffer(abi::buffer::PLUGIN_CONFIGURATION, 0, size)?
+        .ok_or(HostError(abi::status::NOT_FOUND))
+}
+
+/// One seed per VM from the OS; ids then come from a fast PRNG. If the OS refuses (it should
+/// not), the clock still gives distinct VMs distinct sequences.
+fn os_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    match getrandom::fill(&mut buf) {
+        Ok(()) => u64::from_le_bytes(buf),
+        Err(_) => ProxyHost.now_unix_nanos() ^ 0x9e37_79b9_7f4a_7c15,
     }
 }
 
@@ -173,19 +268,16 @@ struct Request {
     span: Option<ActiveSpan>,
 }
 
-impl Context for Request {}
-
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) {
         let host = ProxyHost;
         let shared = &self.shared;
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
-            return Action::Continue;
+            return;
         };
         self.span = shared
             .tracer
             .on_request_headers(&host, &mut ids, &shared.metrics);
-        Action::Continue
     }
 
     fn on_log(&mut self) {
@@ -193,13 +285,133 @@ impl HttpContext for Request {
             return;
         };
         let host = ProxyHost;
-        let outcome = self.shared.tracer.read_outcome(&host);
-        let span = self
-            .shared
-            .tracer
-            .finish(active, outcome, host.now_unix_nanos());
-        if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
-            exporter.enqueue(span, &self.shared.metrics);
+        let shared = &self.shared;
+        if shared.retired.get() {
+            // Not expected (the host deletes a root only after its streams), but never silent.
+            shared.metrics.inc(&host, Metric::SpansRecorded);
+            shared.metrics.inc(&host, Metric::SpansDroppedShutdown);
+            return;
         }
+        let outcome = shared.tracer.read_outcome(&host);
+        let span = shared.tracer.finish(active, outcome, host.now_unix_nanos());
+        if let Ok(mut exporter) = shared.exporter.try_borrow_mut() {
+            exporter.enqueue(span, &shared.metrics);
+        }
+    }
+}
+
+/// Every context of this VM by id. The host never calls into the VM while a callback runs
+/// (Envoy defers a re-entrant answer until after the call), but a failed borrow is still
+/// only a skipped callback, not a trap.
+#[derive(Default)]
+struct Contexts {
+    roots: BTreeMap<u32, Root>,
+    requests: BTreeMap<u32, Request>,
+}
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
+}
+
+fn with_contexts<T: Default>(f: impl FnOnce(&mut Contexts) -> T) -> T {
+    CONTEXTS.with(|c| {
+        c.try_borrow_mut()
+            .map(|mut c| f(&mut c))
+            .unwrap_or_default()
+    })
+}
+
+fn with_root<T: Default>(id: u32, f: impl FnOnce(&mut Root) -> T) -> T {
+    with_contexts(|c| c.roots.get_mut(&id).map(f).unwrap_or_default())
+}
+
+fn with_request(id: u32, f: impl FnOnce(&mut Request)) {
+    with_contexts(|c| c.requests.get_mut(&id).map(f));
+}
+
+/// A root context has no parent; an HTTP context's parent is its plugin's root.
+pub fn on_context_create(context_id: u32, parent_id: u32) {
+    with_contexts(|c| {
+        if parent_id == 0 {
+            c.roots.insert(context_id, Root::new());
+        } else if let Some(request) = c
+            .roots
+            .get(&parent_id)
+            .and_then(|root| root.create_http_context(context_id))
+        {
+            c.requests.insert(context_id, request);
+        }
+    });
+}
+
+pub fn on_vm_start(root_id: u32, size: usize) -> bool {
+    with_root(root_id, |r| r.on_vm_start(size))
+}
+
+pub fn on_configure(root_id: u32, size: usize) -> bool {
+    with_root(root_id, |r| r.on_configure(size))
+}
+
+pub fn on_tick(root_id: u32) {
+    with_root(root_id, Root::on_tick);
+}
+
+pub fn on_http_call_response(
+    root_id: u32,
+    token: u32,
+    headers: usize,
+    body_size: usize,
+    trailers: usize,
+) {
+    with_root(root_id, |r| {
+        r.on_http_call_response(token, headers, body_size, trailers)
+    });
+}
+
+pub fn on_http_request_headers(context_id: u32, headers: usize, end_of_stream: bool) {
+    with_request(context_id, |r| {
+        r.on_http_request_headers(headers, end_of_stream)
+    });
+}
+
+pub fn on_log(context_id: u32) {
+    with_request(context_id, Request::on_log);
+}
+
+/// A root may defer its deletion; any other context is done at once.
+pub fn on_done(context_id: u32) -> bool {
+    with_contexts(|c| c.roots.get_mut(&context_id).map(Root::on_done)).unwrap_or(true)
+}
+
+pub fn on_delete(context_id: u32) {
+    with_contexts(|c| {
+        c.roots.remove(&context_id);
+        c.requests.remove(&context_id);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::fake;
+
+    /// A configuration the host announced but cannot hand over is rejected with one error, not
+    /// replaced by the default configuration (which would trace at Istio's default percentage
+    /// and export to the default cluster).
+    #[test]
+    fn a_failed_configuration_read_is_rejected() {
+        for status in [1, 2, 10, 77] {
+            fake::answer(status);
+            let mut root = Root::new();
+            assert!(!root.on_configure(120), "status {status}: rejected");
+            assert!(root.shared.is_none(), "status {status}: nothing configured");
+        }
+        fake::answer(abi::status::OK);
+        assert_eq!(
+            read_plugin_configuration(120),
+            Err(HostError(abi::status::NOT_FOUND)),
+            "announced bytes, none given"
+        );
+        assert_eq!(read_plugin_configuration(0), Ok(Vec::new()), "empty: valid");
     }
 }

@@ -1,14 +1,9 @@
-//! meshtrace: the proxy-wasm adapter. It stays thin: it turns host calls into the core's
-//! [`meshtrace_core::host::Host`] trait and hands every decision to the core.
+//! meshtrace: the proxy-wasm adapter. It stays thin: [`abi`] is the ABI both ways (host calls
+//! that cannot trap, the exported callbacks), [`filter`] the contexts, [`proxy_host`] the core's
+//! [`meshtrace_core::host::Host`] trait over host calls; every decision is the core's.
 
-#[cfg(target_arch = "wasm32")]
+pub mod abi;
+// Reached through `abi::exports`, which exist only in the wasm32 build.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod filter;
 pub mod proxy_host;
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(filter::Root::new())
-    });
-}}

@@ -12,6 +12,7 @@ use crate::host::{Host, Outgoing};
 use crate::metrics::{Metric, Metrics};
 use crate::otlp::{self, BatchEncoder, InstrumentationScope};
 use crate::span::{AttrValue, Span};
+use prost::Message;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -33,6 +34,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Ticks are at least this frequent so full batches leave promptly under load.
 const MAX_TICK: Duration = Duration::from_millis(200);
+/// A collector's partial-success message is logged at most once per this interval: a collector
+/// that rejects spans does so on every answer, and the log must not grow with the traffic.
+const PARTIAL_SUCCESS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// After a drain, answers are awaited this much longer than the export timeout (the host's
+/// timer for the call fires at the timeout; its answer may come a tick later).
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
+/// Bytes of a collector's answer read at most (an `ExportTraceServiceResponse` is small).
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// gRPC status codes OTLP/gRPC lists as retryable: CANCELLED, DEADLINE_EXCEEDED,
 /// RESOURCE_EXHAUSTED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS.
@@ -71,6 +80,11 @@ pub struct Exporter {
     paused_until: u64,
     last_flush: Option<u64>,
     warned_dispatch: bool,
+    /// When a partial success was last logged, and the spans rejected since.
+    partial_success_logged: Option<u64>,
+    rejected_since_log: u64,
+    /// Set by [`Exporter::drain`]: this exporter's VM is being retired.
+    draining_since: Option<u64>,
 }
 
 impl Exporter {
@@ -110,6 +124,9 @@ impl Exporter {
             paused_until: 0,
             last_flush: None,
             warned_dispatch: false,
+            partial_success_logged: None,
+            rejected_since_log: 0,
+            draining_since: None,
         }
     }
 
@@ -157,6 +174,10 @@ impl Exporter {
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per
     /// flush interval — a partial one.
     pub fn on_tick(&mut self, host: &dyn Host, metrics: &Metrics, now: u64) {
+        if self.draining_since.is_some() {
+            self.drain(host, metrics, now);
+            return;
+        }
         let last = *self.last_flush.get_or_insert(now);
         while now >= self.paused_until && self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(batch) = self.retries.pop_front() else {
@@ -179,6 +200,48 @@ impl Exporter {
         if interval_due && self.queue.is_empty() {
             self.last_flush = Some(now);
         }
+    }
+
+    /// Retirement (the root context's `on_done`, after a configuration push): sends every
+    /// batch waiting for a retry and every queued span now, whatever the batch size, flush
+    /// interval, back-off or in-flight limit. From then on a failure is not retried: its spans
+    /// are counted in `meshtrace_spans_dropped_shutdown`. Called again on later ticks, it sends
+    /// what arrived since.
+    pub fn drain(&mut self, host: &dyn Host, metrics: &Metrics, now: u64) {
+        self.draining_since.get_or_insert(now);
+        while let Some(batch) = self.retries.pop_front() {
+            self.send(batch, host, metrics);
+        }
+        while let Some(batch) = self.next_batch() {
+            self.send(batch, host, metrics);
+        }
+    }
+
+    /// After [`Exporter::drain`]: every span sent has its answer (or there was nothing to send).
+    pub fn drained(&self) -> bool {
+        self.in_flight.is_empty() && self.retries.is_empty() && self.queue.is_empty()
+    }
+
+    /// After [`Exporter::drain`]: past the export timeout (and a margin for the host's own
+    /// timer), answers that have not arrived will not; see [`Exporter::abandon`].
+    pub fn drain_overdue(&self, now: u64) -> bool {
+        self.draining_since.is_some_and(|since| {
+            now.saturating_sub(since) > nanos(self.timeout.saturating_add(DRAIN_MARGIN))
+        })
+    }
+
+    /// Gives up on whatever is still unanswered or unsent, counting it as lost to shutdown.
+    pub fn abandon(&mut self, host: &dyn Host, metrics: &Metrics) {
+        let in_flight: u64 = self.in_flight.drain(..).map(|(_, b)| b.spans).sum();
+        let retries: u64 = self.retries.drain(..).map(|b| b.spans).sum();
+        let queued = self.queue.len() as u64;
+        self.queue.clear();
+        self.queue_bytes = 0;
+        metrics.add(
+            host,
+            Metric::SpansDroppedShutdown,
+            in_flight + retries + queued,
+        );
     }
 
     /// Takes up to `maxBatchSize` spans from the front of the queue, within `maxBatchBytes`.
@@ -273,13 +336,51 @@ impl Exporter {
         let Some(batch) = self.take_in_flight(token) else {
             return;
         };
-        match response.outcome(self.protocol == ExportProtocol::Grpc) {
-            Delivery::Delivered => metrics.add(host, Metric::SpansExported, batch.spans),
+        let grpc = self.protocol == ExportProtocol::Grpc;
+        match response.outcome(grpc) {
+            Delivery::Delivered => {
+                self.delivered(&batch, response.partial_success(grpc), host, metrics, now)
+            }
             Delivery::Retry => {
                 let delay = response.retry_after.and_then(parse_retry_after);
                 self.retry(batch, delay, host, metrics, now);
             }
             Delivery::Rejected => self.give_up(batch, host, metrics),
+        }
+    }
+
+    /// OTLP "Partial Success": an accepted request whose answer names rejected spans. Those are
+    /// dropped (reason `rejected`, not retryable), the rest exported; the collector's message
+    /// is logged at most once per [`PARTIAL_SUCCESS_LOG_INTERVAL`] with the count since.
+    fn delivered(
+        &mut self,
+        batch: &Batch,
+        partial: Option<otlp::ExportTracePartialSuccess>,
+        host: &dyn Host,
+        metrics: &Metrics,
+        now: u64,
+    ) {
+        let rejected = partial.as_ref().map_or(0, |p| {
+            u64::try_from(p.rejected_spans)
+                .unwrap_or(0)
+                .min(batch.spans)
+        });
+        metrics.add(host, Metric::SpansExported, batch.spans - rejected);
+        metrics.add(host, Metric::SpansDroppedRejected, rejected);
+        let Some(partial) = partial else { return };
+        self.rejected_since_log = self.rejected_since_log.saturating_add(rejected);
+        let due = self
+            .partial_success_logged
+            .is_none_or(|at| now.saturating_sub(at) >= nanos(PARTIAL_SUCCESS_LOG_INTERVAL));
+        if due && (self.rejected_since_log > 0 || !partial.error_message.is_empty()) {
+            log::warn!(
+                "meshtrace: the collector rejected {} span(s) since the last report \
+                 (meshtrace_spans_dropped_rejected): {}",
+                self.rejected_since_log,
+                partial.error_message
+            );
+            self.partial_success_logged = Some(now);
+            self.rejected_since_log = 0;
         }
     }
 
@@ -299,6 +400,10 @@ impl Exporter {
         now: u64,
     ) {
         metrics.inc(host, Metric::ExportFailures);
+        if self.draining_since.is_some() {
+            metrics.add(host, Metric::SpansDroppedShutdown, batch.spans);
+            return;
+        }
         if batch.retries >= self.max_retries {
             metrics.add(host, Metric::SpansDroppedExportFailed, batch.spans);
             return;
@@ -335,6 +440,9 @@ pub struct ExportResponse<'a> {
     /// `grpc-status` from the trailers (or a trailers-only response's headers).
     pub grpc_status: Option<u32>,
     pub retry_after: Option<&'a str>,
+    /// The answer's body (at most [`MAX_RESPONSE_BODY`] bytes): an `ExportTraceServiceResponse`,
+    /// for gRPC in its 5-byte length-prefixed message frame.
+    pub body: &'a [u8],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +453,20 @@ enum Delivery {
 }
 
 impl ExportResponse<'_> {
+    /// The `partial_success` of a successful answer (OTLP "Partial Success"), if it has one.
+    /// An answer that is not a decodable `ExportTraceServiceResponse` is a full success: the
+    /// status already said the request was accepted.
+    fn partial_success(&self, grpc: bool) -> Option<otlp::ExportTracePartialSuccess> {
+        let message = if grpc {
+            grpc_message(self.body)?
+        } else {
+            self.body
+        };
+        otlp::ExportTraceServiceResponse::decode(message)
+            .ok()?
+            .partial_success
+    }
+
     fn outcome(&self, grpc: bool) -> Delivery {
         match (self.status, grpc) {
             (None, _) => Delivery::Retry,
@@ -360,6 +482,16 @@ impl ExportResponse<'_> {
             (Some(_), _) => Delivery::Rejected,
         }
     }
+}
+
+/// The message of a gRPC response body ("gRPC over HTTP2", Length-Prefixed-Message): a
+/// compressed-flag byte, a 4-byte big-endian length, the message. We never ask for compression,
+/// so a compressed message is not decoded.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    let (len, message) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (compressed == 0).then(|| message.get(..len)).flatten()
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -4,9 +4,16 @@
 use crate::headers::HeaderMap;
 use std::time::Duration;
 
-/// A failed host call. The core never panics on one: it degrades (no span, no export) instead.
+/// A failed host call, with the status the host answered (proxy-wasm ABI `WasmResult`: 1 not
+/// found, 2 bad argument, 3 serialization failure, 10 internal failure, … or any other number a
+/// host may return). The core never panics on one: it degrades (no span, no export) instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostError;
+pub struct HostError(pub u32);
+
+impl HostError {
+    /// `BadArgument`: what the proxy answers a call it refuses (e.g. an unknown cluster).
+    pub const BAD_ARGUMENT: HostError = HostError(2);
+}
 
 /// Kinds of metric the proxy exposes (Envoy stats, Istio's Prometheus scrape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

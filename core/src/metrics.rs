@@ -19,6 +19,9 @@ pub enum Metric {
     NotSampledCap,
     /// Incoming trace context that was invalid and restarted the trace.
     ContextRestarted,
+    /// Incoming `tracestate` discarded whole because it could not be parsed (W3C Trace Context
+    /// processing model); the trace continued.
+    TracestateDiscarded,
     /// Incoming `x-request-id` that was replaced (malformed or untrusted).
     RequestIdReplaced,
     /// Spans recorded (sampled and finished).
@@ -29,6 +32,11 @@ pub enum Metric {
     SpansDroppedQueueFull,
     SpansDroppedExportFailed,
     SpansDroppedTooLarge,
+    /// Spans the collector accepted the request of but rejected itself (OTLP partial success).
+    SpansDroppedRejected,
+    /// Spans still unsent or unanswered when a configuration push retired this VM's exporter
+    /// (the export timeout passed after `on_done`, or a failure that could no longer be retried).
+    SpansDroppedShutdown,
     /// Export requests sent, and those that failed (any reason, retried or not).
     ExportRequests,
     ExportFailures,
@@ -37,7 +45,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 22] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -48,12 +56,15 @@ impl Metric {
         Metric::NotSampledProbe,
         Metric::NotSampledCap,
         Metric::ContextRestarted,
+        Metric::TracestateDiscarded,
         Metric::RequestIdReplaced,
         Metric::SpansRecorded,
         Metric::SpansExported,
         Metric::SpansDroppedQueueFull,
         Metric::SpansDroppedExportFailed,
         Metric::SpansDroppedTooLarge,
+        Metric::SpansDroppedRejected,
+        Metric::SpansDroppedShutdown,
         Metric::ExportRequests,
         Metric::ExportFailures,
         Metric::QueueDepth,
@@ -71,12 +82,15 @@ impl Metric {
             Metric::NotSampledProbe => "meshtrace_sampling_not_sampled_probe",
             Metric::NotSampledCap => "meshtrace_sampling_not_sampled_cap",
             Metric::ContextRestarted => "meshtrace_context_restarted",
+            Metric::TracestateDiscarded => "meshtrace_tracestate_discarded",
             Metric::RequestIdReplaced => "meshtrace_request_id_replaced",
             Metric::SpansRecorded => "meshtrace_spans_recorded",
             Metric::SpansExported => "meshtrace_spans_exported",
             Metric::SpansDroppedQueueFull => "meshtrace_spans_dropped_queue_full",
             Metric::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
             Metric::SpansDroppedTooLarge => "meshtrace_spans_dropped_too_large",
+            Metric::SpansDroppedRejected => "meshtrace_spans_dropped_rejected",
+            Metric::SpansDroppedShutdown => "meshtrace_spans_dropped_shutdown",
             Metric::ExportRequests => "meshtrace_export_requests",
             Metric::ExportFailures => "meshtrace_export_failures",
             Metric::QueueDepth => "meshtrace_queue_depth",

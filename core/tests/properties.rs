@@ -6,7 +6,7 @@ use meshtrace_core::context::{SpanContext, TraceFlags};
 use meshtrace_core::headers::{serialize, HeaderMap};
 use meshtrace_core::ids::{SpanId, TraceId};
 use meshtrace_core::propagation::{
-    self, b3, baggage, request_id, traceparent, tracestate, TraceState,
+    self, b3, baggage, request_id, traceparent, tracestate, TraceState, TraceStateError,
 };
 use proptest::prelude::*;
 
@@ -104,8 +104,9 @@ proptest! {
                 "tracestate" => {
                     prop_assert!(!value.is_empty() && value.len() <= tracestate::MAX_LEN);
                     prop_assert!(value.split(',').count() <= tracestate::MAX_MEMBERS);
-                    let reparsed = TraceState::parse([value.as_str()].into_iter());
-                    prop_assert_eq!(reparsed.header_value(), Some(value.clone()),
+                    let reparsed = TraceState::parse([value.as_str()].into_iter())
+                        .map(|s| s.header_value());
+                    prop_assert_eq!(reparsed, Ok(Some(value.clone())),
                         "every member survives a second parse: all valid");
                 }
                 "baggage" => {
@@ -196,8 +197,64 @@ proptest! {
     fn huge_tracestate_stays_bounded(n in 0usize..5000, value in "[a-z0-9]{1,20}") {
         let members: Vec<String> = (0..n).map(|i| format!("k{i}={value}")).collect();
         let joined = members.join(",");
-        let state = TraceState::parse([joined.as_str()].into_iter());
-        prop_assert!(state.len() <= tracestate::MAX_MEMBERS);
-        prop_assert!(state.header_value().map_or(0, |h| h.len()) <= tracestate::MAX_LEN);
+        match TraceState::parse([joined.as_str()].into_iter()) {
+            Ok(state) => {
+                prop_assert!(n <= tracestate::MAX_MEMBERS, "{n} members cannot be parsed");
+                prop_assert!(state.header_value().map_or(0, |h| h.len()) <= tracestate::MAX_LEN);
+            }
+            Err(e) => {
+                prop_assert!(n > tracestate::MAX_MEMBERS, "{n} members: {e:?}");
+                prop_assert_eq!(e, TraceStateError::TooManyMembers);
+            }
+        }
+    }
+}
+
+/// A list-member by the current key grammar (`( lcalpha / DIGIT ) 0*255 keychar`, W3C Trace
+/// Context "Key") and value grammar, or one that breaks exactly one rule.
+fn tracestate_member() -> impl Strategy<Value = (String, bool)> {
+    let valid = ("[a-z0-9][a-z0-9_*/@-]{0,12}", "[ -+--<>-~]{0,6}[!-+--<>-~]")
+        .prop_map(|(k, v)| (format!("{k}={v}"), true));
+    let empty = "[ \t]{0,2}".prop_map(|m| (m, true));
+    let invalid = prop_oneof![
+        "[@_*/-][a-z0-9]{0,5}=v",
+        "[a-z][a-z0-9]{0,5}[A-Z.]=v",
+        "[a-z]{1,5}=",
+        "[a-z]{1,5}=[a-z]{1,3}=[a-z]{1,3}",
+        "[a-z]{1,8}",
+    ]
+    .prop_map(|m| (m, false));
+    prop_oneof![6 => valid, 1 => empty, 1 => invalid]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// W3C processing model: a tracestate that cannot be parsed is discarded whole; one that can
+    /// is kept member for member (first of a repeated key) while within 512 characters.
+    #[test]
+    fn tracestate_is_kept_whole_or_discarded_whole(
+        members in prop::collection::vec(tracestate_member(), 0..40)
+    ) {
+        let header = members.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(",");
+        let written = members.iter().filter(|(m, _)| !m.trim().is_empty()).count();
+        let parsable = members.iter().all(|(_, ok)| *ok) && written <= tracestate::MAX_MEMBERS;
+        let got = TraceState::parse([header.as_str()].into_iter());
+        prop_assert_eq!(got.is_ok(), parsable, "{}", header);
+        if let Ok(state) = got {
+            let mut expected: Vec<(String, String)> = Vec::new();
+            for (m, _) in &members {
+                if let Some((k, v)) = m.trim_matches([' ', '\t']).split_once('=') {
+                    if !expected.iter().any(|(ek, _)| ek == k) {
+                        expected.push((k.to_string(), v.trim_end_matches(' ').to_string()));
+                    }
+                }
+            }
+            let joined = expected.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+            let joined = joined.join(",");
+            if joined.len() <= tracestate::MAX_LEN {
+                prop_assert_eq!(state.header_value().unwrap_or_default(), joined);
+            }
+        }
     }
 }

@@ -35,15 +35,18 @@ BAD = [
 
 
 class EcdsProxy:
-    """An Envoy whose single listener gets the plugin from a watched ECDS file."""
+    """An Envoy whose single listener gets the plugin from a watched ECDS file. `upstream_port`
+    and `clusters` replace the default app and add clusters (e.g. a collector)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.upstream = stack.upstream()
+    def __init__(self, stack: Stack, upstream_port: int | None = None,
+                 clusters: list[dict] = (), name: str = "ecds") -> None:
+        self.upstream = None if upstream_port else stack.upstream()
+        upstream_port = upstream_port or self.upstream.port
         self.dir = stack.workdir / "ecds"
         self.dir.mkdir()
         self.path = self.dir / "meshtrace.json"
         self.version = 0
-        self.set_config(json.dumps(GOOD))
+        self.set_config(self.initial_config())
         self.port = free_port()
         hcm_filter = {"name": FILTER, "config_discovery": {
             "config_source": {"path_config_source": {"path": str(self.path),
@@ -55,10 +58,13 @@ class EcdsProxy:
             "static_resources": {
                 "listeners": [listener("virtualInbound", self.port, INBOUND, "inbound|9080||",
                                        [hcm_filter])],
-                "clusters": [static_cluster("inbound|9080||", self.upstream.port)],
+                "clusters": [static_cluster("inbound|9080||", upstream_port), *clusters],
             },
         }
-        self.envoy = stack.envoy("ecds", bootstrap)
+        self.envoy = stack.envoy(name, bootstrap)
+
+    def initial_config(self) -> str:
+        return json.dumps(GOOD)
 
     def set_config(self, raw: str) -> None:
         """Replaces the extension config the way a control plane would: atomically."""

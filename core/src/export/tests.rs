@@ -193,7 +193,7 @@ fn grpc_requests_are_otlp_grpc_over_http2() {
         &ExportResponse {
             status: Some(200),
             grpc_status: Some(0),
-            retry_after: None,
+            ..ExportResponse::default()
         },
         &host,
         &m,
@@ -322,7 +322,7 @@ fn responses_are_classified_as_the_otlp_specification_says() {
             &ExportResponse {
                 status: Some(200),
                 grpc_status: code,
-                retry_after: None,
+                ..ExportResponse::default()
             },
             &host,
             &m,
@@ -361,6 +361,7 @@ fn retry_after_is_honoured_and_bounded() {
                 status: Some(429),
                 grpc_status: None,
                 retry_after: header,
+                body: &[],
             },
             &host,
             &m,
@@ -408,4 +409,140 @@ fn a_refused_dispatch_drops_and_counts_without_failing() {
     assert_eq!(host.metric("meshtrace_spans_dropped_export_failed"), 2);
     assert_eq!(host.metric("meshtrace_export_failures"), 1);
     assert_eq!(e.in_flight(), 0);
+}
+
+/// An `ExportTraceServiceResponse` body, framed for gRPC when asked.
+fn partial_success(rejected: i64, message: &str, grpc: bool) -> Vec<u8> {
+    let answer = crate::otlp::ExportTraceServiceResponse {
+        partial_success: Some(crate::otlp::ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.to_string(),
+        }),
+    }
+    .encode_to_vec();
+    if !grpc {
+        return answer;
+    }
+    let mut framed = vec![0];
+    framed.extend((answer.len() as u32).to_be_bytes());
+    framed.extend(answer);
+    framed
+}
+
+/// OTLP "Partial Success" (OTLP/HTTP and OTLP/gRPC): a successful answer may name spans the
+/// collector rejected; those are dropped (reason `rejected`), the rest exported.
+#[test]
+#[rustfmt::skip]
+fn partial_success_counts_rejected_spans_as_dropped() {
+    let garbage = [0xff, 0xff, 0xff];
+    let mut compressed = partial_success(1, "x", true);
+    compressed[0] = 1;
+    let cases: Vec<(bool, Vec<u8>, u64, u64, &str)> = vec![
+        (false, vec![],                            3, 0, "an empty 200 is full success"),
+        (false, partial_success(2, "bad", false),  1, 2, "HTTP: rejected spans are dropped"),
+        (false, partial_success(0, "warn", false), 3, 0, "a warning alone drops nothing"),
+        (false, partial_success(9, "all", false),  0, 3, "more than the batch: at most the batch"),
+        (false, partial_success(-1, "", false),    3, 0, "a negative count is not a rejection"),
+        (false, garbage.to_vec(),                  3, 0, "an undecodable 200 is still a success"),
+        (true,  partial_success(1, "bad", true),   2, 1, "gRPC: the message in its 5-byte frame"),
+        (true,  partial_success(1, "bad", false),  3, 0, "gRPC: an unframed body is not a message"),
+        (true,  compressed,                        3, 0, "gRPC: a compressed message is not decoded"),
+    ];
+    for (grpc, body, exported, rejected, reason) in cases {
+        let config = if grpc { r#"{"exporter": {"protocol": "grpc"}}"# } else { "{}" };
+        let (mut e, host, m) = exporter(config);
+        fill(&mut e, &m, &["a", "b", "c"]);
+        e.on_tick(&host, &m, 0);
+        e.on_tick(&host, &m, SEC);
+        let answer = ExportResponse { grpc_status: grpc.then_some(0), body: &body, ..ok() };
+        e.on_response(1, &answer, &host, &m, SEC);
+        assert_eq!(host.metric("meshtrace_spans_exported"), exported as i64, "{reason}");
+        assert_eq!(host.metric("meshtrace_spans_dropped_rejected"), rejected as i64, "{reason}");
+        assert_eq!(host.metric("meshtrace_spans_dropped_export_failed"), 0, "{reason}: not a failure");
+        e.on_tick(&host, &m, 100 * SEC);
+        assert_eq!(host.calls.borrow().len(), 1, "{reason}: rejected spans are not retried");
+    }
+}
+
+#[test]
+fn the_partial_success_message_is_logged_once_per_interval() {
+    crate::host::mock::take_logs();
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 1}}"#);
+    let body = partial_success(1, "span name too long", false);
+    let answer = ExportResponse {
+        body: &body,
+        ..ok()
+    };
+    for (token, at) in [(1, SEC), (2, 2 * SEC), (3, 30 * SEC), (4, 62 * SEC)] {
+        fill(&mut e, &m, &["a"]);
+        e.on_tick(&host, &m, at);
+        e.on_response(token, &answer, &host, &m, at);
+    }
+    let warnings: Vec<String> = crate::host::mock::take_logs()
+        .into_iter()
+        .filter(|(level, _)| *level == log::Level::Warn)
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(host.metric("meshtrace_spans_dropped_rejected"), 4);
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one per minute, not per answer: {warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("rejected 1 span(s)") && warnings[0].contains("span name too long")
+    );
+    assert!(
+        warnings[1].contains("rejected 3 span(s)"),
+        "the count since the last line: {warnings:?}"
+    );
+}
+
+/// Retirement after a configuration push (the root context's `on_done`): everything queued
+/// leaves at once, answers are awaited up to the export timeout, and what is still lost is
+/// counted, never silently gone.
+#[test]
+fn drain_sends_everything_and_counts_what_is_lost() {
+    let (mut e, host, m) =
+        exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "10s", "timeout": "2s"}}"#);
+    fill(
+        &mut e,
+        &m,
+        &["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"],
+    );
+    e.drain(&host, &m, SEC);
+    assert_eq!(
+        host.calls.borrow().len(),
+        6,
+        "all 11 spans, past the in-flight limit"
+    );
+    assert!(!e.drained(), "answers outstanding");
+    for token in 1..=4 {
+        e.on_response(token, &ok(), &host, &m, SEC);
+    }
+    e.on_response(5, &http(Some(503)), &host, &m, SEC);
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(host.calls.borrow().len(), 6, "no retry while retiring");
+    assert_eq!(host.metric("meshtrace_spans_exported"), 8);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_shutdown"),
+        2,
+        "the 503"
+    );
+    fill(&mut e, &m, &["late"]);
+    e.on_tick(&host, &m, 2 * SEC);
+    assert_eq!(
+        host.calls.borrow().len(),
+        7,
+        "a span ending while retiring still leaves"
+    );
+    assert!(!e.drain_overdue(4 * SEC), "within timeout + margin");
+    assert!(e.drain_overdue(4 * SEC + 1) && !e.drained());
+    e.abandon(&host, &m);
+    assert!(e.drained());
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_shutdown"),
+        4,
+        "unanswered after the timeout: counted"
+    );
 }

@@ -125,7 +125,7 @@ impl Host for MockHost {
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
         if self.fail_dispatch.get() {
-            return Err(HostError);
+            return Err(HostError::BAD_ARGUMENT);
         }
         let recorded = match call {
             Outgoing::Http {
@@ -169,4 +169,37 @@ impl Host for MockHost {
     fn record_metric(&self, id: u32, value: u64) {
         self.metric_values.borrow_mut().insert(id, value as i64);
     }
+}
+
+thread_local! {
+    static LOG_LINES: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records log lines per test thread, so tests running in parallel see only their own.
+struct ThreadLogger;
+
+impl log::Log for ThreadLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        LOG_LINES.with(|l| {
+            l.borrow_mut()
+                .push((record.level(), record.args().to_string()))
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: ThreadLogger = ThreadLogger;
+
+/// The lines this thread logged since the last call; the first call installs the logger (call
+/// it once before the code under test).
+pub fn take_logs() -> Vec<(log::Level, String)> {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    LOG_LINES.with(|l| std::mem::take(&mut *l.borrow_mut()))
 }

@@ -13,7 +13,7 @@ pub mod tracestate;
 
 pub use self::b3::B3Error;
 pub use self::traceparent::TraceparentError;
-pub use self::tracestate::TraceState;
+pub use self::tracestate::{TraceState, TraceStateError};
 
 use crate::config::Propagator;
 use crate::context::SpanContext;
@@ -38,8 +38,11 @@ pub struct Extracted {
     /// The format it came in.
     pub source: Option<Propagator>,
     /// The caller's vendor entries; empty unless the parent came from a valid `traceparent`
-    /// (W3C Trace Context §3.3.1: tracestate without a valid traceparent is discarded).
+    /// (W3C Trace Context "Tracestate Header": tracestate without a valid traceparent is not
+    /// parsed) and the header could be parsed.
     pub tracestate: TraceState,
+    /// Why the caller's `tracestate` was discarded whole, if it was (the trace continues).
+    pub tracestate_discarded: Option<TraceStateError>,
     /// Normalized incoming baggage, when `baggage` is extracted.
     pub baggage: Option<String>,
     /// The caller's sampling decision: the sampled flag of a W3C parent, or B3's explicit
@@ -69,7 +72,10 @@ pub fn extract(headers: &HeaderMap, propagators: &[Propagator]) -> Extracted {
                     out.parent = Some(ctx);
                     out.source = Some(Propagator::Tracecontext);
                     out.sampling_hint = Some(ctx.flags.sampled());
-                    out.tracestate = TraceState::parse(values(TRACESTATE));
+                    match TraceState::parse(values(TRACESTATE)) {
+                        Ok(state) => out.tracestate = state,
+                        Err(e) => out.tracestate_discarded = Some(e),
+                    }
                 }
                 Some(Err(e)) => {
                     out.invalid.get_or_insert(Invalid::Traceparent(e));
@@ -92,6 +98,20 @@ pub fn extract(headers: &HeaderMap, propagators: &[Propagator]) -> Extracted {
         out.baggage = baggage::normalize(values(BAGGAGE));
     }
     out
+}
+
+/// Says at debug level what was discarded and why; nothing is formatted unless debug logging
+/// is on (a `log` level check, no host call once the level is cached).
+pub fn log_discarded(extracted: &Extracted) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    if let Some(invalid) = extracted.invalid {
+        log::debug!("meshtrace: incoming trace context discarded: {invalid:?}");
+    }
+    if let Some(e) = extracted.tracestate_discarded {
+        log::debug!("meshtrace: incoming tracestate discarded whole: {e:?}");
+    }
 }
 
 fn apply_b3(out: &mut Extracted, result: Result<b3::B3, B3Error>, source: Propagator) {

@@ -107,6 +107,27 @@ fn tracestate_needs_a_valid_traceparent() {
     );
 }
 
+/// W3C processing model ("A traceparent is Received", step 3): a tracestate that cannot be
+/// parsed is discarded whole, and "failure to parse `tracestate` MUST NOT affect the parsing of
+/// `traceparent`".
+#[test]
+#[rustfmt::skip]
+fn an_unparsable_tracestate_is_discarded_whole_and_the_trace_continues() {
+    let tp = format!("00-{T}-{S}-01");
+    let cases: &[(&str, Option<TraceStateError>, &str)] = &[
+        ("congo=1,rojo=2",   None,                                  "valid: kept"),
+        ("congo=1,foo=",     Some(TraceStateError::InvalidMember),  "an empty value discards every member"),
+        ("congo=1,@x=2",     Some(TraceStateError::InvalidMember),  "a bad key discards every member"),
+    ];
+    for (tracestate, discarded, reason) in cases {
+        let got = extract(&headers(&[("traceparent", &tp), ("tracestate", tracestate)]), &ALL);
+        assert_eq!(got.parent.map(|p| p.trace_id.to_hex()).as_deref(), Some(T), "{reason}");
+        assert_eq!(got.invalid, None, "{reason}: the context itself is valid");
+        assert_eq!(got.tracestate_discarded, *discarded, "{reason}");
+        assert_eq!(got.tracestate.is_empty(), discarded.is_some(), "{reason}");
+    }
+}
+
 #[test]
 fn sampling_hints_and_debug() {
     let deferred = format!("{T}-{S}");
@@ -150,7 +171,7 @@ fn ctx() -> SpanContext {
 
 #[test]
 fn inject_writes_configured_formats_and_clears_stale_ones() {
-    let state = TraceState::parse(["congo=1"].into_iter());
+    let state = TraceState::parse(["congo=1"].into_iter()).unwrap();
     let out = inject(
         &ctx(),
         &state,

@@ -137,6 +137,10 @@ impl Tracer {
         if extracted.invalid.is_some() && extracted.parent.is_none() {
             metrics.add_deferred(Metric::ContextRestarted, 1);
         }
+        if extracted.tracestate_discarded.is_some() {
+            metrics.add_deferred(Metric::TracestateDiscarded, 1);
+        }
+        propagation::log_discarded(&extracted);
         extracted
     }
 

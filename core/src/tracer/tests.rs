@@ -360,3 +360,33 @@ fn requests_read_no_property() {
         );
     }
 }
+
+/// W3C processing model: an unparsable tracestate is discarded whole (counted), the trace
+/// continues, and our own `ot` entry is written as for a request that carried none.
+#[test]
+fn an_unparsable_tracestate_is_replaced_by_our_entry_alone() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let sent_on = |tracestate: Option<&str>| {
+        let mut host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"));
+        if let Some(ts) = tracestate {
+            host = host.with_header("tracestate", ts);
+        }
+        let metrics = Metrics::define(&host);
+        let mut ids = IdGenerator::from_seed(1);
+        t.on_request_headers(&host, &mut ids, &metrics);
+        metrics.flush(&host);
+        let (trace, _, _) = traceparent(&host);
+        assert_eq!(trace, TRACE, "the trace continues");
+        (
+            host.header("tracestate"),
+            host.metric("meshtrace_tracestate_discarded"),
+        )
+    };
+    let (fresh, _) = sent_on(None);
+    let (discarded, count) = sent_on(Some("congo=1,foo=bar=baz"));
+    assert_eq!(discarded, fresh, "only our entry, as if none had come");
+    assert_eq!(count, 1, "counted in meshtrace_tracestate_discarded");
+    let (kept, count) = sent_on(Some("congo=1"));
+    assert!(kept.is_some_and(|v| v.contains("congo=1")), "valid: kept");
+    assert_eq!(count, 0);
+}
