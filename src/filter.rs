@@ -9,7 +9,7 @@ use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
-use meshtrace_core::tracer::{ActiveSpan, Tracer};
+use meshtrace_core::tracer::{RequestState, Tracer};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -46,6 +46,17 @@ fn os_seed() -> u64 {
         Ok(()) => u64::from_le_bytes(buf),
         Err(_) => ProxyHost.now_unix_nanos() ^ 0x9e37_79b9_7f4a_7c15,
     }
+}
+
+/// The plugin's `debug` lines (the request's ids, issue 15) exist only while the proxy logs
+/// them: otherwise `log_enabled!(Debug)` is false and they cost one comparison. Read again on
+/// every tick, so a level changed at run time (`istioctl proxy-config log`) takes effect.
+fn follow_host_log_level() {
+    log::set_max_level(if proxy_host::host_logs_debug() {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    });
 }
 
 impl Context for Root {
@@ -115,6 +126,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        follow_host_log_level();
         let host = ProxyHost;
         let node = NodeInfo::read(&host);
         let exporting = config.exporter.protocol != ExportProtocol::None;
@@ -148,6 +160,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        follow_host_log_level();
         let Some(shared) = &self.shared else { return };
         let host = ProxyHost;
         let mut exporter = shared.exporter.borrow_mut();
@@ -160,7 +173,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Request { shared, span: None }))
+        Some(Box::new(Request {
+            shared,
+            state: RequestState::default(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -170,7 +186,7 @@ impl RootContext for Root {
 
 struct Request {
     shared: Rc<Shared>,
-    span: Option<ActiveSpan>,
+    state: RequestState,
 }
 
 impl Context for Request {}
@@ -182,14 +198,21 @@ impl HttpContext for Request {
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return Action::Continue;
         };
-        self.span = shared
+        self.state = shared
             .tracer
             .on_request_headers(&host, &mut ids, &shared.metrics);
         Action::Continue
     }
 
+    /// Exported for `propagation.traceResponse` / `responseRequestId`; with both off (the
+    /// default) nothing is kept, so this returns at once. Local replies come through here too.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.state.on_response_headers(&ProxyHost);
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
-        let Some(active) = self.span.take() else {
+        let Some(active) = self.state.span.take() else {
             return;
         };
         let host = ProxyHost;

@@ -36,6 +36,14 @@ impl Host for ProxyHost {
         map_value(MapType::HttpResponseHeaders, name)
     }
 
+    fn set_response_header(&self, name: &str, value: &str) {
+        raw::replace_header_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) {
+        raw::set_property(name, value);
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
@@ -80,8 +88,17 @@ pub fn map_value(map: MapType, name: &str) -> Option<String> {
     raw::header_map_value(map, name).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The two header-map reads of the proxy-wasm ABI (v0.2.1), declared as the SDK declares them,
-/// with every status the host may answer turned into `None`.
+/// Whether the proxy logs the plugin's `debug` lines: its Wasm log level is debug or trace
+/// (Envoy's `wasm` logger, e.g. `istioctl proxy-config log POD --level wasm:debug`). Envoy
+/// answers with its logger's level (spdlog: trace 0, debug 1, …, off 6), read as a number: the
+/// SDK's `LogLevel` has no value for `off`, and its `get_log_level` panics on a bad status.
+pub fn host_logs_debug() -> bool {
+    raw::log_level().is_some_and(|level| level <= 1)
+}
+
+/// The calls of the proxy-wasm ABI (v0.2.1) meshtrace makes without the SDK, declared as the SDK
+/// declares them, with every status the host may answer absorbed: the SDK's wrappers panic on
+/// an unexpected one (e.g. `NotFound` when a stream has no stream info).
 mod raw {
     use proxy_wasm::types::{MapType, Status};
     use std::ptr::null_mut;
@@ -100,6 +117,49 @@ mod raw {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> Status;
+        fn proxy_replace_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> Status;
+        fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> Status;
+        fn proxy_get_log_level(return_level: *mut u32) -> Status;
+    }
+
+    pub fn replace_header_map_value(map: MapType, name: &str, value: &str) {
+        // SAFETY: both slices outlive the call; the host copies them.
+        let _ = unsafe {
+            proxy_replace_header_map_value(
+                map,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+    }
+
+    /// `name` is the whole path: one segment, so no NUL separators to add.
+    pub fn set_property(name: &str, value: &[u8]) {
+        // SAFETY: both slices outlive the call; the host copies them.
+        let _ =
+            unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    }
+
+    pub fn log_level() -> Option<u32> {
+        let mut level = u32::MAX;
+        // SAFETY: the host writes one u32 into `level`.
+        match unsafe { proxy_get_log_level(&mut level) } {
+            Status::Ok => Some(level),
+            _ => None,
+        }
     }
 
     pub fn header_map_pairs(map: MapType) -> Option<Vec<u8>> {
