@@ -150,7 +150,7 @@ impl Tracer {
         // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
-                "meshtrace: request trace_id={} span_id={} parent_span_id={} sampled={} request_id={}",
+                "request trace_id={} span_id={} parent_span_id={} sampled={} request_id={}",
                 context.trace_id.to_hex(),
                 context.span_id.to_hex(),
                 parent.map(|p| p.to_hex()).unwrap_or_default(),
