@@ -137,13 +137,14 @@ impl Tracer {
         let headers = host.request_headers();
         let mut incoming = self.extract(&headers, metrics);
         let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
-        let generated_request_id = self.request_id(host, ids, metrics, headers.get(REQUEST_ID));
+        let incoming_request_id = headers.get(REQUEST_ID);
+        let generated_request_id = self.request_id(host, ids, metrics, incoming_request_id);
         self.inject(host, &headers, &context, &incoming);
 
         let parent = incoming.parent.map(|p| p.span_id);
         let request_id = generated_request_id
             .as_deref()
-            .or_else(|| headers.get(REQUEST_ID))
+            .or(incoming_request_id)
             .unwrap_or("");
         self.publish(host, &context, parent, request_id);
         let response_headers = self.response_headers(&context, request_id);

@@ -70,6 +70,7 @@ defaultConfig:
   tracingServiceName: {{ .Values.tracing.tracingServiceName }}
 extensionProviders:
 {{ include "meshtrace.extensionProvider" . }}
+{{- include "meshtrace.accessLogProviders" . }}
 {{- end }}
 
 {{/* Namespaces holding one WasmPlugin/Telemetry pair each. */}}
