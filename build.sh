@@ -71,7 +71,8 @@ ensure_apt() {
 # plugin starts to implement must be listed here (tests/e2e/test_foundation.py checks that).
 PLUGIN_EXPORTS=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
   proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response
-  proxy_on_context_create proxy_on_request_headers proxy_on_log proxy_on_done proxy_on_delete)
+  proxy_on_context_create proxy_on_request_headers proxy_on_response_headers proxy_on_log
+  proxy_on_done proxy_on_delete)
 # What rustc emits for wasm32-wasip1, so binaryen keeps the module valid.
 WASM_FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
   --enable-nontrapping-float-to-int)

@@ -84,6 +84,12 @@ mod sys {
             value_size: usize,
         ) -> u32;
         pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        pub fn proxy_set_property(
+            path: *const u8,
+            path_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_get_property(
             path: *const u8,
             path_size: usize,
@@ -160,6 +166,9 @@ mod sys {
         status()
     }
     pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 {
+        status()
+    }
+    pub unsafe fn proxy_set_property(_: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
         status()
     }
     pub unsafe fn proxy_get_property(
@@ -312,6 +321,15 @@ pub fn set_header_map_value(map: u32, name: &str, value: Option<&str>) -> Result
             ),
             None => sys::proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
         }
+    })
+}
+
+/// Sets a property of the stream on a one-segment path (no NUL separators): Envoy keeps it as
+/// filter state `wasm.NAME`, readable by access logs and other filters.
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: both slices outlive the call; the host copies them.
+    check(unsafe {
+        sys::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
@@ -513,6 +531,13 @@ pub mod exports {
     #[no_mangle]
     pub extern "C" fn proxy_on_request_headers(context_id: u32, headers: usize, eos: u32) -> u32 {
         filter::on_http_request_headers(context_id, headers, eos != 0);
+        0
+    }
+
+    /// 0: Continue.
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_headers(context_id: u32, headers: usize, eos: u32) -> u32 {
+        filter::on_http_response_headers(context_id, headers, eos != 0);
         0
     }
 

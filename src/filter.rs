@@ -21,7 +21,7 @@ use meshtrace_core::host::{Host, HostError};
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
-use meshtrace_core::tracer::{ActiveSpan, Tracer};
+use meshtrace_core::tracer::{RequestState, Tracer};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -231,7 +231,10 @@ impl Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Request> {
         let shared = self.shared.clone()?;
-        Some(Request { shared, span: None })
+        Some(Request {
+            shared,
+            state: RequestState::default(),
+        })
     }
 }
 
@@ -265,7 +268,7 @@ fn os_seed() -> u64 {
 
 struct Request {
     shared: Rc<Shared>,
-    span: Option<ActiveSpan>,
+    state: RequestState,
 }
 
 impl Request {
@@ -275,13 +278,19 @@ impl Request {
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return;
         };
-        self.span = shared
+        self.state = shared
             .tracer
             .on_request_headers(&host, &mut ids, &shared.metrics);
     }
 
+    /// Exported for `propagation.traceResponse` / `responseRequestId`; with both off (the
+    /// default) nothing is kept, so this returns at once. Local replies come through here too.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) {
+        self.state.on_response_headers(&ProxyHost);
+    }
+
     fn on_log(&mut self) {
-        let Some(active) = self.span.take() else {
+        let Some(active) = self.state.span.take() else {
             return;
         };
         let host = ProxyHost;
@@ -371,6 +380,12 @@ pub fn on_http_call_response(
 pub fn on_http_request_headers(context_id: u32, headers: usize, end_of_stream: bool) {
     with_request(context_id, |r| {
         r.on_http_request_headers(headers, end_of_stream)
+    });
+}
+
+pub fn on_http_response_headers(context_id: u32, headers: usize, end_of_stream: bool) {
+    with_request(context_id, |r| {
+        r.on_http_response_headers(headers, end_of_stream)
     });
 }
 

@@ -29,6 +29,14 @@ impl Host for ProxyHost {
         map_value(abi::map::RESPONSE_HEADERS, name)
     }
 
+    fn set_response_header(&self, name: &str, value: &str) {
+        let _ = abi::set_header_map_value(abi::map::RESPONSE_HEADERS, name, Some(value));
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) {
+        let _ = abi::set_property(name, value);
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path).ok().flatten()
     }

@@ -24,12 +24,14 @@ use std::hint::black_box;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACESTATE: &str = "ot=th:0;rv:0123456789abcd,congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
 
-/// A host that answers like Envoy does for a typical mesh request, and counts header writes.
+/// A host that answers like Envoy does for a typical mesh request, and counts header and
+/// property writes.
 /// `request_headers` parses the map from the ABI's serialized form, as the plugin does.
 struct BenchHost {
     headers: HeaderMap,
     serialized: Vec<u8>,
     writes: Cell<u32>,
+    property_writes: Cell<u32>,
 }
 
 impl BenchHost {
@@ -49,6 +51,7 @@ impl BenchHost {
             headers: pairs.iter().copied().collect(),
             serialized: serialize(&pairs),
             writes: Cell::new(0),
+            property_writes: Cell::new(0),
         }
     }
 }
@@ -66,8 +69,14 @@ impl Host for BenchHost {
     fn response_header(&self, _name: &str) -> Option<String> {
         None
     }
+    fn set_response_header(&self, _name: &str, _value: &str) {
+        self.writes.set(self.writes.get() + 1);
+    }
     fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
         None
+    }
+    fn set_property(&self, _name: &str, _value: &[u8]) {
+        self.property_writes.set(self.property_writes.get() + 1);
     }
     fn dispatch(&self, _call: Outgoing<'_>) -> Result<u32, HostError> {
         Err(HostError::BAD_ARGUMENT)
@@ -186,7 +195,10 @@ fn spans_and_export(c: &mut Criterion) {
     let mut ids = IdGenerator::from_seed(3);
     let metrics = Metrics::none();
     let mut span = || {
-        let active = t.on_request_headers(&host, &mut ids, &metrics).unwrap();
+        let active = t
+            .on_request_headers(&host, &mut ids, &metrics)
+            .span
+            .unwrap();
         t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
     let one = span();
@@ -228,6 +240,11 @@ fn request_path(c: &mut Criterion) {
             &[][..],
         ),
         (
+            "new trace, not sampled, nothing published",
+            r#"{"randomSamplingPercentage": 0, "propagation": {"publishContext": []}}"#,
+            &[][..],
+        ),
+        (
             "W3C parent, not sampled",
             "{}",
             &[(
@@ -246,13 +263,16 @@ fn request_path(c: &mut Criterion) {
     let host = BenchHost::new(&[("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)]);
     g.bench_function("sampled: headers, finish, encode", |b| {
         b.iter(|| {
-            let active = t.on_request_headers(&host, &mut ids, &metrics).unwrap();
+            let active = t
+                .on_request_headers(&host, &mut ids, &metrics)
+                .span
+                .unwrap();
             let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&span)
         })
     });
     g.finish();
-    black_box(host.writes.get());
+    black_box((host.writes.get(), host.property_writes.get()));
 }
 
 criterion_group!(

@@ -172,6 +172,60 @@ pub struct PropagationConfig {
     pub inject: Vec<Propagator>,
     /// Forward a well-formed incoming `x-request-id`; `false` always generates one (edge gateways).
     pub trust_incoming_request_id: bool,
+    /// The request's context published as filter state for access logs and other filters, in
+    /// [`ContextValue::ALL`] order, each at most once; empty publishes nothing.
+    pub publish_context: Vec<ContextValue>,
+    /// Return the context to the caller in a `traceresponse` header (W3C Trace Context Level 2).
+    pub trace_response: bool,
+    /// Return the request's `x-request-id` to the caller.
+    pub response_request_id: bool,
+}
+
+/// One value of the request's context that `propagation.publishContext` can publish. The
+/// property names are a contract (access-log formats and other filters read them): never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContextValue {
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    Sampled,
+    RequestId,
+}
+
+impl ContextValue {
+    /// Every value, in the order they are published.
+    pub const ALL: [ContextValue; 5] = [
+        ContextValue::TraceId,
+        ContextValue::SpanId,
+        ContextValue::ParentSpanId,
+        ContextValue::Sampled,
+        ContextValue::RequestId,
+    ];
+
+    /// The name in `propagation.publishContext`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextValue::TraceId => "trace_id",
+            ContextValue::SpanId => "span_id",
+            ContextValue::ParentSpanId => "parent_span_id",
+            ContextValue::Sampled => "sampled",
+            ContextValue::RequestId => "request_id",
+        }
+    }
+
+    /// The property path, one segment: Envoy stores it as filter state `wasm.<path>`
+    /// (envoy source/extensions/common/wasm/context.cc, `Context::setProperty`), which an access
+    /// log reads as `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`. A path of two segments
+    /// would be joined with a NUL byte into a key no format string can name.
+    pub fn property(self) -> &'static str {
+        match self {
+            ContextValue::TraceId => "meshtrace.trace_id",
+            ContextValue::SpanId => "meshtrace.span_id",
+            ContextValue::ParentSpanId => "meshtrace.parent_span_id",
+            ContextValue::Sampled => "meshtrace.sampled",
+            ContextValue::RequestId => "meshtrace.request_id",
+        }
+    }
 }
 
 impl Default for PropagationConfig {
@@ -185,6 +239,9 @@ impl Default for PropagationConfig {
             ],
             inject: vec![Propagator::Tracecontext, Propagator::Baggage],
             trust_incoming_request_id: true,
+            publish_context: ContextValue::ALL.to_vec(),
+            trace_response: false,
+            response_request_id: false,
         }
     }
 }

@@ -45,8 +45,14 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).
     fn response_header(&self, name: &str) -> Option<String>;
+    /// Sets a response header, replacing every existing value (only in response headers).
+    fn set_response_header(&self, name: &str, value: &str);
     /// A host property (e.g. `["xds", "node", "metadata", "NAMESPACE"]`), raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Sets the request's property `name`, a path of ONE segment (`meshtrace.trace_id`): Envoy
+    /// keeps it as filter state `wasm.<name>` for access logs and other filters. A failure is
+    /// absorbed (no filter state), never a panic.
+    fn set_property(&self, name: &str, value: &[u8]);
     /// Starts an outgoing call; the answer arrives later with the returned token.
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError>;
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;

@@ -17,7 +17,12 @@
 //!    *extract* ([`propagation::extract`]: W3C, B3, baggage), *decide*
 //!    ([`sampling::Sampler::decide`] and this hop's new span id), *request id* (forward or
 //!    generate `x-request-id`, [`propagation::request_id`]), *inject*
-//!    ([`propagation::inject`]). A recorded request keeps an [`tracer::ActiveSpan`].
+//!    ([`propagation::inject`]). Then the context is *published* as filter state
+//!    (`meshtrace.trace_id`, …; `propagation.publishContext`) for every request, sampled or not.
+//!    The request keeps a [`tracer::RequestState`]: an [`tracer::ActiveSpan`] when recorded, and
+//!    the response headers to add (`traceresponse`, `x-request-id`) when configured.
+//!    Then **response headers** (`Request::on_http_response_headers`, local replies included):
+//!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default.
 //! 3. **Log** — the stream ended (`Request::on_log`): for a recorded request only,
 //!    [`tracer::Tracer::read_outcome`] reads what the host knows (status, cluster, route; the
 //!    span's kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes, name from

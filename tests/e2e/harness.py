@@ -513,20 +513,41 @@ def static_cluster(name: str, port: int, http2: bool = False) -> dict:
     return c
 
 
+def file_access_log(path: Path, text: str | None = None,
+                    labels: dict[str, str] | None = None) -> dict:
+    """Envoy's file access log as Istio renders an `envoyFileAccessLog` provider with
+    `logFormat.text` or `logFormat.labels` (istio pilot/pkg/model/telemetry_logging.go,
+    `fileAccessLogFromTelemetry`: a newline appended to text; labels as an unsorted JSON format)."""
+    if labels is not None:
+        fmt: dict[str, Any] = {"json_format": labels,
+                               "json_format_options": {"sort_properties": False}}
+    else:
+        line = text or ""
+        fmt = {"text_format_source": {"inline_string": line if line.endswith("\n") else line + "\n"}}
+    return {"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(path), "log_format": fmt}}
+
+
 def listener(name: str, port: int, direction: str, cluster: str, http_filters: list[dict],
-             route_name: str = "default", tracing: dict | None = None) -> dict:
+             route_name: str = "default", tracing: dict | None = None,
+             routes: list[dict] | None = None, access_log: list[dict] | None = None) -> dict:
+    """`routes` replaces the one catch-all route to `cluster`; `access_log` adds HCM access logs."""
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
         "route_config": {"name": route_name, "virtual_hosts": [
             {"name": "all", "domains": ["*"],
-             "routes": [{"name": "default", "match": {"prefix": "/"},
-                         "route": {"cluster": cluster, "timeout": "10s"}}]}]},
+             "routes": routes if routes is not None else [
+                 {"name": "default", "match": {"prefix": "/"},
+                  "route": {"cluster": cluster, "timeout": "10s"}}]}]},
         "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
     if tracing is not None:
         hcm["tracing"] = tracing
+    if access_log is not None:
+        hcm["access_log"] = access_log
     return {
         "name": name, "traffic_direction": direction,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},

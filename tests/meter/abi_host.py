@@ -221,6 +221,7 @@ class Host:
         # decides from the call's arguments; None means "do the call").
         self.faults: dict[str, Fault] = {}
         self.calls: Counter = Counter()
+        self.log_level = 2  # spdlog: trace 0, debug 1, info 2, …, off 6
         self.allocations = 0
         self.done_called = 0
         self._metric_ids: list[str] = []
@@ -386,7 +387,9 @@ class Host:
         return Status.OK
 
     def on_proxy_get_log_level(self, m, ret):
-        m.u32(ret, 0)
+        # Envoy's default for the `wasm` logger is info (spdlog 2): debug lines stay off, as in
+        # a production proxy.
+        m.u32(ret, self.log_level)
         return Status.OK
 
     def on_proxy_set_effective_context(self, m, cid):

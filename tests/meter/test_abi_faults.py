@@ -35,6 +35,7 @@ HOST_CALLS = [
     "proxy_get_current_time_nanoseconds",
     "proxy_http_call",
     "proxy_get_log_level",
+    "proxy_set_property",
     "proxy_increment_metric",
     "proxy_record_metric",
 ]

@@ -7,9 +7,9 @@
 //! every VM compiles, for a function that runs once per configuration.
 
 use super::{
-    Config, ConfigError, CustomTag, ExportProtocol, ExporterConfig, HeaderMatch, HeaderValue,
-    LimitsConfig, PathMatch, PropagationConfig, Propagator, RoleSetting, RuleAction, RuleKeyword,
-    RuleMatch, SamplingConfig, SamplingRule, ServiceNameMode,
+    Config, ConfigError, ContextValue, CustomTag, ExportProtocol, ExporterConfig, HeaderMatch,
+    HeaderValue, LimitsConfig, PathMatch, PropagationConfig, Propagator, RoleSetting, RuleAction,
+    RuleKeyword, RuleMatch, SamplingConfig, SamplingRule, ServiceNameMode,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -429,20 +429,53 @@ fn propagator(v: &Value, path: &str) -> Result<Propagator> {
     )
 }
 
+/// `propagation.publishContext`: a set of names, kept in [`ContextValue::ALL`] order, each once
+/// (the host calls are a fixed sequence). Read by hand rather than with `Object::list`: a
+/// generic list of one more type costs 3 KB of module for a line of configuration.
+fn context_values(v: &Value, path: &str) -> Result<Vec<ContextValue>> {
+    let items = v.as_array().ok_or_else(|| expected(path, v, "a list"))?;
+    let choices = ContextValue::ALL.map(|c| (c.name(), c));
+    let mut listed = [false; ContextValue::ALL.len()];
+    for (i, item) in items.iter().enumerate() {
+        let value = choice(item, &format!("{path}[{i}]"), &choices)?;
+        if let Some(flag) = listed.get_mut(value as usize) {
+            *flag = true;
+        }
+    }
+    Ok(ContextValue::ALL
+        .into_iter()
+        .zip(listed)
+        .filter_map(|(value, on)| on.then_some(value))
+        .collect())
+}
+
 impl PropagationConfig {
     fn from_json(v: &Value, path: &str) -> Result<PropagationConfig> {
         let o = Object::new(
             v,
             path.to_string(),
-            &["extract", "inject", "trustIncomingRequestId"],
+            &[
+                "extract",
+                "inject",
+                "trustIncomingRequestId",
+                "publishContext",
+                "traceResponse",
+                "responseRequestId",
+            ],
         )?;
         let d = PropagationConfig::default();
+        let publish_context = o.read("publishContext", &context_values)?;
         Ok(PropagationConfig {
             extract: o.list("extract", &propagator)?.unwrap_or(d.extract),
             inject: o.list("inject", &propagator)?.unwrap_or(d.inject),
             trust_incoming_request_id: o
                 .bool("trustIncomingRequestId")?
                 .unwrap_or(d.trust_incoming_request_id),
+            publish_context: publish_context.unwrap_or(d.publish_context),
+            trace_response: o.bool("traceResponse")?.unwrap_or(d.trace_response),
+            response_request_id: o
+                .bool("responseRequestId")?
+                .unwrap_or(d.response_request_id),
         })
     }
 }

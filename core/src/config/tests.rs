@@ -187,6 +187,16 @@ fn bad_configurations_name_the_key() {
             "unknown propagator",
         ),
         (
+            r#"{"propagation": {"publishContext": ["trace_id", "traceId"]}}"#,
+            "propagation.publishContext[1]",
+            "unknown context value (the names are the property suffixes)",
+        ),
+        (
+            r#"{"propagation": {"traceResponse": "yes"}}"#,
+            "propagation.traceResponse",
+            "traceResponse is a boolean",
+        ),
+        (
             r#"{"serviceName": ""}"#,
             "serviceName",
             "empty service name",
@@ -331,4 +341,33 @@ fn percentages_print_as_written() {
     ] {
         assert_eq!(percentage(p), want);
     }
+}
+
+#[test]
+fn published_context_is_all_by_default_a_canonical_set_when_listed_and_none_when_empty() {
+    use ContextValue::*;
+    let publish = |json: &str| {
+        Config::parse(json.as_bytes())
+            .unwrap()
+            .propagation
+            .publish_context
+    };
+    #[rustfmt::skip]
+    let cases: &[(&str, &[ContextValue], &str)] = &[
+        ("{}", &[TraceId, SpanId, ParentSpanId, Sampled, RequestId], "all by default (issue 15)"),
+        (r#"{"propagation": {"publishContext": []}}"#, &[], "an empty list publishes nothing"),
+        (r#"{"propagation": {"publishContext": ["request_id", "trace_id", "trace_id"]}}"#, &[TraceId, RequestId], "listed values once each, in the fixed order"),
+    ];
+    for (json, want, why) in cases {
+        assert_eq!(publish(json), *want, "{why}");
+    }
+    let c = Config::default();
+    assert!(
+        !c.propagation.trace_response,
+        "traceresponse is off by default"
+    );
+    assert!(
+        !c.propagation.response_request_id,
+        "x-request-id is not returned by default"
+    );
 }

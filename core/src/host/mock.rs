@@ -36,6 +36,8 @@ pub struct MockHost {
     pub metric_values: RefCell<BTreeMap<u32, i64>>,
     /// Every property path read, in order (property reads are among the dearest host calls).
     pub property_reads: RefCell<Vec<String>>,
+    /// Every property set, in order: (name, value).
+    pub properties_set: RefCell<Vec<(String, Vec<u8>)>>,
 }
 
 impl MockHost {
@@ -77,6 +79,16 @@ impl MockHost {
             .map(|(_, v)| v.clone())
     }
 
+    /// The last value set for property `name`, as text.
+    pub fn property_set(&self, name: &str) -> Option<String> {
+        self.properties_set
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    }
+
     /// Value of a metric by its name.
     pub fn metric(&self, name: &str) -> i64 {
         let names = self.metric_names.borrow();
@@ -115,6 +127,18 @@ impl Host for MockHost {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) {
+        let mut h = self.response_headers.borrow_mut();
+        h.retain(|(k, _)| k != name);
+        h.push((name.to_string(), value.to_string()));
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) {
+        self.properties_set
+            .borrow_mut()
+            .push((name.to_string(), value.to_vec()));
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

@@ -1,12 +1,12 @@
 //! The request path: what the plugin does for each request, from request headers to a finished
 //! span. Built once per configuration as a [`Tracer`] and shared by every request of the VM.
 
-use crate::config::{Config, CustomTag, ExportProtocol};
+use crate::config::{Config, ContextValue, CustomTag, ExportProtocol};
 use crate::context::{SpanContext, TraceFlags};
 use crate::headers::HeaderMap;
 use crate::host::Host;
 use crate::http::{split_authority, split_query};
-use crate::ids::{IdGenerator, SpanId};
+use crate::ids::{push_hex, IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
 use crate::naming::{self, span_name};
 use crate::node::NodeInfo;
@@ -21,6 +21,10 @@ use self::outcome::span_status;
 pub use self::outcome::Outcome;
 
 const REQUEST_ID: &str = "x-request-id";
+/// W3C Trace Context Level 2 §"Traceresponse Header" (spec/21-http_response_header_format.md
+/// of w3c/trace-context up to 81d8c9a; later drafts moved the same value into a
+/// `server-timing: trace;desc=…` metric).
+const TRACE_RESPONSE: &str = "traceresponse";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
 const OT_KEY: &str = "ot";
 
@@ -37,6 +41,25 @@ pub struct Tracer {
     /// Custom tags read from request headers: (tag, header, default).
     header_tags: Vec<(String, String, Option<String>)>,
     record_spans: bool,
+}
+
+/// What a request keeps between its headers and its end.
+#[derive(Debug, Default)]
+pub struct RequestState {
+    /// The span to finish, only when this request is recorded.
+    pub span: Option<ActiveSpan>,
+    /// Headers returned to the caller (`traceresponse`, `x-request-id`); empty (no allocation)
+    /// unless configured, so nothing internal leaks by default.
+    pub response_headers: Vec<(&'static str, String)>,
+}
+
+impl RequestState {
+    /// Response headers arrived (from the upstream or a local reply): add ours.
+    pub fn on_response_headers(&self, host: &dyn Host) {
+        for (name, value) in &self.response_headers {
+            host.set_response_header(name, value);
+        }
+    }
 }
 
 /// What a request keeps between its headers and its end, only when it is sampled.
@@ -98,8 +121,9 @@ impl Tracer {
         }
     }
 
-    /// Request headers arrived: the four steps below, in order. Returns the span to finish
-    /// later when this request is recorded.
+    /// Request headers arrived: the four steps below, in order, then the context is published
+    /// (filter state, response headers, debug log). Returns what the request keeps until its end:
+    /// the span to finish when it is recorded.
     ///
     /// The span's kind does not matter yet: what is sent on is the same on either side (a new
     /// span id, child of the incoming context). It is decided when the stream ends, and only
@@ -109,24 +133,45 @@ impl Tracer {
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-    ) -> Option<ActiveSpan> {
+    ) -> RequestState {
         let headers = host.request_headers();
         let mut incoming = self.extract(&headers, metrics);
         let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
-        let generated_request_id = self.request_id(host, ids, metrics, headers.get(REQUEST_ID));
+        let incoming_request_id = headers.get(REQUEST_ID);
+        let generated_request_id = self.request_id(host, ids, metrics, incoming_request_id);
         self.inject(host, &headers, &context, &incoming);
 
-        if !(sampled && self.record_spans) {
-            return None;
+        let parent = incoming.parent.map(|p| p.span_id);
+        let request_id = generated_request_id
+            .as_deref()
+            .or(incoming_request_id)
+            .unwrap_or("");
+        self.publish(host, &context, parent, request_id);
+        let response_headers = self.response_headers(&context, request_id);
+        // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(
+                "request trace_id={} span_id={} parent_span_id={} sampled={} request_id={}",
+                context.trace_id.to_hex(),
+                context.span_id.to_hex(),
+                parent.map(|p| p.to_hex()).unwrap_or_default(),
+                sampled,
+                request_id
+            );
         }
-        Some(ActiveSpan {
+
+        let span = (sampled && self.record_spans).then(|| ActiveSpan {
             context,
-            parent: incoming.parent.map(|p| p.span_id),
+            parent,
             trace_state: incoming.tracestate.header_value().unwrap_or_default(),
             start_unix_nanos: host.now_unix_nanos(),
             headers,
             generated_request_id,
-        })
+        });
+        RequestState {
+            span,
+            response_headers,
+        }
     }
 
     /// Step 1: the incoming trace context, in the configured formats.
@@ -252,6 +297,75 @@ impl Tracer {
         let id = request_id::generate(ids);
         host.set_request_header(REQUEST_ID, Some(&id));
         Some(id)
+    }
+
+    /// The context as filter state (`propagation.publishContext`), one host call per value that
+    /// exists: an access log prints `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`, other
+    /// filters read the same names. Set at request headers, before the router, so a local reply
+    /// (404 no route, 503 no healthy upstream) is logged with them too. A request without a
+    /// parent has no `parent_span_id` (the access log prints `-`).
+    fn publish(
+        &self,
+        host: &dyn Host,
+        context: &SpanContext,
+        parent: Option<SpanId>,
+        request_id: &str,
+    ) {
+        let published = &self.config.propagation.publish_context;
+        if published.is_empty() {
+            return;
+        }
+        // One buffer for both ids, no allocation per value.
+        let mut hex = String::with_capacity(64);
+        for value in published {
+            hex.clear();
+            let bytes: &[u8] = match value {
+                ContextValue::TraceId => {
+                    push_hex(&mut hex, &context.trace_id.0);
+                    hex.as_bytes()
+                }
+                ContextValue::SpanId => {
+                    push_hex(&mut hex, &context.span_id.0);
+                    hex.as_bytes()
+                }
+                ContextValue::ParentSpanId => match parent {
+                    Some(p) => {
+                        push_hex(&mut hex, &p.0);
+                        hex.as_bytes()
+                    }
+                    None => continue,
+                },
+                ContextValue::Sampled => {
+                    if context.flags.sampled() {
+                        b"true"
+                    } else {
+                        b"false"
+                    }
+                }
+                ContextValue::RequestId => request_id.as_bytes(),
+            };
+            host.set_property(value.property(), bytes);
+        }
+    }
+
+    /// Headers for the caller, computed now (the response callback then only writes them):
+    /// `traceresponse` (`propagation.traceResponse`) carries the context sent upstream, so it
+    /// equals the upstream's `traceparent` in trace id, span id and flags; `x-request-id`
+    /// (`propagation.responseRequestId`) the request's id.
+    fn response_headers(
+        &self,
+        context: &SpanContext,
+        request_id: &str,
+    ) -> Vec<(&'static str, String)> {
+        let prop = &self.config.propagation;
+        let mut out = Vec::new();
+        if prop.trace_response {
+            out.push((TRACE_RESPONSE, propagation::traceparent::format(context)));
+        }
+        if prop.response_request_id && !request_id.is_empty() {
+            out.push((REQUEST_ID, request_id.to_string()));
+        }
+        out
     }
 
     /// The stream ended: build the span. `outcome` is what the host reported about the response.

@@ -23,7 +23,7 @@ fn tracer(json: &str) -> Tracer {
 
 fn request(host: &MockHost, t: &Tracer) -> Option<ActiveSpan> {
     let mut ids = IdGenerator::from_seed(1);
-    t.on_request_headers(host, &mut ids, &Metrics::none())
+    t.on_request_headers(host, &mut ids, &Metrics::none()).span
 }
 
 fn traceparent(host: &MockHost) -> (String, String, String) {
@@ -389,4 +389,126 @@ fn an_unparsable_tracestate_is_replaced_by_our_entry_alone() {
     let (kept, count) = sent_on(Some("congo=1"));
     assert!(kept.is_some_and(|v| v.contains("congo=1")), "valid: kept");
     assert_eq!(count, 0);
+}
+
+fn state(host: &MockHost, t: &Tracer) -> RequestState {
+    let mut ids = IdGenerator::from_seed(1);
+    t.on_request_headers(host, &mut ids, &Metrics::none())
+}
+
+/// Issue 15: every request, sampled or not, publishes the context it sent upstream as filter
+/// state, so an access log line joins its trace.
+#[test]
+fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
+    #[rustfmt::skip]
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        (r#"{"randomSamplingPercentage": 0}"#, None, "unsampled new trace"),
+        (r#"{"randomSamplingPercentage": 100}"#, None, "sampled new trace"),
+        (r#"{"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}}"#, None, "sampled, nothing recorded"),
+        (r#"{"randomSamplingPercentage": 0}"#, Some("00"), "unsampled parent"),
+        (r#"{"randomSamplingPercentage": 0}"#, Some("01"), "sampled parent"),
+    ];
+    for (json, parent_flags, why) in cases {
+        let t = tracer(json);
+        let mut host = base_request();
+        if let Some(flags) = parent_flags {
+            host = host
+                .with_header("traceparent", &format!("00-{TRACE}-{SPAN}-{flags}"))
+                .with_header("x-request-id", "req-7");
+        }
+        state(&host, &t);
+        let (trace, span, flags) = traceparent(&host);
+        let published = |name| host.property_set(name);
+        assert_eq!(published("meshtrace.trace_id"), Some(trace), "{why}");
+        assert_eq!(
+            published("meshtrace.span_id"),
+            Some(span),
+            "{why}: this proxy's span id, the one sent upstream"
+        );
+        let sampled = if flags.ends_with(['1', '3']) {
+            "true"
+        } else {
+            "false"
+        };
+        assert_eq!(
+            published("meshtrace.sampled").as_deref(),
+            Some(sampled),
+            "{why}"
+        );
+        assert_eq!(
+            published("meshtrace.request_id"),
+            host.header("x-request-id"),
+            "{why}: forwarded or generated"
+        );
+        let parent = parent_flags.map(|_| SPAN.to_string());
+        assert_eq!(
+            published("meshtrace.parent_span_id"),
+            parent,
+            "{why}: set only when there is a parent"
+        );
+    }
+}
+
+#[test]
+fn publish_context_sets_only_the_listed_values_one_host_call_each() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[&str], &str)] = &[
+        (r#"{}"#, &["meshtrace.trace_id", "meshtrace.span_id", "meshtrace.parent_span_id", "meshtrace.sampled", "meshtrace.request_id"], "all by default"),
+        (r#"{"propagation": {"publishContext": []}}"#, &[], "none: no host call"),
+        (r#"{"propagation": {"publishContext": ["span_id", "trace_id"]}}"#, &["meshtrace.trace_id", "meshtrace.span_id"], "only those listed"),
+    ];
+    for (json, want, why) in cases {
+        let t = tracer(json);
+        let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00"));
+        state(&host, &t);
+        let names: Vec<String> = host
+            .properties_set
+            .borrow()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(names, *want, "{why}");
+    }
+}
+
+/// W3C Trace Context Level 2 §traceresponse: the context this proxy sent on, returned to the
+/// caller only when asked for.
+#[test]
+fn traceresponse_and_request_id_are_returned_only_when_configured() {
+    let off = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = base_request().with_response_header("traceresponse", "00-from-the-upstream");
+    let s = state(&host, &off);
+    assert!(
+        s.response_headers.is_empty(),
+        "nothing is kept for the response by default"
+    );
+    s.on_response_headers(&host);
+    assert_eq!(
+        host.response_header("traceresponse").as_deref(),
+        Some("00-from-the-upstream"),
+        "off: the response is left alone"
+    );
+    assert_eq!(
+        host.response_header("x-request-id"),
+        None,
+        "off: no request id leaks"
+    );
+
+    for percentage in [0, 100] {
+        let on = tracer(&format!(
+            r#"{{"randomSamplingPercentage": {percentage}, "propagation": {{"traceResponse": true, "responseRequestId": true}}}}"#
+        ));
+        let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-02"));
+        state(&host, &on).on_response_headers(&host);
+        assert_eq!(
+            host.response_header("traceresponse"),
+            host.header("traceparent"),
+            "{percentage}%: equals what the upstream received"
+        );
+        assert_eq!(
+            host.response_header("x-request-id"),
+            host.header("x-request-id"),
+            "{percentage}%: the request's id"
+        );
+    }
 }

@@ -176,6 +176,7 @@ defaultProviders:
     - {{ .Values.tracing.providerName }}
 extensionProviders:
 {{ include "meshtrace.extensionProvider" . }}
+{{- include "meshtrace.accessLogProviders" . }}
 {{- end }}
 
 {{/* Namespaces holding one WasmPlugin/Telemetry pair each. */}}

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut ids = IdGenerator::from_seed(i as u64);
         let kind = if i == 0 { SpanKind::Server } else { SpanKind::Client };
-        let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none());
+        let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none()).span;
         let tp = host.header("traceparent").expect("a traceparent is always sent on");
         assert!(traceparent::parse(&tp).is_ok() && tp.len() == 55, "{tp}");
         if let Some(ts) = host.header("tracestate") {
