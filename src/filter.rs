@@ -9,7 +9,7 @@ use meshtrace_core::host::Host;
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
-use meshtrace_core::tracer::{ActiveSpan, Tracer};
+use meshtrace_core::tracer::{Pending, Tracer};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
@@ -160,7 +160,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Request { shared, span: None }))
+        Some(Box::new(Request {
+            shared,
+            pending: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -170,7 +173,8 @@ impl RootContext for Root {
 
 struct Request {
     shared: Rc<Shared>,
-    span: Option<ActiveSpan>,
+    /// What the request keeps until it ends (recorded, or unsampled but capturable).
+    pending: Option<Pending>,
 }
 
 impl Context for Request {}
@@ -182,24 +186,26 @@ impl HttpContext for Request {
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return Action::Continue;
         };
-        self.span = shared
+        self.pending = shared
             .tracer
             .on_request_headers(&host, &mut ids, &shared.metrics);
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        let Some(active) = self.span.take() else {
+        let Some(pending) = self.pending.take() else {
             return;
         };
-        let host = ProxyHost;
-        let outcome = self.shared.tracer.read_outcome(&host);
-        let span = self
-            .shared
-            .tracer
-            .finish(active, outcome, host.now_unix_nanos());
-        if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
-            exporter.enqueue(span, &self.shared.metrics);
+        let shared = &self.shared;
+        let Some(finished) = shared.tracer.end(&ProxyHost, pending, &shared.metrics) else {
+            return;
+        };
+        if let Ok(mut exporter) = shared.exporter.try_borrow_mut() {
+            if finished.captured {
+                exporter.enqueue_captured(finished.span, &shared.metrics);
+            } else {
+                exporter.enqueue(finished.span, &shared.metrics);
+            }
         }
     }
 }

@@ -12,11 +12,14 @@ use crate::naming::{self, span_name};
 use crate::node::NodeInfo;
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
-use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
+use crate::sampling::capture::{CapturePolicy, CaptureReason};
+use crate::sampling::{Decision, ParentInfo, Reason, RequestInfo, Sampler};
 use crate::span::{AttrValue, Span};
 
+mod capture;
 mod outcome;
 
+pub use self::capture::Unsampled;
 use self::outcome::span_status;
 pub use self::outcome::Outcome;
 
@@ -32,6 +35,7 @@ pub struct Tracer {
     pub service_name: String,
     pub resource: Vec<(String, AttrValue)>,
     sampler: Sampler,
+    capture: CapturePolicy,
     /// Custom tags whose value is known at configuration time (literal, environment).
     static_tags: Vec<(String, String)>,
     /// Custom tags read from request headers: (tag, header, default).
@@ -39,7 +43,43 @@ pub struct Tracer {
     record_spans: bool,
 }
 
-/// What a request keeps between its headers and its end, only when it is sampled.
+/// What a request keeps between its headers and its end.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    /// Sampled: the span will be recorded.
+    Recorded(ActiveSpan),
+    /// Not sampled, kept small in case it is captured when it ends.
+    Unsampled(Unsampled),
+}
+
+impl Pending {
+    /// The span of a recorded request; `None` for an unsampled one.
+    pub fn into_recorded(self) -> Option<ActiveSpan> {
+        match self {
+            Pending::Recorded(active) => Some(active),
+            Pending::Unsampled(_) => None,
+        }
+    }
+}
+
+/// A finished span and whether it was captured (captured spans never displace sampled ones in
+/// the export queue).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub span: Span,
+    pub captured: bool,
+}
+
+/// Why a span was recorded when its request was not sampled by the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Note {
+    /// Captured when it ended (`meshtrace.capture`).
+    Captured(CaptureReason),
+    /// An override rule sampled a trace its parent did not (`meshtrace.starts_mid_trace`).
+    StartsMidTrace,
+}
+
+/// What a recorded request keeps between its headers and its end.
 #[derive(Debug, Clone)]
 pub struct ActiveSpan {
     context: SpanContext,
@@ -50,8 +90,9 @@ pub struct ActiveSpan {
     /// span's attributes are read from them when it ends.
     headers: HeaderMap,
     /// The request id this proxy generated (or put in place of an unacceptable one); `None`
-    /// when the incoming `x-request-id` was forwarded.
+    /// when the incoming `x-request-id` was forwarded (or it is in `headers` already).
     generated_request_id: Option<String>,
+    note: Option<Note>,
 }
 
 impl Tracer {
@@ -88,6 +129,7 @@ impl Tracer {
         }
         Tracer {
             sampler: Sampler::new(&config),
+            capture: CapturePolicy::new(&config.sampling),
             record_spans: config.exporter.protocol != ExportProtocol::None,
             config,
             node,
@@ -98,8 +140,9 @@ impl Tracer {
         }
     }
 
-    /// Request headers arrived: the four steps below, in order. Returns the span to finish
-    /// later when this request is recorded.
+    /// Request headers arrived: the four steps below, in order. Returns what the request keeps
+    /// until it ends: the span to finish when it is recorded, a small record in case it is
+    /// captured otherwise (see [`Tracer::end`]).
     ///
     /// The span's kind does not matter yet: what is sent on is the same on either side (a new
     /// span id, child of the incoming context). It is decided when the stream ends, and only
@@ -109,24 +152,45 @@ impl Tracer {
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-    ) -> Option<ActiveSpan> {
+    ) -> Option<Pending> {
         let headers = host.request_headers();
         let mut incoming = self.extract(&headers, metrics);
-        let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
+        let (context, decision) = self.decide(&headers, &mut incoming, host, ids, metrics);
         let generated_request_id = self.request_id(host, ids, metrics, headers.get(REQUEST_ID));
         self.inject(host, &headers, &context, &incoming);
 
-        if !(sampled && self.record_spans) {
+        if !self.record_spans {
             return None;
         }
-        Some(ActiveSpan {
+        if !decision.sampled {
+            return self
+                .keep_unsampled(host, context, &incoming, &headers, &decision)
+                .map(Pending::Unsampled);
+        }
+        Some(Pending::Recorded(ActiveSpan {
             context,
             parent: incoming.parent.map(|p| p.span_id),
             trace_state: incoming.tracestate.header_value().unwrap_or_default(),
             start_unix_nanos: host.now_unix_nanos(),
             headers,
             generated_request_id,
-        })
+            note: decision.starts_mid_trace.then_some(Note::StartsMidTrace),
+        }))
+    }
+
+    /// The stream ended: the span to export, if any. A recorded request's span is finished; an
+    /// unsampled one is captured when it failed or was slow (and the capture cap allows).
+    pub fn end(&self, host: &dyn Host, pending: Pending, metrics: &Metrics) -> Option<Finished> {
+        match pending {
+            Pending::Recorded(active) => {
+                let outcome = self.read_outcome(host);
+                Some(Finished {
+                    span: self.finish(active, outcome, host.now_unix_nanos()),
+                    captured: false,
+                })
+            }
+            Pending::Unsampled(unsampled) => self.capture(host, unsampled, metrics),
+        }
     }
 
     /// Step 1: the incoming trace context, in the configured formats.
@@ -149,7 +213,7 @@ impl Tracer {
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-    ) -> (SpanContext, bool) {
+    ) -> (SpanContext, Decision) {
         let parent = incoming.parent;
         // W3C Trace Context §3.2.2.5.2: ids we generate are random, so the RANDOM flag is set;
         // for a continued trace the incoming flag is kept (it describes the trace id).
@@ -197,7 +261,7 @@ impl Tracer {
             span_id: ids.span_id(),
             flags: inherited_flags.with_sampled(decision.sampled),
         };
-        (context, decision.sampled)
+        (context, decision)
     }
 
     /// Step 4: the context sent on, in the configured formats. Host calls cost more than a
@@ -317,6 +381,15 @@ impl Tracer {
             if let Some(value) = headers.get(name).or(default.as_deref()) {
                 span.set_attribute(tag.clone(), text(value), limits);
             }
+        }
+        match active.note {
+            Some(Note::Captured(reason)) => {
+                span.set_attribute("meshtrace.capture", text(reason.as_str()), limits);
+            }
+            Some(Note::StartsMidTrace) => {
+                span.set_attribute("meshtrace.starts_mid_trace", AttrValue::Bool(true), limits);
+            }
+            None => {}
         }
         span.status = status;
         span.status_message = message;
