@@ -96,27 +96,25 @@ def test_a_burst_of_failures_exports_no_more_than_the_cap_and_fails_no_request(s
     assert car.envoy.stat("wasmcustom.meshtrace_spans_dropped_queue_full") == 0
 
 
-def randomness(trace_id: str, tracestate: str) -> int:
-    """The trace's 56-bit randomness: `ot=rv:` or the trace id's rightmost 14 hex digits."""
+def ot_field(tracestate: str, key: str) -> str | None:
+    """A sub-key of the `ot` tracestate entry (`th`, `rv`)."""
     for member in tracestate.split(","):
-        key, _, value = member.strip().partition("=")
-        if key == "ot":
+        name, _, value = member.strip().partition("=")
+        if name == "ot":
             for part in value.split(";"):
                 k, _, v = part.partition(":")
-                if k == "rv":
-                    return int(v, 16)
-    return int(trace_id[-14:], 16)
+                if k == key:
+                    return v
+    return None
+
+
+def randomness(trace_id: str, tracestate: str) -> int:
+    """The trace's 56-bit randomness: `ot=rv:` or the trace id's rightmost 14 hex digits."""
+    return int(ot_field(tracestate, "rv") or trace_id[-14:], 16)
 
 
 def ot_threshold(tracestate: str) -> str | None:
-    for member in tracestate.split(","):
-        key, _, value = member.strip().partition("=")
-        if key == "ot":
-            for part in value.split(";"):
-                k, _, v = part.partition(":")
-                if k == "th":
-                    return v
-    return None
+    return ot_field(tracestate, "th")
 
 
 def test_an_override_rule_mid_chain_is_followed_below_with_consistent_thresholds(stack):
