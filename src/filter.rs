@@ -21,7 +21,7 @@ use meshtrace_core::host::{Host, HostError};
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
-use meshtrace_core::tracer::{RequestState, Tracer};
+use meshtrace_core::tracer::{Pending, RequestState, Tracer};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -290,21 +290,28 @@ impl Request {
     }
 
     fn on_log(&mut self) {
-        let Some(active) = self.state.span.take() else {
+        let Some(pending) = self.state.pending.take() else {
             return;
         };
         let host = ProxyHost;
         let shared = &self.shared;
         if shared.retired.get() {
             // Not expected (the host deletes a root only after its streams), but never silent.
-            shared.metrics.inc(&host, Metric::SpansRecorded);
-            shared.metrics.inc(&host, Metric::SpansDroppedShutdown);
+            if matches!(pending, Pending::Recorded(_)) {
+                shared.metrics.inc(&host, Metric::SpansRecorded);
+                shared.metrics.inc(&host, Metric::SpansDroppedShutdown);
+            }
             return;
         }
-        let outcome = shared.tracer.read_outcome(&host);
-        let span = shared.tracer.finish(active, outcome, host.now_unix_nanos());
+        let Some(finished) = shared.tracer.end(&host, pending, &shared.metrics) else {
+            return;
+        };
         if let Ok(mut exporter) = shared.exporter.try_borrow_mut() {
-            exporter.enqueue(span, &shared.metrics);
+            if finished.captured {
+                exporter.enqueue_captured(finished.span, &shared.metrics);
+            } else {
+                exporter.enqueue(finished.span, &shared.metrics);
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use meshtrace_core::otlp::{self, BatchEncoder, InstrumentationScope};
 use meshtrace_core::propagation::{self, b3, traceparent, TraceState};
 use meshtrace_core::sampling::{ParentInfo, RequestInfo, Sampler};
 use meshtrace_core::span::SpanKind;
-use meshtrace_core::tracer::{Outcome, Tracer};
+use meshtrace_core::tracer::{Outcome, Pending, Tracer};
 use prost::Message;
 use std::cell::Cell;
 use std::hint::black_box;
@@ -197,7 +197,8 @@ fn spans_and_export(c: &mut Criterion) {
     let mut span = || {
         let active = t
             .on_request_headers(&host, &mut ids, &metrics)
-            .span
+            .pending
+            .and_then(Pending::into_recorded)
             .unwrap();
         t.finish(active, outcome(), 1_700_000_000_002_000_000)
     };
@@ -265,7 +266,8 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             let active = t
                 .on_request_headers(&host, &mut ids, &metrics)
-                .span
+                .pending
+                .and_then(Pending::into_recorded)
                 .unwrap();
             let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
             BatchEncoder::encode_span(&span)

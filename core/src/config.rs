@@ -101,6 +101,50 @@ pub struct SamplingConfig {
     pub skip_probes: bool,
     /// First matching rule decides; see [`SamplingRule`].
     pub rules: Vec<SamplingRule>,
+    /// `captureErrors`: an unsampled request that ends in one of these errors is recorded anyway
+    /// (error capture); `None` (`false`) turns it off.
+    pub capture_errors: Option<CaptureErrors>,
+    /// `captureSlowerThan`: an unsampled request slower than this is recorded anyway (latency
+    /// capture); `None` is off. A rule may set its own.
+    pub capture_slower_than: Option<Duration>,
+    /// `maxCapturedPerSecond`: per-worker cap on captured spans (a token bucket, bursts of one
+    /// second's worth), separate from `maxTracesPerSecond`.
+    pub max_captured_per_second: f64,
+}
+
+/// Which responses count as errors for error capture. A request that got no response at all
+/// (reset, timeout before headers), an Envoy local reply with response flags (4xx/5xx) and, for
+/// gRPC, a server-fault status are always errors; `statuses` adds HTTP statuses for every span,
+/// `client_statuses` for CLIENT spans only (the span's kind is read only when one matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureErrors {
+    pub statuses: Vec<StatusClass>,
+    pub client_statuses: Vec<StatusClass>,
+}
+
+impl Default for CaptureErrors {
+    fn default() -> Self {
+        CaptureErrors {
+            statuses: vec![StatusClass::Class(5)],
+            client_statuses: Vec::new(),
+        }
+    }
+}
+
+/// `"5xx"` (a class: the hundreds digit) or `"429"` (one status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Class(u16),
+    Code(u16),
+}
+
+impl StatusClass {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusClass::Class(hundreds) => status / 100 == hundreds,
+            StatusClass::Code(code) => status == code,
+        }
+    }
 }
 
 impl Default for SamplingConfig {
@@ -111,6 +155,9 @@ impl Default for SamplingConfig {
             max_traces_per_second: None,
             skip_probes: true,
             rules: Vec::new(),
+            capture_errors: Some(CaptureErrors::default()),
+            capture_slower_than: None,
+            max_captured_per_second: 100.0,
         }
     }
 }
@@ -120,6 +167,18 @@ pub struct SamplingRule {
     pub matcher: RuleMatch,
     /// `always`, `never`, or a percentage.
     pub sample: RuleAction,
+    /// `parent`: whether a trusted incoming decision still wins (`follow`) or this rule decides
+    /// whatever the incoming flag says (`override`, mid-chain sampling).
+    pub parent: ParentMode,
+    /// `captureSlowerThan` for the requests this rule matches (else the global one).
+    pub capture_slower_than: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParentMode {
+    #[default]
+    Follow,
+    Override,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -384,13 +443,12 @@ impl Config {
             }
         }
         if let Some(rate) = self.sampling.max_traces_per_second {
-            if !(rate.is_finite() && rate >= 0.0) {
-                return Err(err(
-                    "sampling.maxTracesPerSecond",
-                    "must be a non-negative number",
-                ));
-            }
+            check_rate("sampling.maxTracesPerSecond", rate)?;
         }
+        check_rate(
+            "sampling.maxCapturedPerSecond",
+            self.sampling.max_captured_per_second,
+        )?;
         if let Some(h) = &self.sampling.force_header {
             check_header_name("sampling.forceHeader", h)?;
         }
@@ -449,6 +507,14 @@ fn check_percentage(key: &str, p: f64) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(err(key, "must be between 0 and 100"))
+    }
+}
+
+fn check_rate(key: &str, per_second: f64) -> Result<(), ConfigError> {
+    if per_second.is_finite() && per_second >= 0.0 {
+        Ok(())
+    } else {
+        Err(err(key, "must be a non-negative number"))
     }
 }
 

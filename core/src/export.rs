@@ -28,6 +28,8 @@ pub const MAX_IN_FLIGHT: usize = 4;
 pub const MAX_RETRY_BATCHES: usize = 4;
 /// The queue also holds at most this many batches' worth of bytes.
 const QUEUE_BYTES_IN_BATCHES: usize = 4;
+/// Captured spans wait apart, in at most this fraction of the queue's bounds.
+const CAPTURED_SHARE: usize = 4;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A collector's `Retry-After` is honoured up to this long.
@@ -74,6 +76,10 @@ pub struct Exporter {
     encoder: BatchEncoder,
     queue: VecDeque<Vec<u8>>,
     queue_bytes: usize,
+    /// Captured spans (`sampling.captureErrors`, `captureSlowerThan`), apart from sampled ones:
+    /// they never push a sampled span out, and batches take them after the sampled ones.
+    captured: VecDeque<Vec<u8>>,
+    captured_bytes: usize,
     in_flight: Vec<(u32, Batch)>,
     retries: VecDeque<Batch>,
     /// After a retryable failure nothing is sent before this time (back-off, `Retry-After`).
@@ -119,6 +125,8 @@ impl Exporter {
             encoder: BatchEncoder::new(&otlp::resource(resource), &scope),
             queue: VecDeque::new(),
             queue_bytes: 0,
+            captured: VecDeque::new(),
+            captured_bytes: 0,
             in_flight: Vec::new(),
             retries: VecDeque::new(),
             paused_until: 0,
@@ -135,8 +143,9 @@ impl Exporter {
         Duration::from_nanos(self.flush_interval).min(MAX_TICK)
     }
 
+    /// Spans waiting, sampled and captured.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.captured.len()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -146,16 +155,9 @@ impl Exporter {
     /// Records a finished span: encoded once, queued, the oldest dropped when the queue is full.
     /// Counts go through [`Metrics::add_deferred`]: no host call on the request path.
     pub fn enqueue(&mut self, span: Span, metrics: &Metrics) {
-        metrics.add_deferred(Metric::SpansRecorded, 1);
-        let bytes = BatchEncoder::encode_span(&span);
-        if self
-            .encoder
-            .request_len(BatchEncoder::span_cost(bytes.len()))
-            > self.max_batch_bytes
-        {
-            metrics.add_deferred(Metric::SpansDroppedTooLarge, 1);
+        let Some(bytes) = self.encode(&span, metrics) else {
             return;
-        }
+        };
         self.queue_bytes += bytes.len();
         self.queue.push_back(bytes);
         let mut dropped = 0;
@@ -169,6 +171,37 @@ impl Exporter {
             }
         }
         metrics.add_deferred(Metric::SpansDroppedQueueFull, dropped);
+    }
+
+    /// Records a captured span: queued apart, within a quarter of the queue's bounds; when that
+    /// is full the new span is dropped (and counted), so captures never cost a sampled span.
+    pub fn enqueue_captured(&mut self, span: Span, metrics: &Metrics) {
+        let Some(bytes) = self.encode(&span, metrics) else {
+            return;
+        };
+        if self.captured.len() >= (self.max_queue_size / CAPTURED_SHARE).max(1)
+            || self.captured_bytes + bytes.len() > self.max_queue_bytes / CAPTURED_SHARE
+        {
+            metrics.add_deferred(Metric::SpansDroppedQueueFull, 1);
+            return;
+        }
+        self.captured_bytes += bytes.len();
+        self.captured.push_back(bytes);
+    }
+
+    /// Counts a recorded span and encodes it; `None` when not exporting or too large to send.
+    fn encode(&self, span: &Span, metrics: &Metrics) -> Option<Vec<u8>> {
+        metrics.add_deferred(Metric::SpansRecorded, 1);
+        let bytes = BatchEncoder::encode_span(span);
+        if self
+            .encoder
+            .request_len(BatchEncoder::span_cost(bytes.len()))
+            > self.max_batch_bytes
+        {
+            metrics.add_deferred(Metric::SpansDroppedTooLarge, 1);
+            return None;
+        }
+        Some(bytes)
     }
 
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per
@@ -189,7 +222,7 @@ impl Exporter {
         while now >= self.paused_until
             && self.in_flight.len() < MAX_IN_FLIGHT
             && self.retries.is_empty()
-            && (self.queue.len() >= self.max_batch_size || (interval_due && !self.queue.is_empty()))
+            && (self.queue_len() >= self.max_batch_size || (interval_due && self.queue_len() > 0))
         {
             let Some(batch) = self.next_batch() else {
                 break;
@@ -197,7 +230,7 @@ impl Exporter {
             self.send(batch, host, metrics);
             self.last_flush = Some(now);
         }
-        if interval_due && self.queue.is_empty() {
+        if interval_due && self.queue_len() == 0 {
             self.last_flush = Some(now);
         }
     }
@@ -219,7 +252,7 @@ impl Exporter {
 
     /// After [`Exporter::drain`]: every span sent has its answer (or there was nothing to send).
     pub fn drained(&self) -> bool {
-        self.in_flight.is_empty() && self.retries.is_empty() && self.queue.is_empty()
+        self.in_flight.is_empty() && self.retries.is_empty() && self.queue_len() == 0
     }
 
     /// After [`Exporter::drain`]: past the export timeout (and a margin for the host's own
@@ -234,9 +267,11 @@ impl Exporter {
     pub fn abandon(&mut self, host: &dyn Host, metrics: &Metrics) {
         let in_flight: u64 = self.in_flight.drain(..).map(|(_, b)| b.spans).sum();
         let retries: u64 = self.retries.drain(..).map(|b| b.spans).sum();
-        let queued = self.queue.len() as u64;
+        let queued = self.queue_len() as u64;
         self.queue.clear();
         self.queue_bytes = 0;
+        self.captured.clear();
+        self.captured_bytes = 0;
         metrics.add(
             host,
             Metric::SpansDroppedShutdown,
@@ -244,11 +279,17 @@ impl Exporter {
         );
     }
 
-    /// Takes up to `maxBatchSize` spans from the front of the queue, within `maxBatchBytes`.
+    /// Takes up to `maxBatchSize` spans from the front of the queue, sampled ones first, within
+    /// `maxBatchBytes`.
     fn next_batch(&mut self) -> Option<Batch> {
         let mut spans_len = 0;
         let mut count = 0;
-        for span in self.queue.iter().take(self.max_batch_size) {
+        for span in self
+            .queue
+            .iter()
+            .chain(&self.captured)
+            .take(self.max_batch_size)
+        {
             let cost = BatchEncoder::span_cost(span.len());
             if self.encoder.request_len(spans_len + cost) > self.max_batch_bytes {
                 break;
@@ -259,8 +300,12 @@ impl Exporter {
         if count == 0 {
             return None;
         }
-        let spans: Vec<Vec<u8>> = self.queue.drain(..count).collect();
+        let sampled = count.min(self.queue.len());
+        let mut spans: Vec<Vec<u8>> = self.queue.drain(..sampled).collect();
         self.queue_bytes -= spans.iter().map(Vec::len).sum::<usize>();
+        let captured: Vec<Vec<u8>> = self.captured.drain(..count - sampled).collect();
+        self.captured_bytes -= captured.iter().map(Vec::len).sum::<usize>();
+        spans.extend(captured);
         Some(Batch {
             body: self.encoder.encode(
                 spans.iter().map(Vec::as_slice),

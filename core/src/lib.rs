@@ -19,14 +19,19 @@
 //!    generate `x-request-id`, [`propagation::request_id`]), *inject*
 //!    ([`propagation::inject`]). Then the context is *published* as filter state
 //!    (`meshtrace.trace_id`, …; `propagation.publishContext`) for every request, sampled or not.
-//!    The request keeps a [`tracer::RequestState`]: an [`tracer::ActiveSpan`] when recorded, and
-//!    the response headers to add (`traceresponse`, `x-request-id`) when configured.
+//!    The request keeps a [`tracer::RequestState`]: a [`tracer::Pending`] — an
+//!    [`tracer::ActiveSpan`] when recorded; when unsampled and capture is on, a small
+//!    [`tracer::Unsampled`] record (no header map) — and the response headers to add
+//!    (`traceresponse`, `x-request-id`) when configured.
 //!    Then **response headers** (`Request::on_http_response_headers`, local replies included):
 //!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default.
-//! 3. **Log** — the stream ended (`Request::on_log`): for a recorded request only,
-//!    [`tracer::Tracer::read_outcome`] reads what the host knows (status, cluster, route; the
-//!    span's kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes, name from
-//!    [`naming::span_name`], status) and [`export::Exporter::enqueue`] encodes it
+//! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled
+//!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
+//!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
+//!    reads what the host knows (status, cluster, route; the span's kind),
+//!    [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes, name from
+//!    [`naming::span_name`], status) and [`export::Exporter::enqueue`] (captured spans:
+//!    `enqueue_captured`, a share of their own) encodes it
 //!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
 //!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
@@ -43,10 +48,10 @@
 //! | `istio` | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough) |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
 //! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
-//! | [`sampling`] | the decision: parent, rules, probes, consistent probability, rate cap |
+//! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | `http` | one parser of `:authority` and `:path` for rules and attributes |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] in `tracer/outcome.rs` |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] in `tracer/outcome.rs`, capture in `tracer/capture.rs` |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
 //! | [`otlp`], [`export`] | OTLP encoding; the queue, batches, retries, drop accounting |

@@ -42,10 +42,16 @@ pub enum Metric {
     ExportFailures,
     /// Spans waiting in this worker's queue (gauge).
     QueueDepth,
+    /// Unsampled requests recorded anyway, by reason (`sampling.captureErrors`,
+    /// `sampling.captureSlowerThan`).
+    SpansCapturedError,
+    SpansCapturedLatency,
+    /// Captures refused by `sampling.maxCapturedPerSecond`.
+    CaptureCapped,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 22] = [
+    pub const ALL: [Metric; 25] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -68,6 +74,9 @@ impl Metric {
         Metric::ExportRequests,
         Metric::ExportFailures,
         Metric::QueueDepth,
+        Metric::SpansCapturedError,
+        Metric::SpansCapturedLatency,
+        Metric::CaptureCapped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +103,9 @@ impl Metric {
             Metric::ExportRequests => "meshtrace_export_requests",
             Metric::ExportFailures => "meshtrace_export_failures",
             Metric::QueueDepth => "meshtrace_queue_depth",
+            Metric::SpansCapturedError => "meshtrace_spans_captured_error",
+            Metric::SpansCapturedLatency => "meshtrace_spans_captured_latency",
+            Metric::CaptureCapped => "meshtrace_capture_capped",
         }
     }
 

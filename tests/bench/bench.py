@@ -6,7 +6,8 @@ directly:
   none      no tracing
   native    Envoy's OpenTelemetry tracer, 100% sampled, exporting over OTLP/gRPC to rotel
   mt-100    meshtrace, 100% sampled, exporting over OTLP/HTTP to rotel
-  mt-1      meshtrace, 1% sampled, exporting
+  mt-1      meshtrace, 1% sampled, exporting (error capture on, the default)
+  mt-1-nocap  the same with `sampling.captureErrors: false`: what error capture costs
   mt-none   meshtrace, 100% sampled, exporter `none` (propagation and sampling only)
   minimal   a Rust proxy-wasm filter (SDK defaults) that reads two headers and writes one: the
             V8 floor
@@ -52,7 +53,7 @@ COLLECTOR_GRPC = "outbound|4317||opentelemetry-collector.observability.svc.clust
 UPSTREAM = "inbound|8080||"
 MINIMAL = ROOT / "tests" / "bench" / "minimal-filter"
 URL_PATH = "/api/items/42?q=1"
-CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-none", "minimal")
+CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-1-nocap", "mt-none", "minimal")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,9 +80,12 @@ def build_minimal() -> Path:
     return MINIMAL / "target" / "wasm32-wasip1" / "release" / "minimal_filter.wasm"
 
 
-def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace") -> dict:
+def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace",
+              capture: bool = True) -> dict:
     config = {"randomSamplingPercentage": percentage,
               "exporter": {"cluster": COLLECTOR_HTTP} if export else {"protocol": "none"}}
+    if not capture:
+        config["sampling"] = {"captureErrors": False}
     return plugin_filter(wasm_path(), config, vm_id=vm_id)
 
 
@@ -101,6 +105,7 @@ def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | Non
         "native": ([], native_tracing()),
         "mt-100": ([meshtrace(100, True, "mt-100")], None),
         "mt-1": ([meshtrace(1, True, "mt-1")], None),
+        "mt-1-nocap": ([meshtrace(1, True, "mt-1-nocap", capture=False)], None),
         "mt-none": ([meshtrace(100, False, "mt-none")], None),
         "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal")], None),
     }[name]
@@ -308,11 +313,11 @@ def main() -> int:
           f"side for {args.seconds:g}s (wrk -c{args.connections}); added = paired with `none`, "
           f"median (interquartile range). Alone: saturated requests/s and latency at "
           f"{args.rate} requests/s (hey), medians of {args.latency_rounds} rounds.\n")
-    print(f"{'config':<9} {'CPU µs/req':>10} {'added µs':>9} {'(IQR)':>13} {'× native':>9}"
+    print(f"{'config':<10} {'CPU µs/req':>10} {'added µs':>9} {'(IQR)':>13} {'× native':>9}"
           f" {'× floor':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
     for name in names:
         lo, _, hi = spread[name]
-        print(f"{name:<9} {statistics.median(cpu_runs[name]):>10.1f} {added[name]:>9.1f}"
+        print(f"{name:<10} {statistics.median(cpu_runs[name]):>10.1f} {added[name]:>9.1f}"
               f" {f'{lo:.0f}..{hi:.0f}':>13} {ratio(name, 'native'):>9.2f}"
               f" {ratio(name, 'minimal'):>8.2f} {seq[name]['rps']:>8.0f}"
               f" {seq[name]['p50_ms']:>7.2f} {seq[name]['p99_ms']:>7.2f}")

@@ -47,7 +47,9 @@ def settled(mesh: Mesh, requests: int) -> dict[str, int] | None:
     for envoy, per_request in mesh.decisions_per_request():
         stats = envoy.stats("meshtrace")
         decided = sum(v for k, v in stats.items() if "meshtrace_sampling_" in k)
-        sampled = sum(v for k, v in stats.items() if "meshtrace_sampling_sampled_" in k)
+        # Recorded spans: the sampled ones and those captured (failed or slow, issue 16).
+        sampled = sum(v for k, v in stats.items()
+                      if "meshtrace_sampling_sampled_" in k or "meshtrace_spans_captured_" in k)
         if decided != requests * per_request:
             return None
         if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != sampled:

@@ -7,9 +7,10 @@
 //! every VM compiles, for a function that runs once per configuration.
 
 use super::{
-    Config, ConfigError, ContextValue, CustomTag, ExportProtocol, ExporterConfig, HeaderMatch,
-    HeaderValue, LimitsConfig, PathMatch, PropagationConfig, Propagator, RoleSetting, RuleAction,
-    RuleKeyword, RuleMatch, SamplingConfig, SamplingRule, ServiceNameMode,
+    CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExportProtocol, ExporterConfig,
+    HeaderMatch, HeaderValue, LimitsConfig, ParentMode, PathMatch, PropagationConfig, Propagator,
+    RoleSetting, RuleAction, RuleKeyword, RuleMatch, SamplingConfig, SamplingRule, ServiceNameMode,
+    StatusClass,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -344,6 +345,9 @@ impl SamplingConfig {
                 "maxTracesPerSecond",
                 "skipProbes",
                 "rules",
+                "captureErrors",
+                "captureSlowerThan",
+                "maxCapturedPerSecond",
             ],
         )?;
         let d = SamplingConfig::default();
@@ -360,16 +364,68 @@ impl SamplingConfig {
             rules: o
                 .list("rules", &SamplingRule::from_json)?
                 .unwrap_or_default(),
+            capture_errors: o
+                .read("captureErrors", &CaptureErrors::from_json)?
+                .unwrap_or(d.capture_errors),
+            capture_slower_than: o.duration("captureSlowerThan")?,
+            max_captured_per_second: o
+                .number("maxCapturedPerSecond")?
+                .unwrap_or(d.max_captured_per_second),
         })
+    }
+}
+
+impl CaptureErrors {
+    /// `true` (the defaults), `false` (off) or `{"statuses": [...], "clientStatuses": [...]}`.
+    fn from_json(v: &Value, path: &str) -> Result<Option<CaptureErrors>> {
+        if let Some(on) = v.as_bool() {
+            return Ok(on.then(CaptureErrors::default));
+        }
+        let o = Object::new(v, path.to_string(), &["statuses", "clientStatuses"])?;
+        let d = CaptureErrors::default();
+        Ok(Some(CaptureErrors {
+            statuses: o.list("statuses", &status_class)?.unwrap_or(d.statuses),
+            client_statuses: o
+                .list("clientStatuses", &status_class)?
+                .unwrap_or(d.client_statuses),
+        }))
+    }
+}
+
+/// `"5xx"`, `"4xx"` (a class) or `"429"` (one status), 100–599.
+fn status_class(v: &Value, path: &str) -> Result<StatusClass> {
+    match v.as_str().map(str::as_bytes) {
+        Some(&[d @ b'1'..=b'5', b'x', b'x']) => Ok(StatusClass::Class(u16::from(d - b'0'))),
+        Some(&[d @ b'1'..=b'5', t @ b'0'..=b'9', u @ b'0'..=b'9']) => Ok(StatusClass::Code(
+            u16::from(d - b'0') * 100 + u16::from(t - b'0') * 10 + u16::from(u - b'0'),
+        )),
+        _ => Err(expected(path, v, "a status like \"5xx\" or \"429\"")),
     }
 }
 
 impl SamplingRule {
     fn from_json(v: &Value, path: &str) -> Result<SamplingRule> {
-        let o = Object::new(v, path.to_string(), &["match", "sample"])?;
+        let o = Object::new(
+            v,
+            path.to_string(),
+            &["match", "sample", "parent", "captureSlowerThan"],
+        )?;
         Ok(SamplingRule {
             matcher: o.read("match", &RuleMatch::from_json)?.unwrap_or_default(),
             sample: required(o.read("sample", &rule_action)?, &o, "sample")?,
+            parent: o
+                .read("parent", &|v, p| {
+                    choice(
+                        v,
+                        p,
+                        &[
+                            ("follow", ParentMode::Follow),
+                            ("override", ParentMode::Override),
+                        ],
+                    )
+                })?
+                .unwrap_or_default(),
+            capture_slower_than: o.duration("captureSlowerThan")?,
         })
     }
 }

@@ -371,3 +371,52 @@ fn published_context_is_all_by_default_a_canonical_set_when_listed_and_none_when
         "x-request-id is not returned by default"
     );
 }
+
+#[test]
+#[rustfmt::skip]
+fn capture_and_override_keys_parse() {
+    let d = SamplingConfig::default();
+    assert_eq!(d.capture_errors, Some(CaptureErrors { statuses: vec![StatusClass::Class(5)], client_statuses: vec![] }), "errors captured by default: 5xx");
+    assert_eq!((d.capture_slower_than, d.max_captured_per_second), (None, 100.0), "latency off, 100 captures/s per worker");
+    let c = Config::parse(br#"{"sampling": {
+        "captureErrors": {"statuses": ["5xx", "429"], "clientStatuses": ["4xx"]},
+        "captureSlowerThan": "2s",
+        "maxCapturedPerSecond": 10,
+        "rules": [{"match": {"host": "b"}, "sample": 5, "parent": "override", "captureSlowerThan": "500ms"}]
+    }}"#).unwrap();
+    let s = &c.sampling;
+    assert_eq!(s.capture_errors, Some(CaptureErrors {
+        statuses: vec![StatusClass::Class(5), StatusClass::Code(429)],
+        client_statuses: vec![StatusClass::Class(4)],
+    }));
+    assert_eq!(s.capture_slower_than, Some(Duration::from_secs(2)));
+    assert_eq!(s.max_captured_per_second, 10.0);
+    assert_eq!(s.rules[0].parent, ParentMode::Override);
+    assert_eq!(s.rules[0].capture_slower_than, Some(Duration::from_millis(500)));
+    let on = Config::parse(br#"{"sampling": {"captureErrors": true}}"#).unwrap();
+    assert_eq!(on.sampling.capture_errors, d.capture_errors, "true: the defaults");
+    let off = Config::parse(br#"{"sampling": {"captureErrors": false}}"#).unwrap();
+    assert_eq!(off.sampling.capture_errors, None, "false: off");
+    assert_eq!(Config::parse(br#"{"sampling": {"rules": [{"sample": 1}]}}"#).unwrap().sampling.rules[0].parent, ParentMode::Follow, "rules follow the parent by default");
+}
+
+#[test]
+#[rustfmt::skip]
+fn bad_capture_and_override_keys_name_the_key() {
+    let cases = [
+        (r#"{"sampling": {"captureErrors": "yes"}}"#,                        "sampling.captureErrors",              "neither a boolean nor an object"),
+        (r#"{"sampling": {"captureErrors": {"status": ["5xx"]}}}"#,          "sampling.captureErrors.status",       "typo in a key"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["6xx"]}}}"#,        "sampling.captureErrors.statuses[0]",  "no such class"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["99"]}}}"#,         "sampling.captureErrors.statuses[0]",  "not an HTTP status"),
+        (r#"{"sampling": {"captureErrors": {"clientStatuses": [404]}}}"#,    "sampling.captureErrors.clientStatuses[0]", "a number, not a string"),
+        (r#"{"sampling": {"captureSlowerThan": "2"}}"#,                      "sampling.captureSlowerThan",          "a duration needs a unit"),
+        (r#"{"sampling": {"maxCapturedPerSecond": -1}}"#,                    "sampling.maxCapturedPerSecond",       "negative"),
+        (r#"{"sampling": {"rules": [{"sample": 1, "parent": "ignore"}]}}"#,  "sampling.rules[0].parent",            "follow or override only"),
+        (r#"{"sampling": {"rules": [{"sample": 1, "captureSlowerThan": "1h"}]}}"#, "sampling.rules[0].captureSlowerThan", "not a duration"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["5x"]}}}"#,         "sampling.captureErrors.statuses[0]",  "too short"),
+    ];
+    for (json, key, reason) in cases {
+        let e = Config::parse(json.as_bytes()).expect_err(reason);
+        assert!(e.to_string().contains(&format!("`{key}`")), "{reason}: error {e} should name `{key}`");
+    }
+}

@@ -546,3 +546,53 @@ fn drain_sends_everything_and_counts_what_is_lost() {
         "unanswered after the timeout: counted"
     );
 }
+
+#[test]
+fn captured_spans_never_displace_sampled_ones() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 4, "maxQueueSize": 8}}"#);
+    for i in 0..5 {
+        e.enqueue_captured(span(&format!("c{i}")), &m);
+    }
+    assert_eq!(
+        e.queue_len(),
+        2,
+        "captured spans get a quarter of the queue"
+    );
+    fill(
+        &mut e,
+        &m,
+        &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"],
+    );
+    assert_eq!(e.queue_len(), 10, "sampled spans still get the whole queue");
+    m.flush(&host);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_queue_full"),
+        3,
+        "the captures that did not fit, not a single sampled span"
+    );
+    e.on_tick(&host, &m, SEC);
+    e.on_tick(&host, &m, 3 * SEC);
+    assert_eq!(
+        sent(&host),
+        vec![
+            vec!["s0", "s1", "s2", "s3"],
+            vec!["s4", "s5", "s6", "s7"],
+            vec!["c0", "c1"]
+        ],
+        "batches take sampled spans first, captured ones after"
+    );
+}
+
+#[test]
+fn a_batch_mixes_sampled_and_captured_spans_when_both_wait() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 4, "maxQueueSize": 8}}"#);
+    e.enqueue_captured(span("c0"), &m);
+    fill(&mut e, &m, &["s0", "s1", "s2"]);
+    e.on_tick(&host, &m, SEC);
+    assert_eq!(
+        sent(&host),
+        vec![vec!["s0", "s1", "s2", "c0"]],
+        "a full batch counts both"
+    );
+    assert_eq!(e.queue_len(), 0);
+}

@@ -2,10 +2,15 @@
 //!
 //! Order of precedence (first that applies decides):
 //! 1. a trusted force header or B3 debug flag → sampled (`Forced`);
-//! 2. a trusted incoming decision (W3C sampled flag, B3 `1`/`0`) → followed (`Parent`);
-//! 3. the first matching [`SamplingRule`](crate::config::SamplingRule) → always, never or its percentage (`Rule`);
-//! 4. Kubernetes probes and metric scrapes → not sampled (`Probe`), when `skipProbes`;
-//! 5. `randomSamplingPercentage` (`Percentage`).
+//! 2. the first matching rule with `"parent": "override"` → always, never or its percentage,
+//!    whatever the incoming flag says (`Rule`; mid-chain sampling, see [`Sampler::decide`]);
+//! 3. a trusted incoming decision (W3C sampled flag, B3 `1`/`0`) → followed (`Parent`);
+//! 4. the first matching [`SamplingRule`](crate::config::SamplingRule) → always, never or its percentage (`Rule`);
+//! 5. Kubernetes probes and metric scrapes → not sampled (`Probe`), when `skipProbes`;
+//! 6. `randomSamplingPercentage` (`Percentage`).
+//!
+//! The decision also says which latency threshold applies to the request if it is not sampled
+//! (`captureSlowerThan`, the matching rule's or the global one): see [`capture`].
 //!
 //! Percentages use OpenTelemetry consistent probability sampling (OTel specification, "TraceState:
 //! Probability Sampling"): the decision compares the trace's 56-bit randomness R (explicit
@@ -15,6 +20,7 @@
 //! collectors and backends can compute adjusted counts. Finally a token bucket
 //! (`maxTracesPerSecond`) caps what the percentage and rules let through.
 
+pub mod capture;
 mod ot;
 mod rules;
 
@@ -25,6 +31,7 @@ use crate::config::Config;
 use crate::headers::HeaderMap;
 use crate::ids::TraceId;
 use std::cell::Cell;
+use std::time::Duration;
 
 /// Why a decision was made; reported as metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +50,11 @@ pub struct Decision {
     pub reason: Reason,
     /// The `ot` tracestate value to send on (`None`: no `ot` entry).
     pub ot: Option<String>,
+    /// An override rule sampled a trace the trusted parent did not: recording starts here,
+    /// mid-trace (the span says so).
+    pub starts_mid_trace: bool,
+    /// The `captureSlowerThan` that applies to this request, in nanoseconds.
+    pub capture_slower_than: Option<u64>,
 }
 
 /// What the incoming request said about sampling.
@@ -75,18 +87,27 @@ pub struct Sampler {
     /// Rejection threshold of `randomSamplingPercentage`; `None` never samples.
     threshold: Option<u64>,
     rules: Vec<Rule>,
+    /// Some rule must be matched even when a parent decides: it overrides the parent or sets
+    /// its own `captureSlowerThan`. Otherwise rules are matched only when they decide.
+    match_rules_first: bool,
+    capture_slower_than: Option<u64>,
     cap: Option<TokenBucket>,
 }
 
 impl Sampler {
     pub fn new(config: &Config) -> Sampler {
         let s = &config.sampling;
+        let rules: Vec<Rule> = s.rules.iter().map(Rule::new).collect();
         Sampler {
             trust_incoming: s.trust_incoming,
             force_header: s.force_header.clone(),
             skip_probes: s.skip_probes,
             threshold: threshold_for_percentage(config.random_sampling_percentage),
-            rules: s.rules.iter().map(Rule::new).collect(),
+            match_rules_first: rules
+                .iter()
+                .any(|r| r.overrides_parent || r.capture_slower_than.is_some()),
+            rules,
+            capture_slower_than: s.capture_slower_than.map(nanos),
             cap: s.max_traces_per_second.map(TokenBucket::new),
         }
     }
@@ -119,12 +140,35 @@ impl Sampler {
             fresh
         };
         let randomness = ot.randomness().unwrap_or_else(|| trace_id.randomness56());
+        let first_match = || self.rules.iter().find(|r| r.matches(request));
+        let early_rule = if self.match_rules_first {
+            first_match()
+        } else {
+            None
+        };
+        let slower_than = early_rule
+            .and_then(|r| r.capture_slower_than)
+            .or(self.capture_slower_than);
+        let with_capture = |mut d: Decision| {
+            d.capture_slower_than = slower_than;
+            d
+        };
 
         if self.trust_incoming {
             if parent.debug || self.forced(request.headers) {
                 // Not a probabilistic decision: no threshold (adjusted count unknown).
                 ot.clear_threshold();
-                return decision(true, Reason::Forced, ot);
+                return with_capture(decision(true, Reason::Forced, ot));
+            }
+            if let Some(rule) = early_rule.filter(|r| r.overrides_parent) {
+                let mut d =
+                    self.by_threshold(rule.threshold, Reason::Rule, randomness, ot, now_nanos);
+                // OTel probability sampling: `th` now describes this subtree. A lower percentage
+                // (higher T) keeps a consistent subset of what the parent sampled; a higher one
+                // also records traces the parent did not, from this hop down (their spans above
+                // are missing), and sends the sampled flag on so the hops below follow.
+                d.starts_mid_trace = d.sampled && parent.sampled == Some(false);
+                return with_capture(d);
             }
             if let Some(sampled) = parent.sampled {
                 // OTel probability sampling, "Parent-based": keep the parent's threshold when it
@@ -132,15 +176,33 @@ impl Sampler {
                 if !sampled || ot.threshold().is_some_and(|t| randomness < t) {
                     ot.clear_threshold();
                 }
-                return decision(sampled, Reason::Parent, ot);
+                return with_capture(decision(sampled, Reason::Parent, ot));
             }
         }
 
-        let (threshold, reason) = match self.rules.iter().find(|r| r.matches(request)) {
+        let rule = if self.match_rules_first {
+            early_rule
+        } else {
+            first_match()
+        };
+        let (threshold, reason) = match rule {
             Some(rule) => (rule.threshold, Reason::Rule),
             None if self.skip_probes && is_probe(request) => (None, Reason::Probe),
             None => (self.threshold, Reason::Percentage),
         };
+        with_capture(self.by_threshold(threshold, reason, randomness, ot, now_nanos))
+    }
+
+    /// Sampled iff the randomness reaches the threshold (and the rate cap has a token); the `ot`
+    /// entry sent on carries the threshold of a sampled trace and none otherwise.
+    fn by_threshold(
+        &self,
+        threshold: Option<u64>,
+        reason: Reason,
+        randomness: u64,
+        mut ot: OtValue,
+        now_nanos: u64,
+    ) -> Decision {
         let sampled = threshold.is_some_and(|t| randomness >= t);
         if !sampled {
             ot.clear_threshold();
@@ -170,12 +232,18 @@ fn decision(sampled: bool, reason: Reason, ot: OtValue) -> Decision {
         sampled,
         reason,
         ot: ot.to_value(),
+        starts_mid_trace: false,
+        capture_slower_than: None,
     }
 }
 
-/// A token bucket per worker VM: `rate` traces per second, bursts up to one second's worth.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A token bucket per worker VM: `rate` per second, bursts up to one second's worth.
 #[derive(Debug)]
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     capacity: f64,
     tokens: Cell<f64>,
@@ -183,7 +251,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: f64) -> TokenBucket {
+    pub(crate) fn new(rate: f64) -> TokenBucket {
         let capacity = rate.max(1.0);
         TokenBucket {
             rate,
@@ -193,7 +261,7 @@ impl TokenBucket {
         }
     }
 
-    fn take(&self, now_nanos: u64) -> bool {
+    pub(crate) fn take(&self, now_nanos: u64) -> bool {
         if self.rate <= 0.0 {
             return false;
         }

@@ -2,7 +2,7 @@
 //! (`sampling.skipProbes`): what a request is matched against before the percentage applies.
 
 use super::{threshold_for_percentage, RequestInfo};
-use crate::config::{PathMatch, RuleAction, RuleKeyword, RuleMatch, SamplingRule};
+use crate::config::{ParentMode, PathMatch, RuleAction, RuleKeyword, RuleMatch, SamplingRule};
 use crate::http::{path_only, split_authority};
 
 /// Paths of Kubernetes probes and metric scrapes (istio#1403): never worth a trace.
@@ -24,6 +24,10 @@ pub(super) struct Rule {
     matcher: RuleMatch,
     /// `None` = never; `Some(0)` = always.
     pub(super) threshold: Option<u64>,
+    /// Decides whatever a trusted incoming decision says (`"parent": "override"`).
+    pub(super) overrides_parent: bool,
+    /// The rule's `captureSlowerThan`, in nanoseconds.
+    pub(super) capture_slower_than: Option<u64>,
 }
 
 impl Rule {
@@ -36,6 +40,8 @@ impl Rule {
         Rule {
             matcher: rule.matcher.clone(),
             threshold,
+            overrides_parent: rule.parent == ParentMode::Override,
+            capture_slower_than: rule.capture_slower_than.map(super::nanos),
         }
     }
 

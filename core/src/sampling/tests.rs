@@ -552,3 +552,57 @@ fn the_rate_cap_refills_over_time() {
         "refill is capped at the burst"
     );
 }
+
+#[test]
+#[rustfmt::skip]
+fn an_override_rule_decides_whatever_the_parent_said() {
+    const QUARTER: &str = r#"{"sampling": {"rules": [{"match": {"path": {"prefix": "/b/"}}, "sample": 25, "parent": "override"}]}}"#;
+    const ALWAYS: &str = r#"{"sampling": {"rules": [{"sample": "always", "parent": "override"}]}}"#;
+    const NEVER: &str = r#"{"sampling": {"rules": [{"sample": "never", "parent": "override"}], "forceHeader": "x-force"}}"#;
+    const FOLLOW: &str = r#"{"sampling": {"rules": [{"sample": "never"}]}}"#;
+    const UNTRUSTED: &str = r#"{"randomSamplingPercentage": 0, "sampling": {"trustIncoming": false, "rules": [{"sample": "always", "parent": "override"}]}}"#;
+    let (yes, no) = (Some(true), Some(false));
+    // 25% is T = 0xc0000000000000: `th:c`.
+    type Row<'a> = (&'a str, Option<bool>, Option<&'a str>, u64, &'a str, &'a [(&'a str, &'a str)], (bool, Reason, Option<&'a str>, bool), &'a str);
+    let cases: [Row<'_>; 12] = [
+        (QUARTER,   yes,  Some("th:0"), HIGH, "/b/1", &[],              (true,  Reason::Rule,   Some("th:c"), false), "parent at 100%, lower rule, R ≥ T: kept, th raised for the subtree"),
+        (QUARTER,   yes,  Some("th:0"), HALF, "/b/1", &[],              (false, Reason::Rule,   None,         false), "parent at 100%, lower rule, R < T: a consistent subset is dropped"),
+        (QUARTER,   no,   None,         HIGH, "/b/1", &[],              (true,  Reason::Rule,   Some("th:c"), true),  "unsampled parent, R ≥ T: recording starts here, mid-trace"),
+        (QUARTER,   no,   None,         HALF, "/b/1", &[],              (false, Reason::Rule,   None,         false), "unsampled parent, R < T: stays unsampled"),
+        (QUARTER,   None, None,         HIGH, "/b/1", &[],              (true,  Reason::Rule,   Some("th:c"), false), "no incoming decision: an ordinary root, not mid-trace"),
+        (QUARTER,   yes,  Some("th:0"), HALF, "/a/1", &[],              (true,  Reason::Parent, Some("th:0"), false), "the rule does not match: the parent is followed"),
+        (QUARTER,   no,   Some("rv:ffffffffffffff"), 0, "/b/1", &[],    (true,  Reason::Rule,   Some("th:c;rv:ffffffffffffff"), true), "explicit rv is the randomness"),
+        (ALWAYS,    no,   None,         0,    "/x",   &[],              (true,  Reason::Rule,   Some("th:0"), true),  "always: every request from here down"),
+        (NEVER,     yes,  Some("th:0"), HIGH, "/x",   &[],              (false, Reason::Rule,   None,         false), "never: a chatty API records nothing, even in sampled traces"),
+        (NEVER,     yes,  None,         HIGH, "/x",   &[("x-force", "1")], (true, Reason::Forced, None,       false), "the force header still wins: an explicit debug request"),
+        (FOLLOW,    yes,  None,         HIGH, "/x",   &[],              (true,  Reason::Parent, None,         false), "a rule without override does not cut a sampled trace"),
+        (UNTRUSTED, no,   None,         0,    "/x",   &[],              (true,  Reason::Rule,   Some("th:0"), false), "untrusted parent: the rule decides as a local rule, nothing mid-trace"),
+    ];
+    for (config, sampled, ot, randomness, path, hdrs, want, why) in cases {
+        let s = sampler(config);
+        let h = headers(hdrs);
+        let req = RequestInfo { method: "GET", path, host: "b.default:9080", headers: &h };
+        let parent = ParentInfo { sampled, ot, ..ParentInfo::default() };
+        let d = s.decide(trace_with_randomness(randomness), &parent, &req, SEC);
+        assert_eq!((d.sampled, d.reason, d.ot.as_deref(), d.starts_mid_trace), want, "{why}");
+    }
+}
+
+#[test]
+#[rustfmt::skip]
+fn the_latency_threshold_comes_from_the_first_matching_rule_or_the_global_key() {
+    const CONFIG: &str = r#"{"sampling": {"captureSlowerThan": "2s", "rules": [{"match": {"path": {"prefix": "/slow/"}}, "sample": 0, "captureSlowerThan": "10s"}, {"match": {"path": {"prefix": "/fast/"}}, "sample": 0}]}}"#;
+    let cases = [
+        (CONFIG, Some(true), "/slow/1", Some(10 * SEC), "the rule's own threshold, even when a parent decides"),
+        (CONFIG, None,       "/fast/1", Some(2 * SEC),  "a matching rule without one: the global threshold"),
+        (CONFIG, None,       "/other",  Some(2 * SEC),  "no rule matches: the global threshold"),
+        ("{}",   Some(false), "/x",     None,           "latency capture is off by default"),
+    ];
+    for (config, sampled, path, want, why) in cases {
+        let h = HeaderMap::default();
+        let req = RequestInfo { method: "GET", path, host: "b:9080", headers: &h };
+        let parent = ParentInfo { sampled, ..ParentInfo::default() };
+        let d = sampler(config).decide(trace_with_randomness(HIGH), &parent, &req, SEC);
+        assert_eq!(d.capture_slower_than, want, "{why}");
+    }
+}

@@ -12,11 +12,14 @@ use crate::naming::{self, span_name};
 use crate::node::NodeInfo;
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
-use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
+use crate::sampling::capture::{CapturePolicy, CaptureReason};
+use crate::sampling::{Decision, ParentInfo, Reason, RequestInfo, Sampler};
 use crate::span::{AttrValue, Span};
 
+mod capture;
 mod outcome;
 
+pub use self::capture::Unsampled;
 use self::outcome::span_status;
 pub use self::outcome::Outcome;
 
@@ -36,6 +39,7 @@ pub struct Tracer {
     pub service_name: String,
     pub resource: Vec<(String, AttrValue)>,
     sampler: Sampler,
+    capture: CapturePolicy,
     /// Custom tags whose value is known at configuration time (literal, environment).
     static_tags: Vec<(String, String)>,
     /// Custom tags read from request headers: (tag, header, default).
@@ -46,8 +50,9 @@ pub struct Tracer {
 /// What a request keeps between its headers and its end.
 #[derive(Debug, Default)]
 pub struct RequestState {
-    /// The span to finish, only when this request is recorded.
-    pub span: Option<ActiveSpan>,
+    /// What is finished, or perhaps captured, when the stream ends; `None` when no span can be
+    /// recorded (export off, or capture off for an unsampled request).
+    pub pending: Option<Pending>,
     /// Headers returned to the caller (`traceresponse`, `x-request-id`); empty (no allocation)
     /// unless configured, so nothing internal leaks by default.
     pub response_headers: Vec<(&'static str, String)>,
@@ -62,7 +67,42 @@ impl RequestState {
     }
 }
 
-/// What a request keeps between its headers and its end, only when it is sampled.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    /// Sampled: the span will be recorded.
+    Recorded(ActiveSpan),
+    /// Not sampled, kept small in case it is captured when it ends.
+    Unsampled(Unsampled),
+}
+
+impl Pending {
+    /// The span of a recorded request; `None` for an unsampled one.
+    pub fn into_recorded(self) -> Option<ActiveSpan> {
+        match self {
+            Pending::Recorded(active) => Some(active),
+            Pending::Unsampled(_) => None,
+        }
+    }
+}
+
+/// A finished span and whether it was captured (captured spans never displace sampled ones in
+/// the export queue).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub span: Span,
+    pub captured: bool,
+}
+
+/// Why a span was recorded when its request was not sampled by the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Note {
+    /// Captured when it ended (`meshtrace.capture`).
+    Captured(CaptureReason),
+    /// An override rule sampled a trace its parent did not (`meshtrace.starts_mid_trace`).
+    StartsMidTrace,
+}
+
+/// What a recorded request keeps between its headers and its end.
 #[derive(Debug, Clone)]
 pub struct ActiveSpan {
     context: SpanContext,
@@ -73,8 +113,9 @@ pub struct ActiveSpan {
     /// span's attributes are read from them when it ends.
     headers: HeaderMap,
     /// The request id this proxy generated (or put in place of an unacceptable one); `None`
-    /// when the incoming `x-request-id` was forwarded.
+    /// when the incoming `x-request-id` was forwarded (or it is in `headers` already).
     generated_request_id: Option<String>,
+    note: Option<Note>,
 }
 
 impl Tracer {
@@ -111,6 +152,7 @@ impl Tracer {
         }
         Tracer {
             sampler: Sampler::new(&config),
+            capture: CapturePolicy::new(&config.sampling),
             record_spans: config.exporter.protocol != ExportProtocol::None,
             config,
             node,
@@ -122,8 +164,9 @@ impl Tracer {
     }
 
     /// Request headers arrived: the four steps below, in order, then the context is published
-    /// (filter state, response headers, debug log). Returns what the request keeps until its end:
-    /// the span to finish when it is recorded.
+    /// (filter state, response headers, debug log). Returns what the request keeps until it
+    /// ends: the span to finish when it is recorded, a small record in case it is captured
+    /// otherwise (see [`Tracer::end`]).
     ///
     /// The span's kind does not matter yet: what is sent on is the same on either side (a new
     /// span id, child of the incoming context). It is decided when the stream ends, and only
@@ -136,7 +179,7 @@ impl Tracer {
     ) -> RequestState {
         let headers = host.request_headers();
         let mut incoming = self.extract(&headers, metrics);
-        let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
+        let (context, decision) = self.decide(&headers, &mut incoming, host, ids, metrics);
         let incoming_request_id = headers.get(REQUEST_ID);
         let generated_request_id = self.request_id(host, ids, metrics, incoming_request_id);
         self.inject(host, &headers, &context, &incoming);
@@ -155,22 +198,45 @@ impl Tracer {
                 context.trace_id.to_hex(),
                 context.span_id.to_hex(),
                 parent.map(|p| p.to_hex()).unwrap_or_default(),
-                sampled,
+                decision.sampled,
                 request_id
             );
         }
 
-        let span = (sampled && self.record_spans).then(|| ActiveSpan {
-            context,
-            parent,
-            trace_state: incoming.tracestate.header_value().unwrap_or_default(),
-            start_unix_nanos: host.now_unix_nanos(),
-            headers,
-            generated_request_id,
-        });
+        let pending = if !self.record_spans {
+            None
+        } else if !decision.sampled {
+            self.keep_unsampled(host, context, &incoming, &headers, &decision)
+                .map(Pending::Unsampled)
+        } else {
+            Some(Pending::Recorded(ActiveSpan {
+                context,
+                parent,
+                trace_state: incoming.tracestate.header_value().unwrap_or_default(),
+                start_unix_nanos: host.now_unix_nanos(),
+                headers,
+                generated_request_id,
+                note: decision.starts_mid_trace.then_some(Note::StartsMidTrace),
+            }))
+        };
         RequestState {
-            span,
+            pending,
             response_headers,
+        }
+    }
+
+    /// The stream ended: the span to export, if any. A recorded request's span is finished; an
+    /// unsampled one is captured when it failed or was slow (and the capture cap allows).
+    pub fn end(&self, host: &dyn Host, pending: Pending, metrics: &Metrics) -> Option<Finished> {
+        match pending {
+            Pending::Recorded(active) => {
+                let outcome = self.read_outcome(host);
+                Some(Finished {
+                    span: self.finish(active, outcome, host.now_unix_nanos()),
+                    captured: false,
+                })
+            }
+            Pending::Unsampled(unsampled) => self.capture(host, unsampled, metrics),
         }
     }
 
@@ -198,7 +264,7 @@ impl Tracer {
         host: &dyn Host,
         ids: &mut IdGenerator,
         metrics: &Metrics,
-    ) -> (SpanContext, bool) {
+    ) -> (SpanContext, Decision) {
         let parent = incoming.parent;
         // W3C Trace Context §3.2.2.5.2: ids we generate are random, so the RANDOM flag is set;
         // for a continued trace the incoming flag is kept (it describes the trace id).
@@ -246,7 +312,7 @@ impl Tracer {
             span_id: ids.span_id(),
             flags: inherited_flags.with_sampled(decision.sampled),
         };
-        (context, decision.sampled)
+        (context, decision)
     }
 
     /// Step 4: the context sent on, in the configured formats. Host calls cost more than a
@@ -435,6 +501,15 @@ impl Tracer {
             if let Some(value) = headers.get(name).or(default.as_deref()) {
                 span.set_attribute(tag.clone(), text(value), limits);
             }
+        }
+        match active.note {
+            Some(Note::Captured(reason)) => {
+                span.set_attribute("meshtrace.capture", text(reason.as_str()), limits);
+            }
+            Some(Note::StartsMidTrace) => {
+                span.set_attribute("meshtrace.starts_mid_trace", AttrValue::Bool(true), limits);
+            }
+            None => {}
         }
         span.status = status;
         span.status_message = message;

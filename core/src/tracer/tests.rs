@@ -23,7 +23,9 @@ fn tracer(json: &str) -> Tracer {
 
 fn request(host: &MockHost, t: &Tracer) -> Option<ActiveSpan> {
     let mut ids = IdGenerator::from_seed(1);
-    t.on_request_headers(host, &mut ids, &Metrics::none()).span
+    t.on_request_headers(host, &mut ids, &Metrics::none())
+        .pending
+        .and_then(Pending::into_recorded)
 }
 
 fn traceparent(host: &MockHost) -> (String, String, String) {

@@ -11,7 +11,7 @@ use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::Metrics;
 use meshtrace_core::node::NodeInfo;
 use meshtrace_core::propagation::{traceparent, tracestate};
-use meshtrace_core::tracer::{Outcome, Tracer};
+use meshtrace_core::tracer::{Outcome, Pending, Tracer};
 
 const NAMES: [&str; 12] = [
     "traceparent",
@@ -55,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut ids = IdGenerator::from_seed(i as u64);
         let kind = if i == 0 { SpanKind::Server } else { SpanKind::Client };
-        let active = tracer.on_request_headers(&host, &mut ids, &Metrics::none()).span;
+        let active = tracer
+            .on_request_headers(&host, &mut ids, &Metrics::none())
+            .pending
+            .and_then(Pending::into_recorded);
         let tp = host.header("traceparent").expect("a traceparent is always sent on");
         assert!(traceparent::parse(&tp).is_ok() && tp.len() == 55, "{tp}");
         if let Some(ts) = host.header("tracestate") {

@@ -1,0 +1,152 @@
+//! What an unsampled request keeps, and its capture when it ends (see [`crate::sampling::capture`]).
+//!
+//! Cost is paid by every unsampled request of the mesh, so it keeps a small fixed record and no
+//! header map; the clock is read at its start only when a latency threshold applies to it. When
+//! it ends, `:status` is read (one host call) and more only when the status does not settle it.
+//! A captured request — a few per second at most — then pays what a sampled one pays: the
+//! request headers again (Envoy keeps them readable while logging: `Context::getConstMap` in
+//! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
+//! outcome, and its start from Envoy's `request.time` when the clock was not read.
+
+use super::{ActiveSpan, Finished, Note, Tracer};
+use crate::context::SpanContext;
+use crate::headers::HeaderMap;
+use crate::host::Host;
+use crate::ids::SpanId;
+use crate::metrics::{Metric, Metrics};
+use crate::propagation::Extracted;
+use crate::sampling::capture::{CaptureReason, ResponseReads};
+use crate::sampling::Decision;
+use crate::span::SpanKind;
+
+/// What an unsampled request keeps until it ends: enough to record its span if it is captured.
+#[derive(Debug, Clone)]
+pub struct Unsampled {
+    context: SpanContext,
+    parent: Option<SpanId>,
+    /// Empty (no allocation) for the many requests without `tracestate`.
+    trace_state: String,
+    /// The request is gRPC (its status is in `response.grpc_status`).
+    grpc: bool,
+    /// `(start, threshold)` when latency capture applies: the clock read at the start.
+    latency: Option<(u64, u64)>,
+}
+
+impl Tracer {
+    /// The record an unsampled request keeps; `None` when it cannot be captured.
+    pub(super) fn keep_unsampled(
+        &self,
+        host: &dyn Host,
+        context: SpanContext,
+        incoming: &Extracted,
+        headers: &HeaderMap,
+        decision: &Decision,
+    ) -> Option<Unsampled> {
+        let latency = decision.capture_slower_than;
+        if !(self.capture.captures_errors() || latency.is_some()) {
+            return None;
+        }
+        Some(Unsampled {
+            context,
+            parent: incoming.parent.map(|p| p.span_id),
+            trace_state: incoming.tracestate.header_value().unwrap_or_default(),
+            grpc: headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with("application/grpc")),
+            latency: latency.map(|threshold| (host.now_unix_nanos(), threshold)),
+        })
+    }
+
+    /// An unsampled request ended: its span when it failed or was slow and the cap allows.
+    pub(super) fn capture(
+        &self,
+        host: &dyn Host,
+        unsampled: Unsampled,
+        metrics: &Metrics,
+    ) -> Option<Finished> {
+        let end = unsampled.latency.map(|_| host.now_unix_nanos());
+        let reason = if self.is_capturable_error(host, &unsampled) {
+            CaptureReason::Error
+        } else {
+            match (unsampled.latency, end) {
+                (Some((start, threshold)), Some(end)) if end.saturating_sub(start) > threshold => {
+                    CaptureReason::Latency
+                }
+                _ => return None,
+            }
+        };
+        let end = end.unwrap_or_else(|| host.now_unix_nanos());
+        if !self.capture.admit(end) {
+            metrics.add_deferred(Metric::CaptureCapped, 1);
+            return None;
+        }
+        metrics.add_deferred(
+            match reason {
+                CaptureReason::Error => Metric::SpansCapturedError,
+                CaptureReason::Latency => Metric::SpansCapturedLatency,
+            },
+            1,
+        );
+        let start = match unsampled.latency {
+            Some((start, _)) => start,
+            None => int_property(host, &["request", "time"])
+                .and_then(|t| u64::try_from(t).ok())
+                .unwrap_or(end),
+        };
+        let active = ActiveSpan {
+            context: unsampled.context,
+            parent: unsampled.parent,
+            trace_state: unsampled.trace_state,
+            start_unix_nanos: start,
+            // A request id this proxy generated was written into these headers.
+            headers: host.request_headers(),
+            generated_request_id: None,
+            note: Some(Note::Captured(reason)),
+        };
+        Some(Finished {
+            span: self.finish(active, self.read_outcome(host), end),
+            captured: true,
+        })
+    }
+
+    /// Error capture's decision, reading the response one fact at a time.
+    // TODO(issue 14): swap for outcome.rs's gRPC-aware "is this outcome an error for this span
+    // kind" once merged, keeping the lazy reads.
+    fn is_capturable_error(&self, host: &dyn Host, unsampled: &Unsampled) -> bool {
+        if !self.capture.captures_errors() {
+            return false;
+        }
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        self.capture.is_error(&ResponseReads {
+            status,
+            grpc_status: &|| {
+                if unsampled.grpc {
+                    int_property(host, &["response", "grpc_status"])
+                        .and_then(|c| u32::try_from(c).ok())
+                } else {
+                    None
+                }
+            },
+            response_flags: &|| {
+                int_property(host, &["response", "flags"])
+                    .and_then(|f| u64::try_from(f).ok())
+                    .unwrap_or(0)
+            },
+            // Only for a `clientStatuses` status (opt-in, then capped): the outcome is read again
+            // for the span rather than kept.
+            is_client: &|| self.read_outcome(host).kind == SpanKind::Client,
+        })
+    }
+}
+
+/// An integer, timestamp or duration property: Envoy serialises them as 8 little-endian bytes
+/// (`serializeValue` in `source/extensions/common/wasm/context.cc`; timestamps as Unix nanos).
+fn int_property(host: &dyn Host, path: &[&str]) -> Option<i64> {
+    let bytes: [u8; 8] = host.property(path)?.try_into().ok()?;
+    Some(i64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests;
