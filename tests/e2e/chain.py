@@ -9,12 +9,10 @@ MS milliseconds (a slow upstream), everything else with 200, and records what it
 """
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 from typing import Any
 
-from harness import (INBOUND, OUTBOUND, Node, Received, Stack, _QuietServer, free_port, http_get,
+from harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack, free_port, http_get,
                      listener, plugin_filter, static_cluster, wait_until, wasm_path)
 
 PORT = 9080
@@ -26,42 +24,22 @@ def host_of(app: str) -> str:
     return f"{app}.default.svc.cluster.local"
 
 
-class Leaf:
+class Leaf(HttpServer):
     """The last upstream: a status or a delay chosen by the path."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        owner = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.received.append(Received(self.command, self.path,
-                                               [(k.lower(), v) for k, v in self.headers.items()]))
-                parts = self.path.split("/")
-                status = 200
-                if len(parts) > 2 and parts[1] == "status":
-                    status = int(parts[2])
-                elif len(parts) > 2 and parts[1] == "delay":
-                    time.sleep(int(parts[2]) / 1000)  # the slowness under test, not a wait
-                body = b"leaf"
-                self.send_response(status)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.port = free_port()
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def respond(self, request: Received) -> Reply:
+        self.received.append(request)
+        parts = request.path.split("/")
+        status = 200
+        if len(parts) > 2 and parts[1] == "status":
+            status = int(parts[2])
+        elif len(parts) > 2 and parts[1] == "delay":
+            time.sleep(int(parts[2]) / 1000)  # the slowness under test, not a wait
+        return Reply(status, b"leaf", content_type="text/plain")
 
 
 class Chain:

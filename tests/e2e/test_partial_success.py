@@ -2,51 +2,27 @@
 names spans it rejected in the body's `ExportTracePartialSuccess`. Those spans are not exported:
 they are counted as dropped (`meshtrace_spans_dropped_rejected`), and the collector's message is
 logged once per interval, not once per answer."""
-import http.server
-import threading
-
-from harness import _QuietServer, free_port, wait_until
+from harness import HttpServer, Received, Reply, wait_until
 
 MESSAGE = "span attribute count over the tenant limit"
 
 
-class PartialSuccessCollector:
+class PartialSuccessCollector(HttpServer):
     """An OTLP/HTTP endpoint that rejects one span of every export request it answers."""
 
     def __init__(self) -> None:
+        self.requests: list[int] = []  # spans per export request
+        super().__init__()
+
+    def respond(self, request: Received) -> Reply:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
-        self.port = free_port()
-        self.requests: list[int] = []  # spans per export request
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                req = pb.ExportTraceServiceRequest()
-                req.ParseFromString(self.rfile.read(int(self.headers.get("content-length") or 0)))
-                owner.requests.append(sum(len(ss.spans) for rs in req.resource_spans
-                                          for ss in rs.scope_spans))
-                answer = pb.ExportTraceServiceResponse()
-                answer.partial_success.rejected_spans = 1
-                answer.partial_success.error_message = MESSAGE
-                body = answer.SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        req = pb.ExportTraceServiceRequest.FromString(request.body)
+        self.requests.append(sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans))
+        answer = pb.ExportTraceServiceResponse()
+        answer.partial_success.rejected_spans = 1
+        answer.partial_success.error_message = MESSAGE
+        return Reply(200, answer.SerializeToString(), content_type="application/x-protobuf")
 
 
 def test_rejected_spans_are_dropped_and_logged_once(bare_stack):

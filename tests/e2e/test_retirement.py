@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from harness import free_port, http_get, static_cluster, wait_until
+from harness import HttpServer, Received, Reply, http_get, static_cluster, wait_until
 from test_configuration import EcdsProxy
 
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
@@ -23,46 +23,25 @@ def config(generation: int) -> dict:
             "resourceAttributes": {"meshtrace.test.generation": str(generation)}}
 
 
-class SlowUpstream:
+class SlowUpstream(HttpServer):
     """The app: answers at once, except `/slow`, held until `release` is set."""
 
     def __init__(self) -> None:
-        import http.server
-
-        from harness import _QuietServer
-
         self.release = threading.Event()
         self.slow_arrived = threading.Event()
         self.slow_traceparent = ""
-        owner = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path == "/slow":
-                    owner.slow_traceparent = self.headers.get("traceparent") or ""
-                    owner.slow_arrived.set()
-                    owner.release.wait(30)
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-        class Server(_QuietServer):
-            def handle_error(self, *args) -> None:
-                pass  # the held request's client may be gone at teardown
-
-        self.port = free_port()
-        self._server = Server(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    def respond(self, request: Received) -> Reply:
+        if request.path == "/slow":
+            self.slow_traceparent = request.get("traceparent") or ""
+            self.slow_arrived.set()
+            self.release.wait(30)  # held by the test, released at teardown at the latest
+        return Reply(200)
 
     def close(self) -> None:
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
 
 
 class PushedProxy(EcdsProxy):
