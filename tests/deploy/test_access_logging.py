@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from test_chart import CHART, by_kind, crd_schemas, render, values_of  # noqa: F401 (fixture)
+from test_chart import CHART, by_kind, crd_schemas, render, render_files, values_of  # noqa: F401 (fixture)
 
 FILTER_STATE = [f"%FILTER_STATE(wasm.meshtrace.{name}:PLAIN)%"
                 for name in ("trace_id", "span_id", "parent_span_id", "sampled", "request_id")]
@@ -101,8 +101,10 @@ def test_otel_als_provider_sends_the_ids_as_attributes_to_the_collector():
 # (values, telemetry name holding the stanza, why)
 STANZA_CASES = [
     ({}, "meshtrace", "scope mesh: the plugin's root Telemetry"),
-    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}}, "mesh-default",
-     "scope namespaces: the root Telemetry of Istio's tracer"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}, "telemetry": {"meshDefault": True}},
+     "meshtrace-default", "scope namespaces: the root Telemetry of Istio's tracer"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}}, "meshtrace-access-logging",
+     "scope namespaces without meshDefault: no other root Telemetry, one of its own"),
     ({"plugin": {"enabled": False}}, "meshtrace-access-logging",
      "no other root Telemetry: one of its own"),
 ]
@@ -126,3 +128,14 @@ def test_ci_values_enable_both_providers():
     (root,) = root_telemetries(render(values))
     names = [p["name"] for p in root["spec"]["accessLogging"][0]["providers"]]
     assert names == ["meshtrace-file", "meshtrace-otel-als"]
+
+
+def test_print_mode_creates_no_telemetry_and_prints_the_access_logging_stanza():
+    """telemetry.mode=print (an existing selector-less Telemetry the user keeps): the chart
+    creates none, so the access-logging stanza is printed to merge by hand, next to tracing."""
+    values = {"telemetry": {"mode": "print"},
+              "accessLogging": {"enabled": True, "providers": ["meshtrace-file"]}}
+    assert root_telemetries(render(values)) == []
+    notes = next(text for path, text in render_files(values).items() if path.endswith("NOTES.txt"))
+    printed = notes[notes.index("(the mesh-wide Telemetry)"):]
+    assert "accessLogging:" in printed and "name: meshtrace-file" in printed

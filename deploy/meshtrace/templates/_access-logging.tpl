@@ -47,7 +47,12 @@ accessLogging:
 {{- end }}
 {{- end }}
 
-{{/* Whether telemetry.yaml renders a selector-less Telemetry in the root namespace. */}}
+{{/* Whether telemetry.yaml renders a selector-less Telemetry in the root namespace: the
+plugin's own under scope mesh, or meshtrace-default (telemetry.meshDefault) under the other
+scopes. */}}
 {{- define "meshtrace.rootTelemetryRendered" -}}
-{{- if or (ne .Values.plugin.scope "mesh") .Values.plugin.enabled }}true{{ end -}}
+{{- $p := .Values.plugin }}
+{{- if eq .Values.telemetry.mode "create" }}
+{{- if or (and $p.enabled (eq $p.scope "mesh")) (and .Values.telemetry.meshDefault (ne $p.scope "mesh")) }}true{{ end -}}
+{{- end }}
 {{- end }}
