@@ -193,13 +193,15 @@ impl HttpContext for Request {
             return;
         };
         let host = ProxyHost;
-        let outcome = self.shared.tracer.read_outcome(&host);
-        let span = self
+        let outcome = self.shared.tracer.read_outcome(&host, &active);
+        let finished = self
             .shared
             .tracer
             .finish(active, outcome, host.now_unix_nanos());
         if let Ok(mut exporter) = self.shared.exporter.try_borrow_mut() {
-            exporter.enqueue(span, &self.shared.metrics);
+            for span in finished {
+                exporter.enqueue(span, &self.shared.metrics);
+            }
         }
     }
 }

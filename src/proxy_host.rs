@@ -36,6 +36,10 @@ impl Host for ProxyHost {
         map_value(MapType::HttpResponseHeaders, name)
     }
 
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        map_value(MapType::HttpResponseTrailers, name)
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }

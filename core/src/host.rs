@@ -38,6 +38,10 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).
     fn response_header(&self, name: &str) -> Option<String>;
+    /// One response trailer (e.g. `grpc-message`); hosts without trailers have none.
+    fn response_trailer(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// A host property (e.g. `["xds", "node", "metadata", "NAMESPACE"]`), raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Starts an outgoing call; the answer arrives later with the returned token.

@@ -28,6 +28,7 @@ pub struct MockHost {
     pub now: Cell<u64>,
     pub request_headers: RefCell<Vec<(String, String)>>,
     pub response_headers: RefCell<Vec<(String, String)>>,
+    pub response_trailers: RefCell<Vec<(String, String)>>,
     pub properties: BTreeMap<Vec<String>, Vec<u8>>,
     pub calls: RefCell<Vec<RecordedCall>>,
     /// When set, `dispatch` fails (e.g. unknown cluster).
@@ -57,6 +58,13 @@ impl MockHost {
 
     pub fn with_response_header(self, name: &str, value: &str) -> Self {
         self.response_headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_response_trailer(self, name: &str, value: &str) -> Self {
+        self.response_trailers
             .borrow_mut()
             .push((name.to_string(), value.to_string()));
         self
@@ -111,6 +119,14 @@ impl Host for MockHost {
 
     fn response_header(&self, name: &str) -> Option<String> {
         self.response_headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        self.response_trailers
             .borrow()
             .iter()
             .find(|(k, _)| k == name)

@@ -5,20 +5,21 @@ use crate::config::{Config, CustomTag, ExportProtocol};
 use crate::context::{SpanContext, TraceFlags};
 use crate::headers::HeaderMap;
 use crate::host::Host;
-use crate::http::{split_authority, split_query};
 use crate::ids::{IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
-use crate::naming::{self, span_name};
+use crate::naming;
 use crate::node::NodeInfo;
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
 use crate::sampling::{ParentInfo, Reason, RequestInfo, Sampler};
-use crate::span::{AttrValue, Span};
+use crate::span::{AttrValue, Span, SpanKind};
 
+mod attributes;
 mod outcome;
 
-use self::outcome::span_status;
-pub use self::outcome::Outcome;
+pub use self::outcome::{
+    grpc_code_name, is_error, is_grpc_content_type, GrpcOutcome, Outcome, GRPC_OK,
+};
 
 const REQUEST_ID: &str = "x-request-id";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
@@ -36,7 +37,30 @@ pub struct Tracer {
     static_tags: Vec<(String, String)>,
     /// Custom tags read from request headers: (tag, header, default).
     header_tags: Vec<(String, String, Option<String>)>,
+    /// The tags of Istio's tracer known once per configuration: Istio's service tags, Envoy's
+    /// `node_id`, `zone`, `component` (see [`attributes::static_tags`]).
+    istio_tags: Vec<(&'static str, String)>,
+    /// A CLIENT child span per recorded request, whose id goes upstream (Envoy's
+    /// `spawn_upstream_span`).
+    spawn_upstream_span: bool,
     record_spans: bool,
+}
+
+/// The spans a finished request gives: this proxy's span, and at a gateway (or with
+/// `spawnUpstreamSpan`) its CLIENT child — the span the upstream sees as its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub span: Span,
+    pub upstream: Option<Span>,
+}
+
+impl IntoIterator for Finished {
+    type Item = Span;
+    type IntoIter = std::iter::Chain<std::iter::Once<Span>, std::option::IntoIter<Span>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.span).chain(self.upstream)
+    }
 }
 
 /// What a request keeps between its headers and its end, only when it is sampled.
@@ -52,6 +76,8 @@ pub struct ActiveSpan {
     /// The request id this proxy generated (or put in place of an unacceptable one); `None`
     /// when the incoming `x-request-id` was forwarded.
     generated_request_id: Option<String>,
+    /// The id of the CLIENT child span, sent upstream in place of this span's own.
+    upstream_span_id: Option<SpanId>,
 }
 
 impl Tracer {
@@ -87,6 +113,8 @@ impl Tracer {
             }
         }
         Tracer {
+            istio_tags: attributes::static_tags(&node),
+            spawn_upstream_span: config.spawn_upstream_span.unwrap_or(node.is_gateway()),
             sampler: Sampler::new(&config),
             record_spans: config.exporter.protocol != ExportProtocol::None,
             config,
@@ -114,9 +142,18 @@ impl Tracer {
         let mut incoming = self.extract(&headers, metrics);
         let (context, sampled) = self.decide(&headers, &mut incoming, host, ids, metrics);
         let generated_request_id = self.request_id(host, ids, metrics, headers.get(REQUEST_ID));
-        self.inject(host, &headers, &context, &incoming);
+        let recorded = sampled && self.record_spans;
+        // Envoy's `spawn_upstream_span` (`Router::Filter`, a child of the downstream span): the
+        // upstream's parent is the CLIENT child, so a recorded request at a gateway takes two
+        // span ids here. An unrecorded one sends its own: no span would carry a second id.
+        let upstream_span_id = (recorded && self.spawn_upstream_span).then(|| ids.span_id());
+        let sent = SpanContext {
+            span_id: upstream_span_id.unwrap_or(context.span_id),
+            ..context
+        };
+        self.inject(host, &headers, &sent, &incoming);
 
-        if !(sampled && self.record_spans) {
+        if !recorded {
             return None;
         }
         Some(ActiveSpan {
@@ -126,6 +163,7 @@ impl Tracer {
             start_unix_nanos: host.now_unix_nanos(),
             headers,
             generated_request_id,
+            upstream_span_id,
         })
     }
 
@@ -250,77 +288,38 @@ impl Tracer {
         Some(id)
     }
 
-    /// The stream ended: build the span. `outcome` is what the host reported about the response.
-    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Span {
-        let limits = &self.config.limits;
-        let headers = &active.headers;
-        let header = |name: &str| headers.get(name).unwrap_or("");
-        let text = |s: &str| AttrValue::Str(s.to_string());
-        let method = header(":method");
-        let (path, _) = split_query(header(":path"));
+    /// The stream ended: build the span, and its CLIENT child when one was spawned. `outcome`
+    /// is what the host reported about the response.
+    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Finished {
+        let end = end_unix_nanos.max(active.start_unix_nanos);
+        let name = self.span_name(&active, &outcome);
         let mut span = Span::new(
             active.context,
             active.parent,
-            active.trace_state,
-            span_name(method, outcome.route_name.as_deref(), path),
+            active.trace_state.clone(),
+            name.clone(),
             outcome.kind,
             active.start_unix_nanos,
-            end_unix_nanos.max(active.start_unix_nanos),
+            end,
         );
-        // OpenTelemetry HTTP semantic conventions (semconv v1.26+ stable HTTP attributes).
-        span.set_attribute("http.request.method", text(method), limits);
-        span.set_attribute("url.path", text(path), limits);
-        if let Some(scheme) = headers.get(":scheme").filter(|s| !s.is_empty()) {
-            span.set_attribute("url.scheme", text(scheme), limits);
-        }
-        let (host_part, port) = split_authority(header(":authority"));
-        if !host_part.is_empty() {
-            span.set_attribute("server.address", text(host_part), limits);
-        }
-        if let Some(port) = port {
-            span.set_attribute("server.port", AttrValue::Int(i64::from(port)), limits);
-        }
-        if let Some(code) = outcome.status {
-            span.set_attribute(
-                "http.response.status_code",
-                AttrValue::Int(i64::from(code)),
-                limits,
+        self.set_attributes(&mut span, &active, &outcome, true);
+        let upstream = active.upstream_span_id.map(|id| {
+            let mut child = Span::new(
+                SpanContext {
+                    span_id: id,
+                    ..active.context
+                },
+                Some(active.context.span_id),
+                active.trace_state.clone(),
+                name,
+                SpanKind::Client,
+                active.start_unix_nanos,
+                end,
             );
-        }
-        let (status, message) = span_status(outcome.kind, &outcome);
-        if let Some(v) = outcome.protocol_version {
-            span.set_attribute("network.protocol.version", AttrValue::Str(v), limits);
-        }
-        if let Some(ua) = headers.get("user-agent") {
-            span.set_attribute("user_agent.original", text(ua), limits);
-        }
-        if let Some(cluster) = outcome.upstream_cluster {
-            span.set_attribute("upstream_cluster", AttrValue::Str(cluster), limits);
-        }
-        // Istio's own tags, so spans look like those of Istio's tracer.
-        let request_id = match active.generated_request_id {
-            Some(id) => AttrValue::Str(id),
-            None => text(header(REQUEST_ID)),
-        };
-        span.set_attribute("guid:x-request-id", request_id, limits);
-        span.set_attribute("component", text("proxy"), limits);
-        if !self.node.mesh_id.is_empty() {
-            span.set_attribute("istio.mesh_id", text(&self.node.mesh_id), limits);
-        }
-        if !self.node.namespace.is_empty() {
-            span.set_attribute("istio.namespace", text(&self.node.namespace), limits);
-        }
-        for (tag, value) in &self.static_tags {
-            span.set_attribute(tag.clone(), text(value), limits);
-        }
-        for (tag, name, default) in &self.header_tags {
-            if let Some(value) = headers.get(name).or(default.as_deref()) {
-                span.set_attribute(tag.clone(), text(value), limits);
-            }
-        }
-        span.status = status;
-        span.status_message = message;
-        span
+            self.set_attributes(&mut child, &active, &outcome, false);
+            child
+        });
+        Finished { span, upstream }
     }
 }
 
