@@ -389,3 +389,22 @@ def test_kiali_finds_every_span_of_its_workload(stack, grpc_mesh):
         app, workload = workloads[s.service]
         assert kiali_matches(s, "Kubernetes", app, "default", workload), s
         assert not kiali_matches(s, "other-cluster", app, "default", workload)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. One service, one name: the namespace is never counted twice, and an app's OTel SDK set up
+#    as the README says names the same service.
+
+@pytest.mark.parametrize("mode,name,namespace", [
+    ("APP_LABEL_AND_NAMESPACE", "reviews.default", None),
+    ("CANONICAL_NAME_ONLY", "reviews", "default"),
+])
+def test_resource_names_the_service_once(stack, mode, name, namespace):
+    car = stack.sidecar({**ALL, "tracingServiceName": mode}, node=Node(app="reviews"))
+    car.request("/", headers={"traceparent": f"00-{TRACE}-{SPAN}-01"})
+    for s in stack.sink.wait_for_spans(2, where=lambda s: s.trace_id == TRACE):
+        assert s.resource["service.name"] == name
+        assert s.resource.get("service.namespace") == namespace
+        assert s.resource["k8s.namespace.name"] == "default"
+        qualified = "/".join(p for p in (s.resource.get("service.namespace"), name) if p)
+        assert qualified.count("default") == 1, "a backend qualifying by namespace: once"
