@@ -259,6 +259,12 @@ impl Tracer {
         if let Some(address) = upstream_address {
             a.str("upstream_address", address);
         }
+        // On the spawned CLIENT child too (Envoy leaves it off): one request, one id to search.
+        let request_id = match &active.generated_request_id {
+            Some(id) => id.as_str(),
+            None => header(REQUEST_ID),
+        };
+        a.str("guid:x-request-id", request_id);
         if downstream {
             a.str(
                 "downstream_cluster",
@@ -266,11 +272,6 @@ impl Tracer {
                     .get("x-envoy-downstream-service-cluster")
                     .unwrap_or("-"),
             );
-            let request_id = match &active.generated_request_id {
-                Some(id) => id.as_str(),
-                None => header(REQUEST_ID),
-            };
-            a.str("guid:x-request-id", request_id);
         }
 
         // Istio's tracer: the duplicates of semantic-convention attributes.
