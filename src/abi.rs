@@ -27,6 +27,7 @@ pub mod status {
 pub mod map {
     pub const REQUEST_HEADERS: u32 = 0;
     pub const RESPONSE_HEADERS: u32 = 2;
+    pub const RESPONSE_TRAILERS: u32 = 3;
     pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
     pub const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
 }

@@ -307,10 +307,13 @@ impl Request {
             return;
         };
         if let Ok(mut exporter) = shared.exporter.try_borrow_mut() {
-            if finished.captured {
-                exporter.enqueue_captured(finished.span, &shared.metrics);
-            } else {
-                exporter.enqueue(finished.span, &shared.metrics);
+            let captured = finished.captured;
+            for span in finished {
+                if captured {
+                    exporter.enqueue_captured(span, &shared.metrics);
+                } else {
+                    exporter.enqueue(span, &shared.metrics);
+                }
             }
         }
     }

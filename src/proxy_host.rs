@@ -37,6 +37,10 @@ impl Host for ProxyHost {
         let _ = abi::set_property(name, value);
     }
 
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        map_value(abi::map::RESPONSE_TRAILERS, name)
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path).ok().flatten()
     }

@@ -110,6 +110,11 @@ fn outcome() -> Outcome {
         upstream_cluster: Some("outbound|9080||reviews.default.svc.cluster.local".into()),
         route_name: None,
         details: None,
+        downstream_address: Some("10.0.0.7:51234".into()),
+        upstream_address: Some("10.0.0.9:9080".into()),
+        request_size: Some(0),
+        response_size: Some(1432),
+        ..Outcome::default()
     }
 }
 
@@ -200,7 +205,7 @@ fn spans_and_export(c: &mut Criterion) {
             .pending
             .and_then(Pending::into_recorded)
             .unwrap();
-        t.finish(active, outcome(), 1_700_000_000_002_000_000)
+        t.finish(active, outcome(), 1_700_000_000_002_000_000).span
     };
     let one = span();
     g.bench_function("encode one span", |b| {
@@ -269,7 +274,7 @@ fn request_path(c: &mut Criterion) {
                 .pending
                 .and_then(Pending::into_recorded)
                 .unwrap();
-            let span = t.finish(active, outcome(), 1_700_000_000_002_000_000);
+            let span = t.finish(active, outcome(), 1_700_000_000_002_000_000).span;
             BatchEncoder::encode_span(&span)
         })
     });

@@ -29,6 +29,14 @@ pub struct Config {
     pub role: RoleSetting,
     /// Istio-style custom tags added to every span: name → source.
     pub custom_tags: BTreeMap<String, CustomTag>,
+    /// How span names are made (bounded in every mode).
+    pub span_name: SpanNameMode,
+    /// Envoy's `spawn_upstream_span`: a CLIENT child of this proxy's span, whose id is sent
+    /// upstream. `None` (auto): on at gateways, as Istio configures it
+    /// (`pilot/pkg/networking/core/tracing.go` `configureFromProviderConfig`: `startChildSpan`).
+    pub spawn_upstream_span: Option<bool>,
+    /// Which attributes spans carry beyond the OTel semantic conventions.
+    pub attributes: AttributesConfig,
     /// Extra resource attributes, as `OTEL_RESOURCE_ATTRIBUTES` would give them.
     pub resource_attributes: BTreeMap<String, String>,
     pub sampling: SamplingConfig,
@@ -45,6 +53,9 @@ impl Default for Config {
             service_name: None,
             role: RoleSetting::Auto,
             custom_tags: BTreeMap::new(),
+            span_name: SpanNameMode::default(),
+            spawn_upstream_span: None,
+            attributes: AttributesConfig::default(),
             resource_attributes: BTreeMap::new(),
             sampling: SamplingConfig::default(),
             propagation: PropagationConfig::default(),
@@ -70,6 +81,55 @@ pub enum RoleSetting {
     Auto,
     Server,
     Client,
+}
+
+/// `spanName`: how a span is named. Every mode has bounded cardinality; a request Envoy answered
+/// itself with no route (`NR`) never has its path in the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanNameMode {
+    /// Istio's route decorator, `host:port/*` (`pilot/pkg/networking/core/route/route.go`
+    /// `GetRouteOperation`, `telemetry.TraceOperation`): what Istio's tracer names spans and
+    /// what Kiali's `operationSpanFilter` matches.
+    #[default]
+    Istio,
+    /// OTel HTTP semantic conventions, "Name": `{method} {route}` for a named route, else
+    /// `{method}`.
+    Route,
+    /// `{method} {path}` with id-like segments replaced by `{id}`, at most
+    /// [`crate::naming::MAX_TEMPLATED_SEGMENTS`] segments.
+    TemplatedPath,
+}
+
+/// `attributes.urlQuery`: what of the query string reaches `url.query`, `url.full` and
+/// `http.url` (OTel semconv `url.query`: sensitive values SHOULD be redacted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UrlQueryMode {
+    /// Not recorded.
+    Omit,
+    /// Keys kept, every value replaced by `REDACTED`.
+    #[default]
+    Redact,
+    /// As the client sent it (Envoy's `http.url` does this).
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributesConfig {
+    /// Istio's and Envoy's legacy tags that duplicate a semantic-convention attribute
+    /// (`http.method`, `http.status_code`, `http.url`, `peer.address`, `request_size`, …).
+    /// Tags with no semantic-convention equivalent (`node_id`, `istio.*`, `response_flags`,
+    /// `upstream_cluster`, …) are always set: Kiali and saved queries need them.
+    pub istio_compat: bool,
+    pub url_query: UrlQueryMode,
+}
+
+impl Default for AttributesConfig {
+    fn default() -> Self {
+        AttributesConfig {
+            istio_compat: true,
+            url_query: UrlQueryMode::default(),
+        }
+    }
 }
 
 /// One Istio custom tag: exactly one of `literal`, `environment`, `header`.
@@ -382,14 +442,18 @@ pub struct LimitsConfig {
     pub max_attributes: usize,
     /// Largest export request body, in bytes.
     pub max_batch_bytes: usize,
+    /// Longest span name, in bytes (cut at a character boundary).
+    pub max_span_name_length: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_attribute_length: 256,
-            max_attributes: 64,
+            // OTel SDK's default attribute count limit (OTEL_ATTRIBUTE_COUNT_LIMIT).
+            max_attributes: 128,
             max_batch_bytes: 1 << 20,
+            max_span_name_length: 128,
         }
     }
 }
@@ -487,6 +551,9 @@ impl Config {
         }
         if self.limits.max_attribute_length < 16 {
             return Err(err("limits.maxAttributeLength", "must be at least 16"));
+        }
+        if self.limits.max_span_name_length < 16 {
+            return Err(err("limits.maxSpanNameLength", "must be at least 16"));
         }
         if self.limits.max_batch_bytes < 1024 {
             return Err(err("limits.maxBatchBytes", "must be at least 1024"));

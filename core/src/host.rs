@@ -47,6 +47,10 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Option<String>;
     /// Sets a response header, replacing every existing value (only in response headers).
     fn set_response_header(&self, name: &str, value: &str);
+    /// One response trailer (e.g. `grpc-message`); hosts without trailers have none.
+    fn response_trailer(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// A host property (e.g. `["xds", "node", "metadata", "NAMESPACE"]`), raw bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Sets the request's property `name`, a path of ONE segment (`meshtrace.trace_id`): Envoy

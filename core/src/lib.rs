@@ -28,10 +28,12 @@
 //! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
 //!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
-//!    reads what the host knows (status, cluster, route; the span's kind),
-//!    [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes, name from
-//!    [`naming::span_name`], status) and [`export::Exporter::enqueue`] (captured spans:
-//!    `enqueue_captured`, a share of their own) encodes it
+//!    reads what the host knows (status, gRPC status, flags, cluster, addresses; the span's
+//!    kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
+//!    `tracer/attributes.rs`, name from [`naming::span_name`], status from [`tracer::is_error`])
+//!    — and at a gateway its CLIENT child, whose id step 2 sent upstream — and
+//!    [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their own)
+//!    encodes each
 //!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
 //!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
@@ -45,13 +47,13 @@
 //! |---|---|
 //! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors |
 //! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
-//! | `istio` | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough) |
+//! | `istio` | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough), `peer.service`, Envoy's response flags |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
 //! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
 //! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | `http` | one parser of `:authority` and `:path` for rules and attributes |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] in `tracer/outcome.rs`, capture in `tracer/capture.rs` |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] and [`tracer::is_error`] in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs` |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
 //! | [`otlp`], [`export`] | OTLP encoding; the queue, batches, retries, drop accounting |

@@ -35,6 +35,8 @@ pub struct NodeInfo {
     pub pod_name: String,
     pub cluster_id: String,
     pub mesh_id: String,
+    /// Envoy's locality zone (`node.locality.zone`), Envoy's `zone` tag.
+    pub zone: String,
     /// The labels of `LABELS_READ` that are set and non-empty.
     pub labels: Vec<(&'static str, String)>,
     /// Where the per-request xDS attributes are.
@@ -79,6 +81,7 @@ impl NodeInfo {
             pod_name: meta("NAME"),
             cluster_id: meta("CLUSTER_ID"),
             mesh_id: meta("MESH_ID"),
+            zone: node_property(host, &["locality", "zone"]).unwrap_or_default(),
             labels,
             xds,
         }
@@ -94,6 +97,16 @@ impl NodeInfo {
     /// Istio gateways have node ids beginning `router~`.
     pub fn is_gateway(&self) -> bool {
         self.id.starts_with("router~")
+    }
+
+    /// The mesh DNS domain of the proxy's namespace, the node id's last part
+    /// (`sidecar~IP~POD.NS~NS.svc.cluster.local` → `NS.svc.cluster.local`).
+    pub fn dns_domain(&self) -> &str {
+        self.id
+            .rsplit('~')
+            .next()
+            .filter(|_| self.id.contains('~'))
+            .unwrap_or("")
     }
 
     /// Istio sidecars have node ids beginning `sidecar~`.

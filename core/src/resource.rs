@@ -30,7 +30,17 @@ pub fn build_resource(
         .iter()
         .find_map(|l| node.label(l));
     put("service.version", version.unwrap_or(""));
-    put("service.namespace", &node.namespace);
+    // One service, one name. `service.name` is Istio's `tracingServiceName` (Kiali queries
+    // `app.namespace`: kiali `business/tracing.go` `tracingServiceName`); OTel qualifies a name
+    // by `service.namespace` (semconv "service.namespace"), and backends that do would show
+    // `default/reviews.default`. So the namespace goes in `service.namespace` only when the name
+    // does not carry it already (`CANONICAL_NAME_ONLY`, or a `serviceName` without it).
+    let qualified = service_name
+        .strip_suffix(node.namespace.as_str())
+        .is_some_and(|rest| rest.ends_with('.'));
+    if !qualified {
+        put("service.namespace", &node.namespace);
+    }
     put("k8s.namespace.name", &node.namespace);
     put("k8s.pod.name", &node.pod_name);
     put("k8s.cluster.name", &node.cluster_id);
@@ -100,7 +110,11 @@ mod tests {
                 Some("v2"),
                 "canonical revision when no version label",
             ),
-            ("service.namespace", Some("default"), "namespace"),
+            (
+                "service.namespace",
+                None,
+                "the name carries the namespace already: not counted twice",
+            ),
             ("k8s.namespace.name", Some("default"), "namespace"),
             ("k8s.pod.name", Some("reviews-v2-7d9f"), "pod"),
             (
@@ -124,6 +138,12 @@ mod tests {
         for (key, want, why) in cases {
             assert_eq!(get(&r, key), want, "{key}: {why}");
         }
+        let canonical = build_resource(&node, "reviews", &BTreeMap::new());
+        assert_eq!(
+            get(&canonical, "service.namespace"),
+            Some("default"),
+            "CANONICAL_NAME_ONLY: the namespace qualifies the name, as an OTel SDK's does"
+        );
         let empty = build_resource(&NodeInfo::default(), "istio-proxy", &BTreeMap::new());
         assert_eq!(
             get(&empty, "k8s.namespace.name"),

@@ -52,7 +52,9 @@ def settled(mesh: Mesh, requests: int) -> dict[str, int] | None:
                       if "meshtrace_sampling_sampled_" in k or "meshtrace_spans_captured_" in k)
         if decided != requests * per_request:
             return None
-        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != sampled:
+        # A gateway records two spans per sampled request: SERVER and the CLIENT child it spawns.
+        spans_per_sampled = 2 if envoy is mesh.gateway else 1
+        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != sampled * spans_per_sampled:
             return None
     c = mesh.counters()
     dropped = sum(v for k, v in c.items() if k.startswith("spans_dropped_"))

@@ -13,12 +13,14 @@ import pytest
 DEMO = Path(__file__).resolve().parent / "demo.py"
 
 # The call graph: every trace must be exactly this tree (service app, kind, callees).
-CALL_GRAPH = ("istio-ingressgateway", "SERVER", [
+# The gateway's CLIENT child (Envoy's spawn_upstream_span, as Istio sets it at gateways) is the
+# parent productpage sees.
+CALL_GRAPH = ("istio-ingressgateway", "SERVER", [("istio-ingressgateway", "CLIENT", [
     ("productpage", "SERVER", [
         ("productpage", "CLIENT", [("details", "SERVER", [])]),
         ("productpage", "CLIENT", [("reviews", "SERVER", [
             ("reviews", "CLIENT", [("ratings", "SERVER", [])])])]),
-    ])])
+    ])])])
 
 
 def run_demo(tmp_path: Path, *args: str) -> dict:
@@ -53,7 +55,7 @@ def test_every_request_is_one_trace_shaped_like_the_call_graph(default_run):
     assert len(r["traces"]) == 4, "100% sampling: one trace per request"
     names = {"istio-ingressgateway": "istio-ingressgateway.istio-system"}
     for trace in r["traces"]:
-        assert trace["spans"] == 8 and len(trace["roots"]) == 1, \
+        assert trace["spans"] == 9 and len(trace["roots"]) == 1, \
             "all spans of a request share one trace id and hang from one root"
         app_of = {v: k for k, v in names.items()}
         got = shape(trace["roots"][0], lambda svc: app_of.get(svc, svc.removesuffix(".default")))
@@ -75,7 +77,7 @@ def test_names_follow_the_default_mode_and_counters_add_up(default_run):
     assert services == {"istio-ingressgateway.istio-system", "productpage.default",
                         "details.default", "reviews.default", "ratings.default"}
     c = r["counters"]
-    assert c["spans_recorded"] == c["spans_exported"] == 32
+    assert c["spans_recorded"] == c["spans_exported"] == 36
     assert sum(v for k, v in c.items() if k.startswith("spans_dropped_")) == 0
     assert "open file://" in r["stdout"].splitlines()[-1], "the last line points to the page"
 
@@ -108,8 +110,8 @@ def test_html_page_draws_every_span_in_a_browser(default_run, tmp_path):
         capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
     assert dom.returncode == 0, dom.stderr
     html = dom.stdout
-    assert re.search(r'data-rendered="32"', html), "the script drew 32 span bars"
-    assert len(re.findall(r'class="span-bar ', html)) == 32
+    assert re.search(r'data-rendered="36"', html), "the script drew 36 span bars"
+    assert len(re.findall(r'class="span-bar ', html)) == 36
     for svc in ("istio-ingressgateway.istio-system", "productpage.default", "details.default",
                 "reviews.default", "ratings.default"):
         assert f'data-service="{svc}"' in html, f"{svc} is drawn"

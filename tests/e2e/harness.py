@@ -561,6 +561,17 @@ def hcm(lst: dict) -> dict:
     return lst["filter_chains"][0]["filters"][0]["typed_config"]
 
 
+def routed_listener(name: str, port: int, direction: str, routes: list[dict],
+                    http_filters: list[dict], route_name: str = "default") -> dict:
+    """A listener like `listener`, with the given Envoy routes (`{"name", "match", "route" |
+    "direct_response"}`) in one catch-all virtual host: a path no route matches is Envoy's own
+    404 (`NR`)."""
+    base = listener(name, port, direction, "unused", http_filters, route_name=route_name)
+    hcm = base["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = routes
+    return base
+
+
 class Envoy:
     """One Envoy process: `--concurrency 1`, a dynamic base id, readiness on admin `/ready`."""
 

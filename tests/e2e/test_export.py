@@ -32,7 +32,8 @@ def one_trace(stack, car, path="/details/42?x=1", headers=None):
                                                    ("grpc", "collector_grpc_cluster")])
 def test_server_and_client_spans_of_one_trace(stack, protocol, cluster_attr):
     cluster = getattr(Sidecar, cluster_attr)  # the harness's collector clusters (HTTP/1.1, HTTP/2)
-    car = stack.sidecar(config(exporter={"protocol": protocol, "cluster": cluster}),
+    car = stack.sidecar(config(exporter={"protocol": protocol, "cluster": cluster},
+                               spanName="templatedPath"),
                         node=Node(app="productpage", version="v1", namespace="default"))
     status, server, client = one_trace(stack, car, headers={
         "traceparent": f"00-{TRACE}-{SPAN}-01", "user-agent": "curl/8.5", "x-request-id": "rid-1"})

@@ -7,10 +7,10 @@
 //! every VM compiles, for a function that runs once per configuration.
 
 use super::{
-    CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExportProtocol, ExporterConfig,
-    HeaderMatch, HeaderValue, LimitsConfig, ParentMode, PathMatch, PropagationConfig, Propagator,
-    RoleSetting, RuleAction, RuleKeyword, RuleMatch, SamplingConfig, SamplingRule, ServiceNameMode,
-    StatusClass,
+    AttributesConfig, CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExportProtocol,
+    ExporterConfig, HeaderMatch, HeaderValue, LimitsConfig, ParentMode, PathMatch,
+    PropagationConfig, Propagator, RoleSetting, RuleAction, RuleKeyword, RuleMatch, SamplingConfig,
+    SamplingRule, ServiceNameMode, SpanNameMode, StatusClass, UrlQueryMode,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -231,6 +231,9 @@ impl Config {
                 "serviceName",
                 "role",
                 "customTags",
+                "spanName",
+                "spawnUpstreamSpan",
+                "attributes",
                 "resourceAttributes",
                 "sampling",
                 "propagation",
@@ -284,6 +287,23 @@ impl Config {
                 })?
                 .unwrap_or(d.role),
             custom_tags: o.map("customTags", &custom_tag)?.unwrap_or_default(),
+            span_name: o
+                .read("spanName", &|v, p| {
+                    choice(
+                        v,
+                        p,
+                        &[
+                            ("istio", SpanNameMode::Istio),
+                            ("route", SpanNameMode::Route),
+                            ("templatedPath", SpanNameMode::TemplatedPath),
+                        ],
+                    )
+                })?
+                .unwrap_or(d.span_name),
+            spawn_upstream_span: o.bool("spawnUpstreamSpan")?,
+            attributes: o
+                .read("attributes", &AttributesConfig::from_json)?
+                .unwrap_or(d.attributes),
             resource_attributes: o.map("resourceAttributes", &string)?.unwrap_or_default(),
             sampling: o
                 .read("sampling", &SamplingConfig::from_json)?
@@ -590,12 +610,40 @@ impl ExporterConfig {
     }
 }
 
+impl AttributesConfig {
+    fn from_json(v: &Value, path: &str) -> Result<AttributesConfig> {
+        let o = Object::new(v, path.to_string(), &["istioCompat", "urlQuery"])?;
+        let d = AttributesConfig::default();
+        Ok(AttributesConfig {
+            istio_compat: o.bool("istioCompat")?.unwrap_or(d.istio_compat),
+            url_query: o
+                .read("urlQuery", &|v, p| {
+                    choice(
+                        v,
+                        p,
+                        &[
+                            ("omit", UrlQueryMode::Omit),
+                            ("redact", UrlQueryMode::Redact),
+                            ("full", UrlQueryMode::Full),
+                        ],
+                    )
+                })?
+                .unwrap_or(d.url_query),
+        })
+    }
+}
+
 impl LimitsConfig {
     fn from_json(v: &Value, path: &str) -> Result<LimitsConfig> {
         let o = Object::new(
             v,
             path.to_string(),
-            &["maxAttributeLength", "maxAttributes", "maxBatchBytes"],
+            &[
+                "maxAttributeLength",
+                "maxAttributes",
+                "maxBatchBytes",
+                "maxSpanNameLength",
+            ],
         )?;
         let d = LimitsConfig::default();
         Ok(LimitsConfig {
@@ -604,6 +652,9 @@ impl LimitsConfig {
                 .unwrap_or(d.max_attribute_length),
             max_attributes: o.count("maxAttributes")?.unwrap_or(d.max_attributes),
             max_batch_bytes: o.count("maxBatchBytes")?.unwrap_or(d.max_batch_bytes),
+            max_span_name_length: o
+                .count("maxSpanNameLength")?
+                .unwrap_or(d.max_span_name_length),
         })
     }
 }

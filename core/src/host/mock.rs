@@ -28,6 +28,7 @@ pub struct MockHost {
     pub now: Cell<u64>,
     pub request_headers: RefCell<Vec<(String, String)>>,
     pub response_headers: RefCell<Vec<(String, String)>>,
+    pub response_trailers: RefCell<Vec<(String, String)>>,
     pub properties: BTreeMap<Vec<String>, Vec<u8>>,
     pub calls: RefCell<Vec<RecordedCall>>,
     /// When set, `dispatch` fails (e.g. unknown cluster).
@@ -59,6 +60,13 @@ impl MockHost {
 
     pub fn with_response_header(self, name: &str, value: &str) -> Self {
         self.response_headers
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_response_trailer(self, name: &str, value: &str) -> Self {
+        self.response_trailers
             .borrow_mut()
             .push((name.to_string(), value.to_string()));
         self
@@ -139,6 +147,14 @@ impl Host for MockHost {
         self.properties_set
             .borrow_mut()
             .push((name.to_string(), value.to_vec()));
+    }
+
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        self.response_trailers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

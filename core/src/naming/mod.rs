@@ -3,7 +3,7 @@
 
 mod span_name;
 
-pub use self::span_name::span_name;
+pub use self::span_name::{grpc_method, span_name, NameParts, MAX_TEMPLATED_SEGMENTS};
 
 use crate::config::ServiceNameMode;
 use crate::node::{NodeInfo, LABEL_APP, LABEL_CANONICAL_NAME, LABEL_K8S_NAME};

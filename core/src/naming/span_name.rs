@@ -1,7 +1,10 @@
 //! Span names: `{METHOD} {target}` (OTel HTTP semantic conventions, "Name"), with a target of
 //! bounded cardinality — a named route, or the path with its id-like segments replaced.
 
-use crate::http::split_query;
+use crate::config::SpanNameMode;
+use crate::http::{split_authority, split_query};
+use crate::istio::parse_subset_key;
+use crate::span::truncate;
 
 /// Route names Envoy and Istio give when nobody named the route: not worth a span name.
 const GENERIC_ROUTES: [&str; 4] = [
@@ -20,22 +23,113 @@ fn is_meaningful_route(route: &str) -> bool {
         && !route.contains(['|', ':'])
 }
 
-/// `{METHOD} {target}` (OTel HTTP span name): a named route if there is one, else the path with
-/// id-like segments replaced by `{id}` — never the query string or raw ids (cardinality).
-pub fn span_name(method: &str, route_name: Option<&str>, path: &str) -> String {
-    let method = if method.is_empty() { "HTTP" } else { method };
-    if let Some(route) = route_name.filter(|r| is_meaningful_route(r)) {
-        return format!("{method} {route}");
+/// What a span name may be made of; every field is known without a host call beyond those the
+/// span reads anyway.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameParts<'a> {
+    pub method: &'a str,
+    /// `:path`, query included (it is cut off here).
+    pub path: &'a str,
+    pub authority: &'a str,
+    /// Envoy's route name, when it was read (`spanName` `route` or `templatedPath`).
+    pub route_name: Option<&'a str>,
+    pub upstream_cluster: Option<&'a str>,
+    /// The mesh's DNS domain of this proxy (`default.svc.cluster.local`), to qualify a short
+    /// authority the way Istio names inbound routes.
+    pub dns_domain: &'a str,
+    pub grpc: bool,
+    /// Envoy found no route (`NR`): the path is whatever a client or scanner sent.
+    pub no_route: bool,
+}
+
+/// Segments of a path kept by `templatedPath`; deeper paths end in `/*`.
+pub const MAX_TEMPLATED_SEGMENTS: usize = 8;
+
+/// The span name, at most `max_len` bytes:
+/// - gRPC: `package.Service/Method` (OTel RPC semantic conventions, "Span name");
+/// - no route (`NR`): `{METHOD}` only, whatever the mode;
+/// - otherwise per `spanName` ([`SpanNameMode`]).
+pub fn span_name(mode: SpanNameMode, parts: &NameParts<'_>, max_len: usize) -> String {
+    let method = if parts.method.is_empty() {
+        "HTTP"
+    } else {
+        parts.method
+    };
+    let path = split_query(parts.path).0;
+    let name = if parts.no_route {
+        method.to_string()
+    } else if let Some(rpc) = parts.grpc.then(|| grpc_method(path)).flatten() {
+        format!("{}/{}", rpc.0, rpc.1)
+    } else {
+        match mode {
+            SpanNameMode::Istio => istio_operation(parts).unwrap_or_else(|| method.to_string()),
+            SpanNameMode::Route => match parts.route_name.filter(|r| is_meaningful_route(r)) {
+                Some(route) => format!("{method} {route}"),
+                None => method.to_string(),
+            },
+            SpanNameMode::TemplatedPath => {
+                match parts.route_name.filter(|r| is_meaningful_route(r)) {
+                    Some(route) => format!("{method} {route}"),
+                    None => templated_path(method, path),
+                }
+            }
+        }
+    };
+    truncate(name, max_len)
+}
+
+/// `/package.Service/Method` → (`package.Service`, `Method`) (gRPC over HTTP/2: `:path` is
+/// `/` Service-Name `/` method-name).
+pub fn grpc_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = split_query(path).0.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
+/// Istio's trace operation for a route, `host:port/*` (`pilot/pkg/networking/core/route/
+/// route.go` `GetRouteOperation`, `telemetry.TraceOperation`): the host and port of the
+/// destination cluster; inbound clusters carry no host, so the authority's, qualified with the
+/// mesh domain the way Istio names the service (`reviews` → `reviews.default.svc.cluster.local`).
+/// The route's own match is not visible to the plugin: the path part is always `/*`.
+fn istio_operation(parts: &NameParts<'_>) -> Option<String> {
+    let key = parts.upstream_cluster.and_then(parse_subset_key);
+    let (authority_host, authority_port) = split_authority(parts.authority);
+    match key {
+        Some(k) if !k.host.is_empty() => Some(format!("{}:{}/*", k.host, k.port)),
+        _ if authority_host.is_empty() => None,
+        key => {
+            let port = authority_port.or(key.map(|k| k.port));
+            let mut name = String::with_capacity(64);
+            name.push_str(authority_host);
+            if !authority_host.contains('.') && !parts.dns_domain.is_empty() {
+                name.push('.');
+                name.push_str(parts.dns_domain);
+            }
+            if let Some(port) = port {
+                name.push(':');
+                name.push_str(&port.to_string());
+            }
+            name.push_str("/*");
+            Some(name)
+        }
     }
-    let (path, _) = split_query(path);
-    let mut name = String::with_capacity(method.len() + 1 + path.len());
+}
+
+/// `{METHOD} {path}` with id-like segments replaced by `{id}`, at most
+/// [`MAX_TEMPLATED_SEGMENTS`] segments.
+fn templated_path(method: &str, path: &str) -> String {
+    let mut name = String::with_capacity(method.len() + 1 + path.len().min(128));
     name.push_str(method);
     name.push(' ');
     if path.is_empty() || path == "/" {
         name.push('/');
         return name;
     }
-    for segment in path.split('/').skip(1) {
+    for (i, segment) in path.split('/').skip(1).enumerate() {
+        if i == MAX_TEMPLATED_SEGMENTS {
+            name.push_str("/*");
+            break;
+        }
         name.push('/');
         if looks_like_id(segment) {
             name.push_str("{id}");
@@ -62,9 +156,19 @@ fn looks_like_id(segment: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn templated(method: &str, route: Option<&str>, path: &str) -> String {
+        let parts = NameParts {
+            method,
+            path,
+            route_name: route,
+            ..NameParts::default()
+        };
+        span_name(SpanNameMode::TemplatedPath, &parts, 128)
+    }
+
     #[test]
     #[rustfmt::skip]
-    fn span_names_have_bounded_cardinality() {
+    fn templated_paths_have_bounded_cardinality() {
         let cases = [
             ("GET",  None,                                           "/productpage",                                "GET /productpage",        "static path"),
             ("GET",  None,                                           "/reviews/0",                                  "GET /reviews/{id}",       "numeric id"),
@@ -80,9 +184,43 @@ mod tests {
             ("GET",  Some("9080"),                                   "/r/1",                                        "GET /r/{id}",             "Istio port route ignored"),
             ("GET",  Some("reviews.default.svc.cluster.local:9080"), "/r",                                          "GET /r",                  "host:port ignored"),
             ("GET",  Some("inbound|9080||"),                         "/r",                                          "GET /r",                  "cluster-style name ignored"),
+            ("GET",  None,                                           "/a/b/c/d/e/f/g/h/i/j",                        "GET /a/b/c/d/e/f/g/h/*",  "segment cap"),
         ];
         for (method, route, path, want, reason) in cases {
-            assert_eq!(span_name(method, route, path), want, "{reason}");
+            assert_eq!(templated(method, route, path), want, "{reason}");
         }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn every_mode_bounds_the_name() {
+        use SpanNameMode::*;
+        let out = Some("outbound|9080||reviews.default.svc.cluster.local");
+        let inb = Some("inbound|9080||");
+        let p = |mode, cluster, authority, path, route, grpc, no_route| {
+            let parts = NameParts {
+                method: "GET", path, authority, route_name: route, upstream_cluster: cluster,
+                dns_domain: "default.svc.cluster.local", grpc, no_route,
+            };
+            span_name(mode, &parts, 128)
+        };
+        let cases = [
+            (p(Istio, out,  "reviews:9080", "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "outbound: the cluster's host and port"),
+            (p(Istio, inb,  "reviews:9080", "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "inbound: the authority, qualified"),
+            (p(Istio, inb,  "reviews",      "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "inbound without port: the cluster's"),
+            (p(Istio, None, "",             "/r/1", None, false, false),             "GET",                                      "nothing known: the method"),
+            (p(Istio, out,  "x",            "/scan/9f8e7d", None, false, true),      "GET",                                      "no route: never the path"),
+            (p(TemplatedPath, None, "x",    "/scan/abc-def", None, false, true),     "GET",                                      "no route in templatedPath too"),
+            (p(Route, out,  "x",            "/r/1", Some("reviews-v2"), false, false), "GET reviews-v2",                         "route: a named route"),
+            (p(Route, out,  "x",            "/r/1", Some("default"), false, false),  "GET",                                      "route: no template known, the method alone"),
+            (p(Istio, out,  "x",            "/shop.Cart/Add", None, true, false),    "shop.Cart/Add",                            "gRPC: package.Service/Method"),
+            (p(Istio, out,  "x",            "/a/b/c", None, true, false),            "reviews.default.svc.cluster.local:9080/*", "not a gRPC method path: the mode's name"),
+        ];
+        for (got, want, reason) in cases {
+            assert_eq!(got, want, "{reason}");
+        }
+        let long = format!("/{}", "a".repeat(30_000));
+        let parts = NameParts { method: "GET", path: &long, ..NameParts::default() };
+        assert_eq!(span_name(TemplatedPath, &parts, 128).len(), 128, "limits.maxSpanNameLength");
     }
 }

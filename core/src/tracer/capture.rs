@@ -102,10 +102,13 @@ impl Tracer {
             headers: host.request_headers(),
             generated_request_id: None,
             note: Some(Note::Captured(reason)),
+            // Unsampled requests send their own span id upstream: no CLIENT child to record.
+            upstream_span_id: None,
         };
+        let outcome = self.read_outcome(host, &active);
         Some(Finished {
-            span: self.finish(active, self.read_outcome(host), end),
             captured: true,
+            ..self.finish(active, outcome, end)
         })
     }
 
@@ -136,7 +139,7 @@ impl Tracer {
             },
             // Only for a `clientStatuses` status (opt-in, then capped): the outcome is read again
             // for the span rather than kept.
-            is_client: &|| self.read_outcome(host).kind == SpanKind::Client,
+            is_client: &|| self.read_kind(host).0 == SpanKind::Client,
         })
     }
 }

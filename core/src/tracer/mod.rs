@@ -5,23 +5,24 @@ use crate::config::{Config, ContextValue, CustomTag, ExportProtocol};
 use crate::context::{SpanContext, TraceFlags};
 use crate::headers::HeaderMap;
 use crate::host::Host;
-use crate::http::{split_authority, split_query};
 use crate::ids::{push_hex, IdGenerator, SpanId};
 use crate::metrics::{Metric, Metrics};
-use crate::naming::{self, span_name};
+use crate::naming;
 use crate::node::NodeInfo;
 use crate::propagation::{self, request_id, Extracted};
 use crate::resource;
 use crate::sampling::capture::{CapturePolicy, CaptureReason};
 use crate::sampling::{Decision, ParentInfo, Reason, RequestInfo, Sampler};
-use crate::span::{AttrValue, Span};
+use crate::span::{AttrValue, Span, SpanKind};
 
+mod attributes;
 mod capture;
 mod outcome;
 
 pub use self::capture::Unsampled;
-use self::outcome::span_status;
-pub use self::outcome::Outcome;
+pub use self::outcome::{
+    grpc_code_name, is_error, is_grpc_content_type, GrpcOutcome, Outcome, GRPC_OK,
+};
 
 const REQUEST_ID: &str = "x-request-id";
 /// W3C Trace Context Level 2 §"Traceresponse Header" (spec/21-http_response_header_format.md
@@ -44,6 +45,12 @@ pub struct Tracer {
     static_tags: Vec<(String, String)>,
     /// Custom tags read from request headers: (tag, header, default).
     header_tags: Vec<(String, String, Option<String>)>,
+    /// The tags of Istio's tracer known once per configuration: Istio's service tags, Envoy's
+    /// `node_id`, `zone`, `component` (see [`attributes::static_tags`]).
+    istio_tags: Vec<(&'static str, String)>,
+    /// A CLIENT child span per recorded request, whose id goes upstream (Envoy's
+    /// `spawn_upstream_span`).
+    spawn_upstream_span: bool,
     record_spans: bool,
 }
 
@@ -85,12 +92,23 @@ impl Pending {
     }
 }
 
-/// A finished span and whether it was captured (captured spans never displace sampled ones in
-/// the export queue).
-#[derive(Debug, Clone)]
+/// The spans a finished request gives: this proxy's span, and at a gateway (or with
+/// `spawnUpstreamSpan`) its CLIENT child — the span the upstream sees as its parent — and
+/// whether they were captured (captured spans never displace sampled ones in the export queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub span: Span,
+    pub upstream: Option<Span>,
     pub captured: bool,
+}
+
+impl IntoIterator for Finished {
+    type Item = Span;
+    type IntoIter = std::iter::Chain<std::iter::Once<Span>, std::option::IntoIter<Span>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.span).chain(self.upstream)
+    }
 }
 
 /// Why a span was recorded when its request was not sampled by the parent.
@@ -116,6 +134,8 @@ pub struct ActiveSpan {
     /// when the incoming `x-request-id` was forwarded (or it is in `headers` already).
     generated_request_id: Option<String>,
     note: Option<Note>,
+    /// The id of the CLIENT child span, sent upstream in place of this span's own.
+    upstream_span_id: Option<SpanId>,
 }
 
 impl Tracer {
@@ -151,6 +171,8 @@ impl Tracer {
             }
         }
         Tracer {
+            istio_tags: attributes::static_tags(&node),
+            spawn_upstream_span: config.spawn_upstream_span.unwrap_or(node.is_gateway()),
             sampler: Sampler::new(&config),
             capture: CapturePolicy::new(&config.sampling),
             record_spans: config.exporter.protocol != ExportProtocol::None,
@@ -182,21 +204,31 @@ impl Tracer {
         let (context, decision) = self.decide(&headers, &mut incoming, host, ids, metrics);
         let incoming_request_id = headers.get(REQUEST_ID);
         let generated_request_id = self.request_id(host, ids, metrics, incoming_request_id);
-        self.inject(host, &headers, &context, &incoming);
+        let recorded = decision.sampled && self.record_spans;
+        // Envoy's `spawn_upstream_span` (`Router::Filter`, a child of the downstream span): the
+        // upstream's parent is the CLIENT child, so a recorded request at a gateway takes two
+        // span ids here. An unrecorded one sends its own: no span would carry a second id.
+        let upstream_span_id = (recorded && self.spawn_upstream_span).then(|| ids.span_id());
+        let sent = SpanContext {
+            span_id: upstream_span_id.unwrap_or(context.span_id),
+            ..context
+        };
+        self.inject(host, &headers, &sent, &incoming);
 
         let parent = incoming.parent.map(|p| p.span_id);
         let request_id = generated_request_id
             .as_deref()
             .or(incoming_request_id)
             .unwrap_or("");
-        self.publish(host, &context, parent, request_id);
-        let response_headers = self.response_headers(&context, request_id);
+        // Published: the span id the upstream received (an exported span's id when recorded).
+        self.publish(host, &sent, parent, request_id);
+        let response_headers = self.response_headers(&sent, request_id);
         // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "request trace_id={} span_id={} parent_span_id={} sampled={} request_id={}",
-                context.trace_id.to_hex(),
-                context.span_id.to_hex(),
+                sent.trace_id.to_hex(),
+                sent.span_id.to_hex(),
                 parent.map(|p| p.to_hex()).unwrap_or_default(),
                 decision.sampled,
                 request_id
@@ -217,6 +249,7 @@ impl Tracer {
                 headers,
                 generated_request_id,
                 note: decision.starts_mid_trace.then_some(Note::StartsMidTrace),
+                upstream_span_id,
             }))
         };
         RequestState {
@@ -225,16 +258,13 @@ impl Tracer {
         }
     }
 
-    /// The stream ended: the span to export, if any. A recorded request's span is finished; an
-    /// unsampled one is captured when it failed or was slow (and the capture cap allows).
+    /// The stream ended: the spans to export, if any. A recorded request's spans are finished;
+    /// an unsampled one is captured when it failed or was slow (and the capture cap allows).
     pub fn end(&self, host: &dyn Host, pending: Pending, metrics: &Metrics) -> Option<Finished> {
         match pending {
             Pending::Recorded(active) => {
-                let outcome = self.read_outcome(host);
-                Some(Finished {
-                    span: self.finish(active, outcome, host.now_unix_nanos()),
-                    captured: false,
-                })
+                let outcome = self.read_outcome(host, &active);
+                Some(self.finish(active, outcome, host.now_unix_nanos()))
             }
             Pending::Unsampled(unsampled) => self.capture(host, unsampled, metrics),
         }
@@ -434,86 +464,53 @@ impl Tracer {
         out
     }
 
-    /// The stream ended: build the span. `outcome` is what the host reported about the response.
-    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Span {
-        let limits = &self.config.limits;
-        let headers = &active.headers;
-        let header = |name: &str| headers.get(name).unwrap_or("");
-        let text = |s: &str| AttrValue::Str(s.to_string());
-        let method = header(":method");
-        let (path, _) = split_query(header(":path"));
+    /// The stream ended: build the span, and its CLIENT child when one was spawned. `outcome`
+    /// is what the host reported about the response.
+    pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Finished {
+        let end = end_unix_nanos.max(active.start_unix_nanos);
+        let name = self.span_name(&active, &outcome);
         let mut span = Span::new(
             active.context,
             active.parent,
-            active.trace_state,
-            span_name(method, outcome.route_name.as_deref(), path),
+            active.trace_state.clone(),
+            name.clone(),
             outcome.kind,
             active.start_unix_nanos,
-            end_unix_nanos.max(active.start_unix_nanos),
+            end,
         );
-        // OpenTelemetry HTTP semantic conventions (semconv v1.26+ stable HTTP attributes).
-        span.set_attribute("http.request.method", text(method), limits);
-        span.set_attribute("url.path", text(path), limits);
-        if let Some(scheme) = headers.get(":scheme").filter(|s| !s.is_empty()) {
-            span.set_attribute("url.scheme", text(scheme), limits);
-        }
-        let (host_part, port) = split_authority(header(":authority"));
-        if !host_part.is_empty() {
-            span.set_attribute("server.address", text(host_part), limits);
-        }
-        if let Some(port) = port {
-            span.set_attribute("server.port", AttrValue::Int(i64::from(port)), limits);
-        }
-        if let Some(code) = outcome.status {
-            span.set_attribute(
-                "http.response.status_code",
-                AttrValue::Int(i64::from(code)),
-                limits,
-            );
-        }
-        let (status, message) = span_status(outcome.kind, &outcome);
-        if let Some(v) = outcome.protocol_version {
-            span.set_attribute("network.protocol.version", AttrValue::Str(v), limits);
-        }
-        if let Some(ua) = headers.get("user-agent") {
-            span.set_attribute("user_agent.original", text(ua), limits);
-        }
-        if let Some(cluster) = outcome.upstream_cluster {
-            span.set_attribute("upstream_cluster", AttrValue::Str(cluster), limits);
-        }
-        // Istio's own tags, so spans look like those of Istio's tracer.
-        let request_id = match active.generated_request_id {
-            Some(id) => AttrValue::Str(id),
-            None => text(header(REQUEST_ID)),
-        };
-        span.set_attribute("guid:x-request-id", request_id, limits);
-        span.set_attribute("component", text("proxy"), limits);
-        if !self.node.mesh_id.is_empty() {
-            span.set_attribute("istio.mesh_id", text(&self.node.mesh_id), limits);
-        }
-        if !self.node.namespace.is_empty() {
-            span.set_attribute("istio.namespace", text(&self.node.namespace), limits);
-        }
-        for (tag, value) in &self.static_tags {
-            span.set_attribute(tag.clone(), text(value), limits);
-        }
-        for (tag, name, default) in &self.header_tags {
-            if let Some(value) = headers.get(name).or(default.as_deref()) {
-                span.set_attribute(tag.clone(), text(value), limits);
-            }
-        }
+        self.set_attributes(&mut span, &active, &outcome, true);
+        let limits = &self.config.limits;
         match active.note {
             Some(Note::Captured(reason)) => {
-                span.set_attribute("meshtrace.capture", text(reason.as_str()), limits);
+                let reason = AttrValue::Str(reason.as_str().to_string());
+                span.set_attribute("meshtrace.capture", reason, limits);
             }
             Some(Note::StartsMidTrace) => {
                 span.set_attribute("meshtrace.starts_mid_trace", AttrValue::Bool(true), limits);
             }
             None => {}
         }
-        span.status = status;
-        span.status_message = message;
-        span
+        let upstream = active.upstream_span_id.map(|id| {
+            let mut child = Span::new(
+                SpanContext {
+                    span_id: id,
+                    ..active.context
+                },
+                Some(active.context.span_id),
+                active.trace_state.clone(),
+                name,
+                SpanKind::Client,
+                active.start_unix_nanos,
+                end,
+            );
+            self.set_attributes(&mut child, &active, &outcome, false);
+            child
+        });
+        Finished {
+            span,
+            upstream,
+            captured: false,
+        }
     }
 }
 

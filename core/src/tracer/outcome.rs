@@ -1,10 +1,10 @@
 //! What the host knows about a stream that is ending, read only for spans that are recorded,
-//! and what it makes of the span: its kind and its status.
+//! and what it makes of the span: its kind, its status, whether it is an error.
 
-use super::Tracer;
-use crate::config::RoleSetting;
+use super::{ActiveSpan, Tracer};
+use crate::config::{RoleSetting, SpanNameMode};
 use crate::host::Host;
-use crate::istio::cluster_direction;
+use crate::istio::{cluster_direction, FLAG_NO_ROUTE};
 use crate::node::ListenerDirection;
 use crate::span::{SpanKind, StatusCode};
 
@@ -19,8 +19,155 @@ pub struct Outcome {
     pub protocol_version: Option<String>,
     pub upstream_cluster: Option<String>,
     pub route_name: Option<String>,
-    /// Envoy response flags / details, used as the status message on errors.
+    /// Envoy's response code details (`via_upstream`, `route_not_found`, …), read for an error
+    /// or a 4xx only.
     pub details: Option<String>,
+    /// Envoy's response flags (`response.flags`, bit order of `CoreResponseFlag`).
+    pub response_flags: u64,
+    /// `Some` for a gRPC request (request `content-type: application/grpc*`).
+    pub grpc: Option<GrpcOutcome>,
+    /// The downstream peer, `ip:port` (`source.address`).
+    pub downstream_address: Option<String>,
+    /// The upstream host Envoy picked, `ip:port` (`upstream.address`).
+    pub upstream_address: Option<String>,
+    /// Request and response body bytes (`request.size`, `response.size`), read only for the
+    /// legacy `request_size`/`response_size` tags (`attributes.istioCompat`).
+    pub request_size: Option<i64>,
+    pub response_size: Option<i64>,
+}
+
+/// The end of a gRPC call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcOutcome {
+    /// Final gRPC status (`response.grpc_status`: from the trailers, a trailers-only response,
+    /// or mapped from the HTTP status by Envoy); `None` when the stream ended without one.
+    pub status: Option<u32>,
+    /// `grpc-message`, read only for a non-OK status.
+    pub message: Option<String>,
+}
+
+/// gRPC status codes (`grpc/doc/statuscodes.md`).
+pub const GRPC_OK: u32 = 0;
+const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The canonical name of a gRPC status code (`UNAVAILABLE`), `None` beyond the known codes.
+pub fn grpc_code_name(code: u32) -> Option<&'static str> {
+    GRPC_CODE_NAMES.get(usize::try_from(code).ok()?).copied()
+}
+
+/// Envoy's rule for the `error` tag on a gRPC response (`source/common/tracing/
+/// http_tracer_impl.cc` `addGrpcResponseTags`): the codes that mean the server failed.
+fn envoy_grpc_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 8 | 12 | 13 | 14 | 15)
+}
+
+/// Is a request gRPC? Envoy's test (`Grpc::Common::isGrpcRequestHeaders`): `content-type`
+/// `application/grpc`, or a `+codec` / `;parameter` form of it.
+pub fn is_grpc_content_type(content_type: &str) -> bool {
+    content_type
+        .strip_prefix("application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+}
+
+/// Whether the span of `kind` for `outcome` is an error — the one rule for span status, for
+/// `error.type`, and for anyone who needs to know (error capture at any sampling rate).
+///
+/// - gRPC (OTel semantic conventions, RPC spans, "gRPC status"): a CLIENT span is an error for
+///   any status but OK; a SERVER span only for UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+///   INTERNAL, UNAVAILABLE and DATA_LOSS (the others are the caller's doing); no status at all
+///   (the stream was reset) is an error.
+/// - HTTP (OTel semantic conventions, HTTP spans, "Status"): a SERVER span for 5xx only (4xx is
+///   the client's fault), a CLIENT span for 4xx and 5xx; no response at all is an error.
+pub fn is_error(kind: SpanKind, outcome: &Outcome) -> bool {
+    if let Some(grpc) = &outcome.grpc {
+        return match grpc.status {
+            None => true,
+            Some(GRPC_OK) => false,
+            Some(code) => kind == SpanKind::Client || matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+        };
+    }
+    match outcome.status {
+        None | Some(0) => true,
+        Some(code) if code >= 500 => true,
+        Some(code) if code >= 400 => kind == SpanKind::Client,
+        Some(_) => false,
+    }
+}
+
+impl Outcome {
+    /// Envoy answered by itself (a local reply: no route, no healthy upstream, rate limited,
+    /// RBAC denied, …) rather than passing on the upstream's answer.
+    pub fn is_local_reply(&self) -> bool {
+        self.response_flags != 0 || self.details.as_deref().is_some_and(|d| d != "via_upstream")
+    }
+
+    /// Envoy's `error` tag (`HttpTracerUtility::setCommonTags`: no response or 5xx;
+    /// `addGrpcResponseTags`: a gRPC status meaning the server failed).
+    pub(super) fn envoy_error_tag(&self) -> bool {
+        let http = match self.status {
+            None | Some(0) => true,
+            Some(code) => code >= 500,
+        };
+        http || self
+            .grpc
+            .as_ref()
+            .and_then(|g| g.status)
+            .is_some_and(envoy_grpc_error)
+    }
+
+    /// OTel `error.type`: the gRPC status name, the HTTP status as a string, or — no response
+    /// at all — Envoy's reason (response code details, else the response flags). Also set on a
+    /// SERVER span's 4xx that Envoy answered itself (NR 404, RL 429, RBAC 403), so the reason is
+    /// on the span though its status stays unset.
+    pub(super) fn error_type(&self, kind: SpanKind) -> Option<String> {
+        let error = is_error(kind, self);
+        let envoys_own_4xx = self.is_local_reply() && self.status.is_some_and(|c| c >= 400);
+        if !(error || envoys_own_4xx) {
+            return None;
+        }
+        if let Some(code) = self.grpc.as_ref().and_then(|g| g.status).filter(|_| error) {
+            return Some(grpc_code_name(code).map_or_else(|| code.to_string(), str::to_string));
+        }
+        match self.status.filter(|c| *c != 0) {
+            Some(code) => Some(code.to_string()),
+            None => Some(match &self.details {
+                Some(d) => d.clone(),
+                None if self.response_flags != 0 => {
+                    crate::istio::response_flags_short(self.response_flags)
+                }
+                None => "_OTHER".to_string(),
+            }),
+        }
+    }
+
+    /// Envoy answered 404 because no route matched: the request's path names nothing.
+    pub(super) fn no_route(&self) -> bool {
+        self.response_flags & FLAG_NO_ROUTE != 0
+    }
+}
+
+/// Reads an int64 property (the ABI's 8-byte little-endian form).
+fn int_property(bytes: Option<Vec<u8>>) -> Option<i64> {
+    let bytes = <[u8; 8]>::try_from(bytes?.as_slice()).ok()?;
+    Some(i64::from_le_bytes(bytes))
 }
 
 impl Tracer {
@@ -40,6 +187,21 @@ impl Tracer {
         }
     }
 
+    /// The span's kind, and the upstream cluster's name that told it (read once, kept for
+    /// `upstream_cluster`).
+    pub(super) fn read_kind(&self, host: &dyn Host) -> (SpanKind, Option<String>) {
+        let xds = self.node.xds;
+        let upstream_cluster = xds
+            .read(host, "cluster_name")
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty());
+        let kind = self.kind(|| {
+            cluster_direction(upstream_cluster.as_deref())
+                .unwrap_or_else(|| ListenerDirection::read(host, xds))
+        });
+        (kind, upstream_cluster)
+    }
+
     /// What the host knows about the stream that is ending, read for a recorded span only.
     ///
     /// Property reads are among the dearest host calls (each returns data through an allocation
@@ -47,39 +209,81 @@ impl Tracer {
     /// - the role: at a sidecar, Istio's name for the upstream cluster says which side this is
     ///   (`inbound|…` or `outbound|…`), and that name is read for `upstream_cluster` anyway; the
     ///   listener's direction is read only when the name does not tell;
-    /// - the route name: Istio generates every route of a sidecar's inbound listener
-    ///   (VirtualServices shape outbound and gateway traffic), so not for a sidecar's SERVER span.
-    pub fn read_outcome(&self, host: &dyn Host) -> Outcome {
+    /// - the route name: only when it can name the span (`spanName` `route` or `templatedPath`),
+    ///   and not for a sidecar's SERVER span (Istio generates every inbound route);
+    /// - the response code details: for an error or a 4xx only;
+    /// - the upstream address: only when there is an upstream cluster;
+    /// - the body sizes: only for the legacy tags (`attributes.istioCompat`), and the request's
+    ///   not when its `content-length` tells (Envoy's `request.size` is that header when present);
+    /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
+    pub fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
         let xds = self.node.xds;
         let text = |bytes: Option<Vec<u8>>| {
             bytes
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty())
         };
-        let upstream_cluster = text(xds.read(host, "cluster_name"));
-        let kind = self.kind(|| {
-            cluster_direction(upstream_cluster.as_deref())
-                .unwrap_or_else(|| ListenerDirection::read(host, xds))
-        });
+        let (kind, upstream_cluster) = self.read_kind(host);
         let sidecar_inbound = kind == SpanKind::Server && self.node.is_sidecar();
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
             .filter(|c| *c != 0);
+        let names_from_route = matches!(
+            self.config.span_name,
+            SpanNameMode::Route | SpanNameMode::TemplatedPath
+        );
+        let compat = self.config.attributes.istio_compat;
+        let headers = &active.headers;
+        let grpc = headers
+            .get("content-type")
+            .is_some_and(is_grpc_content_type)
+            .then(|| {
+                let status = int_property(host.property(&["response", "grpc_status"]))
+                    .and_then(|c| u32::try_from(c).ok());
+                let message = status.filter(|c| *c != GRPC_OK).and_then(|_| {
+                    host.response_trailer("grpc-message")
+                        .or_else(|| host.response_header("grpc-message"))
+                        .filter(|m| !m.is_empty())
+                });
+                GrpcOutcome { status, message }
+            });
         Outcome {
             kind,
             status,
             protocol_version: text(host.property(&["request", "protocol"]))
                 .map(|p| p.trim_start_matches("HTTP/").to_string()),
-            upstream_cluster,
-            route_name: if sidecar_inbound {
-                None
-            } else {
+            route_name: if names_from_route && !sidecar_inbound {
                 text(xds.read(host, "route_name"))
+            } else {
+                None
             },
-            // Only an error's status message uses the details.
             details: if status.is_none_or(|c| c >= 400) {
                 text(host.property(&["response", "code_details"]))
+            } else {
+                None
+            },
+            response_flags: int_property(host.property(&["response", "flags"]))
+                .and_then(|f| u64::try_from(f).ok())
+                .unwrap_or(0),
+            grpc,
+            downstream_address: text(host.property(&["source", "address"])),
+            upstream_address: if upstream_cluster.is_some() {
+                text(host.property(&["upstream", "address"]))
+            } else {
+                None
+            },
+            upstream_cluster,
+            request_size: if compat {
+                headers
+                    .get("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .or_else(|| int_property(host.property(&["request", "size"])))
+            } else {
+                None
+            },
+            response_size: if compat {
+                int_property(host.property(&["response", "size"]))
             } else {
                 None
             },
@@ -87,19 +291,17 @@ impl Tracer {
     }
 }
 
-/// OTel HTTP semantic conventions, "Status": a SERVER span is an error for 5xx only (4xx is the
-/// client's fault), a CLIENT span for 4xx and 5xx; no response at all (reset) is an error.
+/// The span's status: Error when [`is_error`] says so, with Envoy's reason (the gRPC message,
+/// else the response code details) as its message.
 pub(super) fn span_status(kind: SpanKind, outcome: &Outcome) -> (StatusCode, String) {
-    let error = match outcome.status {
-        None | Some(0) => true,
-        Some(code) if code >= 500 => true,
-        Some(code) if code >= 400 => kind == SpanKind::Client,
-        Some(_) => false,
-    };
-    if error {
-        let message = outcome.details.clone().unwrap_or_default();
-        (StatusCode::Error, message)
-    } else {
-        (StatusCode::Unset, String::new())
+    if !is_error(kind, outcome) {
+        return (StatusCode::Unset, String::new());
     }
+    let message = outcome
+        .grpc
+        .as_ref()
+        .and_then(|g| g.message.clone())
+        .or_else(|| outcome.details.clone())
+        .unwrap_or_default();
+    (StatusCode::Error, message)
 }

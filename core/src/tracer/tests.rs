@@ -1,3 +1,4 @@
+use super::outcome::span_status;
 use super::*;
 use crate::config::Config;
 use crate::host::mock::MockHost;
@@ -36,6 +37,15 @@ fn traceparent(host: &MockHost) -> (String, String, String) {
     assert_eq!(parts.len(), 4, "{tp}");
     assert_eq!(parts[0], "00");
     (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+/// A recorded request's state, for reading an outcome.
+fn recorded() -> ActiveSpan {
+    request(
+        &base_request(),
+        &tracer(r#"{"randomSamplingPercentage": 100}"#),
+    )
+    .unwrap()
 }
 
 fn base_request() -> MockHost {
@@ -150,9 +160,13 @@ fn finished_span_carries_semantic_convention_attributes() {
         upstream_cluster: Some("outbound|9080||ratings.default.svc.cluster.local".into()),
         route_name: None,
         details: Some("upstream_reset_before_response_started".into()),
+        ..Outcome::default()
     };
-    let span = t.finish(active, outcome, 1_700_000_000_000_500_000);
-    assert_eq!(span.name, "GET /reviews/{id}");
+    let span = t.finish(active, outcome, 1_700_000_000_000_500_000).span;
+    assert_eq!(
+        span.name, "ratings.default.svc.cluster.local:9080/*",
+        "Istio's operation name by default"
+    );
     assert_eq!(span.kind, SpanKind::Client);
     assert_eq!(span.end_unix_nanos - span.start_unix_nanos, 500_000);
     let attr = |k: &str| {
@@ -212,6 +226,253 @@ fn status_follows_the_http_semantic_conventions() {
 }
 
 #[test]
+#[rustfmt::skip]
+fn grpc_status_decides_errors_per_kind() {
+    // OTel semantic conventions, RPC spans, gRPC status: CLIENT any non-OK; SERVER only the
+    // server's failures. The HTTP status of a gRPC response (200) does not matter.
+    let cases = [
+        (SpanKind::Client, Some(0),  false, None,                      "OK"),
+        (SpanKind::Server, Some(0),  false, None,                      "OK"),
+        (SpanKind::Client, Some(14), true,  Some("UNAVAILABLE"),       "client: any non-OK"),
+        (SpanKind::Server, Some(14), true,  Some("UNAVAILABLE"),       "server: UNAVAILABLE"),
+        (SpanKind::Client, Some(5),  true,  Some("NOT_FOUND"),         "client: NOT_FOUND fails the call"),
+        (SpanKind::Server, Some(5),  false, None,                      "server: NOT_FOUND is the caller's"),
+        (SpanKind::Server, Some(3),  false, None,                      "server: INVALID_ARGUMENT is the caller's"),
+        (SpanKind::Server, Some(2),  true,  Some("UNKNOWN"),           "server: UNKNOWN"),
+        (SpanKind::Server, Some(4),  true,  Some("DEADLINE_EXCEEDED"), "server: DEADLINE_EXCEEDED"),
+        (SpanKind::Server, Some(12), true,  Some("UNIMPLEMENTED"),     "server: UNIMPLEMENTED"),
+        (SpanKind::Server, Some(13), true,  Some("INTERNAL"),          "server: INTERNAL"),
+        (SpanKind::Server, Some(15), true,  Some("DATA_LOSS"),         "server: DATA_LOSS"),
+        (SpanKind::Server, Some(8),  false, None,                      "server: RESOURCE_EXHAUSTED is not in the list"),
+        (SpanKind::Server, None,     true,  Some("upstream_reset"),    "no status at all: reset"),
+    ];
+    for (kind, code, want, error_type, reason) in cases {
+        let outcome = Outcome {
+            status: code.map(|_| 200),
+            details: code.is_none().then(|| "upstream_reset".to_string()),
+            grpc: Some(GrpcOutcome { status: code, message: None }),
+            ..Outcome::default()
+        };
+        assert_eq!(is_error(kind, &outcome), want, "{reason}");
+        assert_eq!(outcome.error_type(kind).as_deref(), error_type, "{reason}");
+    }
+}
+
+#[test]
+#[rustfmt::skip]
+fn error_type_gives_the_reason_of_every_error_and_of_envoys_own_4xx() {
+    let nr = 1u64 << 8;
+    let cases = [
+        (SpanKind::Client, Some(503), 0,  None,                                Some("503"),                  "HTTP error: the status"),
+        (SpanKind::Server, Some(404), 0,  Some("via_upstream"),                None,                         "the app's 404 on a SERVER span: no error"),
+        (SpanKind::Server, Some(404), nr, Some("route_not_found"),             Some("404"),                  "Envoy's own NR 404: the reason is kept"),
+        (SpanKind::Server, Some(403), 0,  Some("rbac_access_denied_matched_policy[none]"), Some("403"),      "RBAC: a local reply without a flag"),
+        (SpanKind::Server, None,      1 << 14, Some("downstream_remote_disconnect"), Some("downstream_remote_disconnect"), "no response: Envoy's details"),
+        (SpanKind::Server, None,      1 << 14, None,                           Some("DC"),                   "no response, no details: the flags"),
+        (SpanKind::Server, Some(200), 0,  None,                                None,                         "success"),
+    ];
+    for (kind, status, flags, details, want, reason) in cases {
+        let outcome = Outcome {
+            status,
+            response_flags: flags,
+            details: details.map(str::to_string),
+            ..Outcome::default()
+        };
+        assert_eq!(outcome.error_type(kind).as_deref(), want, "{reason}");
+    }
+}
+
+#[test]
+fn a_grpc_outcome_reads_the_final_status_and_the_message_of_a_failure() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let grpc_request = || {
+        MockHost::new()
+            .with_header(":method", "POST")
+            .with_header(":path", "/shop.Cart/Add")
+            .with_header(":authority", "cart:9080")
+            .with_header("content-type", "application/grpc")
+    };
+    let active = request(&grpc_request(), &t).unwrap();
+    let host = grpc_request()
+        .with_response_header(":status", "200")
+        .with_property(
+            &["xds", "cluster_name"],
+            b"outbound|9080||cart.shop.svc.cluster.local",
+        )
+        .with_property(&["response", "grpc_status"], &14i64.to_le_bytes())
+        .with_response_trailer("grpc-message", "backend down");
+    let outcome = t.read_outcome(&host, &active);
+    assert_eq!(
+        outcome.grpc,
+        Some(GrpcOutcome {
+            status: Some(14),
+            message: Some("backend down".into())
+        }),
+        "status from response.grpc_status, message from the trailers"
+    );
+    let span = t.finish(active, outcome, 1_700_000_000_000_500_000).span;
+    assert_eq!(span.name, "shop.Cart/Add");
+    assert_eq!(span.status, StatusCode::Error, "HTTP 200 but UNAVAILABLE");
+    assert_eq!(span.status_message, "backend down");
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("rpc.system"), Some(AttrValue::Str("grpc".into())));
+    assert_eq!(
+        attr("rpc.service"),
+        Some(AttrValue::Str("shop.Cart".into()))
+    );
+    assert_eq!(attr("rpc.method"), Some(AttrValue::Str("Add".into())));
+    assert_eq!(attr("rpc.grpc.status_code"), Some(AttrValue::Int(14)));
+    assert_eq!(attr("grpc.status_code"), Some(AttrValue::Str("14".into())));
+    assert_eq!(
+        attr("grpc.message"),
+        Some(AttrValue::Str("backend down".into()))
+    );
+    assert_eq!(
+        attr("error"),
+        Some(AttrValue::Str("true".into())),
+        "Envoy's error tag"
+    );
+    assert_eq!(
+        attr("error.type"),
+        Some(AttrValue::Str("UNAVAILABLE".into()))
+    );
+
+    // An OK call reads no message.
+    let active = request(&grpc_request(), &t).unwrap();
+    let ok = grpc_request()
+        .with_response_header(":status", "200")
+        .with_property(&["response", "grpc_status"], &0i64.to_le_bytes())
+        .with_response_trailer("grpc-message", "unused");
+    assert_eq!(
+        t.read_outcome(&ok, &active).grpc,
+        Some(GrpcOutcome {
+            status: Some(0),
+            message: None
+        })
+    );
+}
+
+#[test]
+fn a_gateway_records_a_server_span_and_its_client_child_whose_id_goes_upstream() {
+    let mut t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    t.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+    let t = Tracer::new(t.config.clone(), t.node.clone(), &|_| None);
+    let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"));
+    let active = request(&host, &t).unwrap();
+    let (_, sent, _) = traceparent(&host);
+    let outcome = Outcome {
+        kind: SpanKind::Server,
+        status: Some(200),
+        upstream_cluster: Some("outbound|9080||productpage.default.svc.cluster.local".into()),
+        upstream_address: Some("10.0.0.9:9080".into()),
+        downstream_address: Some("10.0.0.2:51234".into()),
+        ..Outcome::default()
+    };
+    let finished = t.finish(active, outcome, 1_700_000_000_000_500_000);
+    let server = &finished.span;
+    let client = finished
+        .upstream
+        .as_ref()
+        .expect("a CLIENT child at a gateway");
+    assert_eq!(server.kind, SpanKind::Server);
+    assert_eq!(server.parent.map(|p| p.to_hex()), Some(SPAN.to_string()));
+    assert_eq!(client.kind, SpanKind::Client);
+    assert_eq!(
+        client.parent,
+        Some(server.context.span_id),
+        "child of the SERVER span"
+    );
+    assert_eq!(
+        client.context.span_id.to_hex(),
+        sent,
+        "the upstream's parent is the CLIENT span"
+    );
+    assert_ne!(client.context.span_id, server.context.span_id);
+    let attr = |s: &Span, k: &str| {
+        s.attributes
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        attr(client, "peer.address"),
+        Some(AttrValue::Str("10.0.0.9:9080".into())),
+        "the upstream"
+    );
+    assert_eq!(
+        attr(server, "peer.address"),
+        Some(AttrValue::Str("10.0.0.2:51234".into())),
+        "the caller"
+    );
+    assert_eq!(
+        attr(client, "peer.service"),
+        Some(AttrValue::Str("productpage.default".into()))
+    );
+    assert_eq!(
+        attr(client, "network.peer.address"),
+        Some(AttrValue::Str("10.0.0.9".into()))
+    );
+    assert_eq!(
+        attr(server, "client.address"),
+        Some(AttrValue::Str("10.0.0.2".into()))
+    );
+
+    let off = tracer(r#"{"randomSamplingPercentage": 100, "spawnUpstreamSpan": false}"#);
+    let mut node = off.node.clone();
+    node.id = "router~x".into();
+    let off = Tracer::new(off.config.clone(), node, &|_| None);
+    let host = base_request();
+    let active = request(&host, &off).unwrap();
+    assert!(
+        off.finish(active, Outcome::default(), 1).upstream.is_none(),
+        "configurable"
+    );
+}
+
+/// Host calls per recorded span (every one is paid on every recorded request): counted so that
+/// a new read shows up here.
+#[test]
+fn host_calls_per_recorded_span() {
+    let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let host = base_request()
+        .with_response_header(":status", "200")
+        .with_property(
+            &["xds", "cluster_name"],
+            b"outbound|9080||ratings.default.svc.cluster.local",
+        );
+    let active = request(&host, &t).unwrap();
+    host.property_reads.borrow_mut().clear();
+    t.read_outcome(&host, &active);
+    assert_eq!(
+        *host.property_reads.borrow(),
+        [
+            "xds.cluster_name",
+            "request.protocol",
+            "response.flags",
+            "source.address",
+            "upstream.address",
+            "request.size",
+            "response.size"
+        ],
+        "a plain HTTP 200 CLIENT span: 7 property reads and the :status header"
+    );
+    let lean = tracer(r#"{"randomSamplingPercentage": 100, "attributes": {"istioCompat": false}}"#);
+    let active = request(&host, &lean).unwrap();
+    host.property_reads.borrow_mut().clear();
+    lean.read_outcome(&host, &active);
+    assert_eq!(
+        host.property_reads.borrow().len(),
+        5,
+        "no body sizes without the legacy tags"
+    );
+}
+
+#[test]
 fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths() {
     use crate::node::XdsAttributes;
     let host = |status: Option<&str>, prefix: &[&str]| {
@@ -231,11 +492,11 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         }
         h
     };
-    let nested = tracer("{}");
-    let mut top_level = tracer("{}");
+    let nested = tracer(r#"{"spanName": "route"}"#);
+    let mut top_level = tracer(r#"{"spanName": "route"}"#);
     top_level.node.xds = XdsAttributes::TopLevel;
 
-    let ok = nested.read_outcome(&host(Some("200"), &["xds"]));
+    let ok = nested.read_outcome(&host(Some("200"), &["xds"]), &recorded());
     assert_eq!(ok.status, Some(200));
     assert_eq!(
         ok.kind,
@@ -250,18 +511,18 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
     assert_eq!(ok.route_name.as_deref(), Some("reviews-v2"));
     assert_eq!(ok.details, None, "details are read for errors only");
 
-    let old = top_level.read_outcome(&host(Some("200"), &[]));
+    let old = top_level.read_outcome(&host(Some("200"), &[]), &recorded());
     assert_eq!(
         old.upstream_cluster.as_deref(),
         Some("outbound|9080||reviews")
     );
-    let mismatch = nested.read_outcome(&host(Some("200"), &[]));
+    let mismatch = nested.read_outcome(&host(Some("200"), &[]), &recorded());
     assert_eq!(
         mismatch.upstream_cluster, None,
         "one path per attribute, the proxy's own"
     );
 
-    let reset = nested.read_outcome(&host(None, &["xds"]));
+    let reset = nested.read_outcome(&host(None, &["xds"]), &recorded());
     assert_eq!(
         reset.status, None,
         "no response headers: the stream was reset"
@@ -270,13 +531,13 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         reset.details.as_deref(),
         Some("upstream_reset_before_response_started")
     );
-    let error = nested.read_outcome(&host(Some("503"), &["xds"]));
+    let error = nested.read_outcome(&host(Some("503"), &["xds"]), &recorded());
     assert_eq!(error.status, Some(503));
     assert!(
         error.details.is_some(),
         "an error's details become its status message"
     );
-    let garbage = nested.read_outcome(&host(Some("2x0"), &["xds"]));
+    let garbage = nested.read_outcome(&host(Some("2x0"), &["xds"]), &recorded());
     assert_eq!(garbage.status, None);
 }
 
@@ -285,11 +546,11 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
 #[test]
 fn each_property_is_read_only_where_it_can_change_the_span() {
     let direction = |d: i64| d.to_le_bytes().to_vec();
-    let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "templatedPath"}"#);
     sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
-    let mut gateway = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let mut gateway = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "templatedPath"}"#);
     gateway.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
-    let plain = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let plain = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "templatedPath"}"#);
     struct Row<'a> {
         tracer: &'a Tracer,
         cluster: Option<&'a str>,
@@ -328,7 +589,7 @@ fn each_property_is_read_only_where_it_can_change_the_span() {
         if let Some(c) = cluster {
             host = host.with_property(&["xds", "cluster_name"], c.as_bytes());
         }
-        let outcome = t.read_outcome(&host);
+        let outcome = t.read_outcome(&host, &recorded());
         assert_eq!(outcome.kind, kind, "{why}");
         let reads = host.property_reads.borrow();
         assert_eq!(

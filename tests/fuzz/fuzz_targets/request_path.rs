@@ -66,10 +66,13 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(active) = active {
             let outcome = Outcome { kind, ..Outcome::default() };
-            let span = tracer.finish(active, outcome, 1_700_000_000_000_000_001);
-            assert!(span.attributes.len() <= limits.max_attributes);
+            let finished = tracer.finish(active, outcome, 1_700_000_000_000_000_001);
             let mut exporter = Exporter::new(&exporter_config, &limits, tracer.resource.clone());
-            exporter.enqueue(span, &Metrics::none());
+            for span in finished {
+                assert!(span.attributes.len() <= limits.max_attributes);
+                assert!(span.name.len() <= limits.max_span_name_length);
+                exporter.enqueue(span, &Metrics::none());
+            }
             exporter.on_tick(&host, &Metrics::none(), 0);
             exporter.on_tick(&host, &Metrics::none(), 10_000_000_000);
             for call in host.calls.borrow().iter() {
