@@ -149,7 +149,9 @@ def test_an_override_rule_mid_chain_is_followed_below_with_consistent_thresholds
     assert any(edge and not below for edge, below, _ in expected.values()), "some traces cut at b"
     assert any(below and not edge for edge, below, _ in expected.values()), "some started at b"
 
-    want = sum(3 * edge + 4 * below for edge, below, _ in expected.values())
+    # Sampled at the edge: the gateway's SERVER span and its CLIENT child, a's SERVER and
+    # CLIENT; from b down: b's two, c's two.
+    want = sum(4 * edge + 4 * below for edge, below, _ in expected.values())
     spans = stack.sink.wait_for_spans(want)
     assert len(stack.sink.spans()) == want
     for s in spans:
