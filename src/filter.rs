@@ -80,15 +80,15 @@ impl Root {
                 return false;
             }
         };
-        let config = match Config::parse(&bytes) {
+        let host = ProxyHost;
+        let node = NodeInfo::read(&host);
+        let config = match Config::parse_for(&bytes, node.is_gateway()) {
             Ok(config) => config,
             Err(e) => {
                 error!("{e}");
                 return false;
             }
         };
-        let host = ProxyHost;
-        let node = NodeInfo::read(&host);
         let exporting = config.exporter.protocol != ExportProtocol::None;
         let tracer = Tracer::new(config, node, &|name| std::env::var(name).ok());
         let exporter = Exporter::new(

@@ -484,19 +484,57 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates a configuration. Empty input (or only whitespace) gives the defaults.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::parse_for(bytes, false)
+    }
+
+    /// The configuration as the proxy applies it: at a gateway (`gateway`: Istio node id
+    /// `router~…`), the `gateway` block is merged over the rest — objects key by key, other
+    /// values replaced. One WasmPlugin in Istio's root namespace reaches every gateway too, and
+    /// Istio cannot exclude them (`pilot/pkg/model/policyattachment.go`: a selector only selects;
+    /// gateway listeners match `CLIENT` mode like a sidecar's outbound ones), so an
+    /// internet-facing gateway gets its untrusting settings here. The block is checked on every
+    /// proxy, so a mistake in it is refused everywhere, its errors named `gateway.…`.
+    pub fn parse_for(bytes: &[u8], gateway: bool) -> Result<Config, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
         let text = std::str::from_utf8(bytes).map_err(|_| err("", "is not UTF-8"))?;
         // `Value: FromStr` is compiled once, inside serde_json; syntax errors say where.
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             text.parse().map_err(|e: serde_json::Error| ConfigError {
                 key: String::new(),
                 message: e.to_string(),
             })?;
+        // Taken out by value (a null left in its place reads as absent): cheaper in code size
+        // than removing the key from serde_json's map.
+        let overrides = value.get_mut(GATEWAY_KEY).map(serde_json::Value::take);
         let config = Config::from_json(&value)?;
         config.validate()?;
-        Ok(config)
+        let Some(overrides) = overrides else {
+            return Ok(config);
+        };
+        if !overrides.is_object() {
+            return Err(err(GATEWAY_KEY, "must be an object of configuration keys"));
+        }
+        if overrides.get(GATEWAY_KEY).is_some() {
+            return Err(err(
+                "gateway.gateway",
+                "is not allowed: gateway blocks do not nest",
+            ));
+        }
+        merge(&mut value, overrides);
+        // The rest parsed: whatever fails now came from the block.
+        let at_gateway = Config::from_json(&value)
+            .and_then(|c| c.validate().map(|()| c))
+            .map_err(|e| ConfigError {
+                key: if e.key.is_empty() {
+                    GATEWAY_KEY.to_string()
+                } else {
+                    format!("{GATEWAY_KEY}.{}", e.key)
+                },
+                message: e.message,
+            })?;
+        Ok(if gateway { at_gateway } else { config })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -562,6 +600,26 @@ impl Config {
     }
 }
 
+/// The top-level key of the gateway overrides (see [`Config::parse_for`]).
+const GATEWAY_KEY: &str = "gateway";
+
+/// Merges `over` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
 fn err(key: &str, message: &str) -> ConfigError {
     ConfigError {
         key: key.to_string(),
@@ -614,5 +672,7 @@ mod read;
 
 pub use read::parse_duration;
 
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(test)]
 mod tests;

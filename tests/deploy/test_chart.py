@@ -253,17 +253,35 @@ def test_a_gateway_runs_exactly_one_meshtrace_plugin(rendered):
     gw = v["gateways"]
     (mine,) = [p for p in by_kind(docs, "WasmPlugin")
                if istio_attaches(p, gw["namespace"], gw["selector"], v["istioNamespace"])]
-    assert mine["metadata"]["name"] == "meshtrace-gateway"
-    config = mine["spec"]["pluginConfig"]
+    if v["plugin"]["scope"] == "mesh":
+        # The root plugin reaches the gateway; its `gateway` block applies there only.
+        assert mine["metadata"]["name"] == "meshtrace"
+        config = gateway_view(mine["spec"]["pluginConfig"])
+    else:
+        assert mine["metadata"]["name"] == "meshtrace-gateway"
+        config = mine["spec"]["pluginConfig"]
+        (telemetry,) = [t for t in by_kind(docs, "Telemetry")
+                        if t["metadata"]["namespace"] == gw["namespace"]]
+        assert telemetry["spec"]["selector"]["matchLabels"] == gw["selector"]
     assert config["sampling"]["trustIncoming"] is False, "clients do not decide sampling"
     assert config["propagation"]["trustIncomingRequestId"] is False
-    (telemetry,) = [t for t in by_kind(docs, "Telemetry") if t["metadata"]["namespace"] == gw["namespace"]]
-    assert telemetry["spec"]["selector"]["matchLabels"] == gw["selector"]
     # An app pod elsewhere runs the app plugin only.
     for ns in v["plugin"]["namespaces"]:
         (app,) = [p for p in by_kind(docs, "WasmPlugin")
                   if istio_attaches(p, ns, {"app": "productpage"}, v["istioNamespace"])]
         assert app["metadata"]["name"] == "meshtrace"
+
+
+def gateway_view(config: dict) -> dict:
+    """The configuration a gateway applies: the `gateway` block merged over the rest, objects
+    key by key (meshtrace-core `Config::parse_for`)."""
+    def merge(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+    rest = {k: v for k, v in config.items() if k != "gateway"}
+    return merge(rest, config.get("gateway", {}))
 
 
 def test_environment_tags_get_their_host_variables(rendered):
@@ -274,7 +292,10 @@ def test_environment_tags_get_their_host_variables(rendered):
     for plugin in by_kind(docs, "WasmPlugin"):
         spec = plugin["spec"]
         env = {e["name"]: e for e in spec.get("vmConfig", {}).get("env", [])}
-        for tag, source in spec["pluginConfig"].get("customTags", {}).items():
+        # A gateway applies its block's tags (scope mesh): the same VM needs their variables.
+        tags = {**spec["pluginConfig"].get("customTags", {}),
+                **gateway_view(spec["pluginConfig"]).get("customTags", {})}
+        for tag, source in tags.items():
             if "environment" in source:
                 name = source["environment"]["name"]
                 assert name in env, f"{tag}: {name} reaches the VM"
@@ -333,11 +354,10 @@ def test_both_install_forms_of_the_extension_provider_agree():
      "plugin.namespaces must not list istioNamespace"),
     ({"plugin": {"scope": "workloads", "namespaces": ["istio-system"], "selector": {"app": "a"}}},
      "plugin.namespaces must not list istioNamespace"),
-    ({"gateways": {"enabled": True}}, "gateways.enabled needs plugin.scope"),
     ({"plugin": {"scope": "namespaces", "namespaces": ["istio-ingress"]}, "gateways": {"enabled": True}},
      "gateways.namespace istio-ingress is also in plugin.namespaces"),
 ], ids=["istio-1.19", "http-before-1.22", "root-namespace-listed", "root-namespace-workloads",
-        "gateways-under-mesh", "gateway-namespace-twice"])
+        "gateway-namespace-twice"])
 def test_the_chart_refuses_what_istio_would_silently_mishandle(values, key):
     with pytest.raises(helm.HelmError) as err:
         render(values)
@@ -354,7 +374,8 @@ def test_the_chart_refuses_what_istio_would_silently_mishandle(values, key):
     ({"plugin": {"vmConfig": {"env": [{"name": "X", "valueFrom": "ENV"}]}}}, "unknown valueFrom"),
     ({"telemetry": {"mode": "merge"}}, "unknown telemetry mode"),
     ({"istioVersion": "1.22.3"}, "istioVersion is a minor version"),
-    ({"gateways": {"enabled": True, "selector": {}}}, "gateways need a selector"),
+    # Helm merges an empty map over the default selector: null removes its key.
+    ({"gateways": {"enabled": True, "selector": {"istio": None}}}, "gateways need a selector"),
     ({"collector": {"autoscaling": {"enabled": True, "minReplicas": 0}}}, "at least one replica"),
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_values_schema_refuses(values, reason):

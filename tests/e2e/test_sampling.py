@@ -67,6 +67,20 @@ def test_sampled_parent_is_honoured_unless_untrusted(bare_stack):
     assert flags_seen(edge, 20, headers={"x-force-trace": "1"}) == [0] * 20, "nor force it"
 
 
+def test_one_mesh_wide_configuration_is_untrusting_at_gateways_only(bare_stack):
+    """A root-namespace WasmPlugin reaches gateways too (Istio cannot exclude them): its
+    `gateway` block applies where the node id says `router~`, and nowhere else."""
+    mesh_wide = {"randomSamplingPercentage": 0, "exporter": {"protocol": "none"},
+                 "gateway": {"sampling": {"trustIncoming": False}}}
+    parent = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    sidecar = bare_stack.sidecar(mesh_wide, app_propagates=False)
+    gateway = bare_stack.sidecar(mesh_wide, node=Node(app="istio-ingressgateway", gateway=True),
+                                 app_propagates=False)
+    assert flags_seen(sidecar, 10, headers=parent) == [1] * 10, "a sidecar follows its caller"
+    assert flags_seen(gateway, 10, headers=parent) == [0] * 10, \
+        "the gateway applies its block: a client cannot turn sampling on"
+
+
 def test_probe_paths_are_never_sampled(bare_stack):
     car = bare_stack.sidecar({"randomSamplingPercentage": 100, "exporter": {"protocol": "none"}},
                              app_propagates=False)

@@ -239,6 +239,8 @@ impl Config {
                 "propagation",
                 "exporter",
                 "limits",
+                // Read by Config::parse_for, merged over the rest at gateways.
+                "gateway",
             ],
         )
         .map_err(|e| match v {

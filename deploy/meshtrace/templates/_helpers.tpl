@@ -60,7 +60,8 @@ pilot/pkg/model/extensions.go buildVMConfig). Input: dict root, config (the plug
 {{- range (.root.Values.plugin.vmConfig | default dict).env | default list -}}
 {{- $env = append $env . -}}{{- $_ := set $named .name true -}}
 {{- end -}}
-{{- $tags := .config.customTags | default dict -}}
+{{- /* The gateway block's tags too: the same VM serves the gateways under scope mesh. */ -}}
+{{- $tags := merge (deepCopy (.config.customTags | default dict)) (((.config.gateway | default dict).customTags) | default dict) -}}
 {{- range $tag := keys $tags | sortAlpha -}}
 {{- $source := index $tags $tag -}}
 {{- if and (kindIs "map" $source) (hasKey $source "environment") -}}
@@ -203,9 +204,6 @@ names the key and the reason. */}}
 {{- fail (printf "plugin.namespaces must not list istioNamespace %s: resources in Istio's root namespace apply to the whole mesh (use plugin.scope mesh), and a root-namespace Telemetry with a selector only reaches workloads of %s itself" $v.istioNamespace $v.istioNamespace) -}}
 {{- end -}}
 {{- if $v.gateways.enabled -}}
-{{- if eq $v.plugin.scope "mesh" -}}
-{{- fail "gateways.enabled needs plugin.scope namespaces or workloads: a root-namespace WasmPlugin already runs on every gateway and Istio cannot exclude them (selectors only include, and a gateway's listeners match mode CLIENT like a sidecar's outbound ones), so each gateway would run two meshtrace filters" -}}
-{{- end -}}
 {{- if has $v.gateways.namespace $v.plugin.namespaces -}}
 {{- fail (printf "gateways.namespace %s is also in plugin.namespaces: its gateways would run two meshtrace filters (two spans per request)" $v.gateways.namespace) -}}
 {{- end -}}
