@@ -3,14 +3,18 @@
 
 mod span_name;
 
-pub use self::span_name::{grpc_method, span_name, NameParts, MAX_TEMPLATED_SEGMENTS};
+pub(crate) use self::span_name::{grpc_method, span_name, NameParts};
 
 use crate::config::ServiceNameMode;
 use crate::node::{NodeInfo, LABEL_APP, LABEL_CANONICAL_NAME, LABEL_K8S_NAME};
 
 const FALLBACK: &str = "istio-proxy";
 
-pub fn service_name(mode: ServiceNameMode, explicit: Option<&str>, node: &NodeInfo) -> String {
+pub(crate) fn service_name(
+    mode: ServiceNameMode,
+    explicit: Option<&str>,
+    node: &NodeInfo,
+) -> String {
     if let Some(name) = explicit {
         return name.to_string();
     }

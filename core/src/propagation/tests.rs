@@ -25,7 +25,8 @@ fn the_first_valid_format_wins() {
     let bad_tp = format!("00-{}-{S}-01", T.to_uppercase());
     let uppercase = Some(Invalid::Traceparent(TraceparentError::BadTraceId));
     // (headers, the trace continued, its format, the invalid context counted, why)
-    let cases: &[(&[(&str, &str)], Option<&str>, Option<Propagator>, Option<Invalid>, &str)] = &[
+    type Row<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, Option<Propagator>, Option<Invalid>, &'a str);
+    let cases: &[Row] = &[
         (&[("traceparent", &tp)],                         Some(T),      Some(Tracecontext), None,      "W3C"),
         (&[("b3", &b3_other)],                            Some(&other), Some(B3),           None,      "B3 only"),
         (&[("traceparent", &tp), ("b3", &b3_other)],      Some(T),      Some(Tracecontext), None,      "W3C first in the list"),

@@ -1,3 +1,4 @@
+use super::ot::{format_threshold, parse_threshold};
 use super::*;
 use crate::headers::HeaderMap;
 use crate::ids::IdGenerator;

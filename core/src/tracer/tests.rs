@@ -1,4 +1,4 @@
-use super::outcome::span_status;
+use super::outcome::{is_error, span_status, GrpcOutcome};
 use super::*;
 use crate::config::Config;
 use crate::host::mock::MockHost;
