@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Default OTLP/HTTP collector cluster, named the way Istio names outbound clusters, for the
 /// collector of the seed walkthrough (`opentelemetry-collector` in `observability`).
-pub const DEFAULT_COLLECTOR_CLUSTER: &str =
+pub(crate) const DEFAULT_COLLECTOR_CLUSTER: &str =
     "outbound|4318||opentelemetry-collector.observability.svc.cluster.local";
 
 /// Parsed, validated configuration. Built once per `on_configure` and shared, never cloned per
@@ -95,8 +95,8 @@ pub enum SpanNameMode {
     /// OTel HTTP semantic conventions, "Name": `{method} {route}` for a named route, else
     /// `{method}`.
     Route,
-    /// `{method} {path}` with id-like segments replaced by `{id}`, at most
-    /// [`crate::naming::MAX_TEMPLATED_SEGMENTS`] segments.
+    /// `{method} {path}` with id-like segments replaced by `{id}`, at most 8 segments
+    /// (`MAX_TEMPLATED_SEGMENTS` in `naming/span_name.rs`).
     TemplatedPath,
 }
 
@@ -199,7 +199,7 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
-    pub fn matches(self, status: u16) -> bool {
+    pub(crate) fn matches(self, status: u16) -> bool {
         match self {
             StatusClass::Class(hundreds) => status / 100 == hundreds,
             StatusClass::Code(code) => status == code,
@@ -313,7 +313,7 @@ pub enum ContextValue {
 
 impl ContextValue {
     /// Every value, in the order they are published.
-    pub const ALL: [ContextValue; 5] = [
+    pub(crate) const ALL: [ContextValue; 5] = [
         ContextValue::TraceId,
         ContextValue::SpanId,
         ContextValue::ParentSpanId,
@@ -322,7 +322,7 @@ impl ContextValue {
     ];
 
     /// The name in `propagation.publishContext`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ContextValue::TraceId => "trace_id",
             ContextValue::SpanId => "span_id",
@@ -336,7 +336,7 @@ impl ContextValue {
     /// (envoy source/extensions/common/wasm/context.cc, `Context::setProperty`), which an access
     /// log reads as `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`. A path of two segments
     /// would be joined with a NUL byte into a key no format string can name.
-    pub fn property(self) -> &'static str {
+    pub(crate) fn property(self) -> &'static str {
         match self {
             ContextValue::TraceId => "meshtrace.trace_id",
             ContextValue::SpanId => "meshtrace.span_id",
@@ -422,7 +422,7 @@ impl Default for ExporterConfig {
 impl ExporterConfig {
     /// `:authority` for export requests: the configured one, else the host of an Istio-style
     /// cluster name (`outbound|4318||collector.ns.svc.cluster.local`), else the cluster name.
-    pub fn effective_authority(&self) -> &str {
+    pub(crate) fn effective_authority(&self) -> &str {
         if let Some(a) = &self.authority {
             return a;
         }
@@ -669,8 +669,6 @@ fn check_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 mod read;
-
-pub use read::parse_duration;
 
 #[cfg(test)]
 mod gateway_tests;

@@ -11,16 +11,16 @@ impl TraceFlags {
     /// §3.2.2.5.1: the caller may have recorded trace data.
     pub const SAMPLED: u8 = 0x01;
     /// Level 2 §3.2.2.5.2: the rightmost 7 bytes of the trace id are random.
-    pub const RANDOM: u8 = 0x02;
+    pub(crate) const RANDOM: u8 = 0x02;
     /// The flags this implementation understands and propagates; other bits are dropped
     /// (§3.2.2.5: "vendors MUST set unknown flags to zero" when they modify the header).
-    pub const KNOWN: u8 = Self::SAMPLED | Self::RANDOM;
+    pub(crate) const KNOWN: u8 = Self::SAMPLED | Self::RANDOM;
 
-    pub fn sampled(self) -> bool {
+    pub(crate) fn sampled(self) -> bool {
         self.0 & Self::SAMPLED != 0
     }
 
-    pub fn with_sampled(self, sampled: bool) -> TraceFlags {
+    pub(crate) fn with_sampled(self, sampled: bool) -> TraceFlags {
         if sampled {
             TraceFlags(self.0 | Self::SAMPLED)
         } else {
@@ -29,7 +29,7 @@ impl TraceFlags {
     }
 
     /// Only the bits we understand survive into headers we write.
-    pub fn known(self) -> TraceFlags {
+    pub(crate) fn known(self) -> TraceFlags {
         TraceFlags(self.0 & Self::KNOWN)
     }
 }

@@ -17,15 +17,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// OTLP/gRPC: `TraceService/Export`, as gRPC over HTTP/2 ("gRPC over HTTP2" protocol spec).
-pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub(crate) const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const CONTENT_TYPE: &str = "application/x-protobuf";
 const GRPC_CONTENT_TYPE: &str = "application/grpc";
 const USER_AGENT: &str = concat!("meshtrace/", env!("CARGO_PKG_VERSION"));
 
 /// Export requests outstanding at once per worker.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 /// Failed batches kept for a retry; older ones are dropped (and counted) beyond.
-pub const MAX_RETRY_BATCHES: usize = 4;
+pub(crate) const MAX_RETRY_BATCHES: usize = 4;
 /// The queue also holds at most this many batches' worth of bytes.
 const QUEUE_BYTES_IN_BATCHES: usize = 4;
 /// Captured spans wait apart, in at most this fraction of the queue's bounds.

@@ -81,7 +81,7 @@ impl HeaderMap {
     }
 
     /// Appends a header (repeats are kept, as on the wire).
-    pub fn push(&mut self, name: &str, value: &str) {
+    pub(crate) fn push(&mut self, name: &str, value: &str) {
         let start = self.text.len();
         self.text.push_str(name);
         let split = self.text.len();
@@ -108,7 +108,7 @@ impl HeaderMap {
     }
 
     /// Every value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let entries = if self.may_contain(name) {
             self.entries.as_slice()
         } else {
@@ -120,7 +120,7 @@ impl HeaderMap {
             .map(|e| self.value(e))
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.may_contain(name) && self.entries.iter().any(|e| self.is_named(e, name))
     }
 

@@ -3,9 +3,9 @@
 use std::fmt;
 
 /// Bytes in a trace id (W3C Trace Context §3.2.2.3: 16 bytes, 32 hex characters).
-pub const TRACE_ID_LEN: usize = 16;
+pub(crate) const TRACE_ID_LEN: usize = 16;
 /// Bytes in a span (parent) id (W3C Trace Context §3.2.2.4: 8 bytes, 16 hex characters).
-pub const SPAN_ID_LEN: usize = 8;
+pub(crate) const SPAN_ID_LEN: usize = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TraceId(pub [u8; TRACE_ID_LEN]);
@@ -32,7 +32,7 @@ impl TraceId {
 
     /// The rightmost 56 bits, used as randomness by consistent probability sampling
     /// (OpenTelemetry Trace State §Randomness value; W3C Trace Context Level 2 §3.2.2.5.2).
-    pub fn randomness56(&self) -> u64 {
+    pub(crate) fn randomness56(&self) -> u64 {
         let mut v = 0u64;
         for b in self.0.iter().skip(TRACE_ID_LEN - 7) {
             v = (v << 8) | u64::from(*b);
@@ -52,7 +52,7 @@ impl SpanId {
     }
 
     /// Parses exactly 16 lowercase hex characters.
-    pub fn from_hex(s: &str) -> Option<SpanId> {
+    pub(crate) fn from_hex(s: &str) -> Option<SpanId> {
         let mut out = [0u8; SPAN_ID_LEN];
         decode_hex_lower(s.as_bytes(), &mut out).then_some(SpanId(out))
     }
@@ -72,7 +72,7 @@ impl fmt::Debug for SpanId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-pub fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     push_hex(&mut s, bytes);
     s
@@ -80,7 +80,7 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 
 /// Appends `bytes` as lowercase hex (the header formatters build whole values this way, with
 /// no intermediate strings).
-pub fn push_hex(out: &mut String, bytes: &[u8]) {
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
     let digit = |n: u8| char::from(HEX.get(usize::from(n & 0xf)).copied().unwrap_or(b'0'));
     for b in bytes {
         out.push(digit(b >> 4));
@@ -89,7 +89,7 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// Value of one lowercase hex digit (W3C Trace Context §3.2.2: HEXDIGLC); uppercase is invalid.
-pub fn hex_digit_lower(c: u8) -> Option<u8> {
+pub(crate) fn hex_digit_lower(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -98,7 +98,7 @@ pub fn hex_digit_lower(c: u8) -> Option<u8> {
 }
 
 /// Decodes `2 * out.len()` lowercase hex characters into `out`; false on any other input.
-pub fn decode_hex_lower(input: &[u8], out: &mut [u8]) -> bool {
+pub(crate) fn decode_hex_lower(input: &[u8], out: &mut [u8]) -> bool {
     if input.len() != out.len() * 2 {
         return false;
     }
@@ -137,7 +137,7 @@ impl IdGenerator {
         }
     }
 
-    pub fn span_id(&mut self) -> SpanId {
+    pub(crate) fn span_id(&mut self) -> SpanId {
         loop {
             let id = SpanId(self.rng.u64(..).to_be_bytes());
             if id.is_valid() {
@@ -146,12 +146,12 @@ impl IdGenerator {
         }
     }
 
-    pub fn u64(&mut self) -> u64 {
+    pub(crate) fn u64(&mut self) -> u64 {
         self.rng.u64(..)
     }
 
     /// 16 random bytes (for UUIDs).
-    pub fn bytes16(&mut self) -> [u8; 16] {
+    pub(crate) fn bytes16(&mut self) -> [u8; 16] {
         self.rng.u128(..).to_be_bytes()
     }
 }

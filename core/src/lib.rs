@@ -13,11 +13,11 @@
 //!    sampler ([`sampling::Sampler::new`]), custom tags — and [`export::Exporter::new`] the
 //!    exporter; [`metrics::Metrics::define`] defines the counters.
 //! 2. **Request headers** (`Request::on_http_request_headers` →
-//!    [`tracer::Tracer::on_request_headers`]), in four steps:
-//!    *extract* ([`propagation::extract`]: W3C, B3, baggage), *decide*
+//!    [`tracer::Tracer::on_request_headers`]), in four steps, each a `Tracer` method of that
+//!    name: *extract* ([`propagation::extract`]: W3C, B3, baggage), *decide*
 //!    ([`sampling::Sampler::decide`] and this hop's new span id), *request id* (forward or
 //!    generate `x-request-id`, [`propagation::request_id`]), *inject*
-//!    ([`propagation::inject`]). Then the context is *published* as filter state
+//!    ([`propagation::inject`]). Then the context is *published* (`publish`) as filter state
 //!    (`meshtrace.trace_id`, …; `propagation.publishContext`) for every request, sampled or not.
 //!    The request keeps a [`tracer::RequestState`]: a [`tracer::Pending`] — an
 //!    [`tracer::ActiveSpan`] when recorded; when unsampled and capture is on, a small
@@ -30,11 +30,10 @@
 //!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
 //!    reads what the host knows (status, gRPC status, flags, cluster, addresses; the span's
 //!    kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
-//!    `tracer/attributes.rs`, name from [`naming::span_name`], status from [`tracer::is_error`])
-//!    — and at a gateway its CLIENT child, whose id step 2 sent upstream — and
-//!    [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their own)
-//!    encodes each
-//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
+//!    `tracer/attributes.rs`, name from [`naming::span_name`], status from `is_error` in
+//!    `tracer/outcome.rs`) — and at a gateway its CLIENT child, whose id step 2 sent upstream —
+//!    and [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their
+//!    own) encodes each ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
 //!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
 //!    answer comes back in `Root::on_http_call_response` → [`export::Exporter::on_response`]
@@ -43,22 +42,29 @@
 //!
 //! # Modules
 //!
+//! The crate's public surface is what the adapter, the benches, the property tests and the fuzz
+//! targets use; everything else is `pub(crate)`. Links reach crate-private items too: read them
+//! with `cargo doc -p meshtrace-core --document-private-items --open`.
+//!
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors |
 //! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
-//! | `istio` | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough), `peer.service`, Envoy's response flags |
+//! | [`istio`] | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough), `peer.service`, Envoy's response flags |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
 //! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
 //! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
-//! | `http` | one parser of `:authority` and `:path` for rules and attributes |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] and [`tracer::is_error`] in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs` |
+//! | [`http`] | one parser of `:authority` and `:path` for rules and attributes |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs` |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
 //! | [`otlp`], [`export`] | OTLP encoding; the queue, batches, retries, drop accounting |
 //! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
 //! | [`host`], [`headers`] | the `Host` trait the adapter implements, its `MockHost`; header maps |
+
+// The map above links the crate-private steps of the lifecycle on purpose.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod config;
 pub mod context;
@@ -69,11 +75,11 @@ pub(crate) mod http;
 pub mod ids;
 pub(crate) mod istio;
 pub mod metrics;
-pub mod naming;
+pub(crate) mod naming;
 pub mod node;
 pub mod otlp;
 pub mod propagation;
-pub mod resource;
+pub(crate) mod resource;
 pub mod sampling;
 pub mod span;
 pub mod tracer;

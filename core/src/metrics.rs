@@ -51,7 +51,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 25] = [
+    pub(crate) const ALL: [Metric; 25] = [
         Metric::SampledParent,
         Metric::SampledPercentage,
         Metric::SampledRule,
@@ -79,7 +79,7 @@ impl Metric {
         Metric::CaptureCapped,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Metric::SampledParent => "meshtrace_sampling_sampled_parent",
             Metric::SampledPercentage => "meshtrace_sampling_sampled_percentage",
@@ -150,7 +150,7 @@ impl Metrics {
         }
     }
 
-    pub fn add(&self, host: &dyn Host, metric: Metric, n: u64) {
+    pub(crate) fn add(&self, host: &dyn Host, metric: Metric, n: u64) {
         if n == 0 {
             return;
         }
@@ -165,7 +165,7 @@ impl Metrics {
 
     /// Counts without a host call: held in the VM until the next [`Metrics::flush`] (the root
     /// context's tick), so the request path pays no host call for its counters.
-    pub fn add_deferred(&self, metric: Metric, n: u64) {
+    pub(crate) fn add_deferred(&self, metric: Metric, n: u64) {
         if let Some(cell) = self.pending.get(metric.index()) {
             cell.set(cell.get().saturating_add(n));
         }

@@ -10,11 +10,11 @@ use crate::host::Host;
 
 /// Labels we look up, in the order naming and resource attributes need them.
 pub const LABEL_APP: &str = "app";
-pub const LABEL_K8S_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
-pub const LABEL_VERSION: &str = "version";
-pub const LABEL_K8S_VERSION: &str = "app.kubernetes.io/version";
-pub const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+pub(crate) const LABEL_K8S_NAME: &str = "app.kubernetes.io/name";
+pub(crate) const LABEL_CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+pub(crate) const LABEL_VERSION: &str = "version";
+pub(crate) const LABEL_K8S_VERSION: &str = "app.kubernetes.io/version";
+pub(crate) const LABEL_CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
 const LABELS_READ: [&str; 6] = [
     LABEL_APP,
@@ -54,7 +54,7 @@ pub enum XdsAttributes {
 
 impl XdsAttributes {
     /// Reads the xDS attribute `name` (e.g. `cluster_name`) of the current stream.
-    pub fn read(self, host: &dyn Host, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn read(self, host: &dyn Host, name: &str) -> Option<Vec<u8>> {
         match self {
             XdsAttributes::Nested => host.property(&["xds", name]),
             XdsAttributes::TopLevel => host.property(&[name]),
@@ -87,7 +87,7 @@ impl NodeInfo {
         }
     }
 
-    pub fn label(&self, name: &str) -> Option<&str> {
+    pub(crate) fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|(k, _)| *k == name)
@@ -95,13 +95,13 @@ impl NodeInfo {
     }
 
     /// Istio gateways have node ids beginning `router~`.
-    pub fn is_gateway(&self) -> bool {
+    pub(crate) fn is_gateway(&self) -> bool {
         self.id.starts_with("router~")
     }
 
     /// The mesh DNS domain of the proxy's namespace, the node id's last part
     /// (`sidecar~IP~POD.NS~NS.svc.cluster.local` → `NS.svc.cluster.local`).
-    pub fn dns_domain(&self) -> &str {
+    pub(crate) fn dns_domain(&self) -> &str {
         self.id
             .rsplit('~')
             .next()
@@ -110,7 +110,7 @@ impl NodeInfo {
     }
 
     /// Istio sidecars have node ids beginning `sidecar~`.
-    pub fn is_sidecar(&self) -> bool {
+    pub(crate) fn is_sidecar(&self) -> bool {
         self.id.starts_with("sidecar~")
     }
 }
@@ -137,7 +137,7 @@ fn node_property_at(host: &dyn Host, path: &[&str]) -> Option<(String, XdsAttrib
 
 /// Traffic direction of the listener handling this stream (envoy.config.core.v3.TrafficDirection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerDirection {
+pub(crate) enum ListenerDirection {
     Unspecified,
     Inbound,
     Outbound,
@@ -145,7 +145,7 @@ pub enum ListenerDirection {
 
 impl ListenerDirection {
     /// `xds.listener_direction` (older: `listener_direction`) is a little-endian int64.
-    pub fn read(host: &dyn Host, xds: XdsAttributes) -> ListenerDirection {
+    pub(crate) fn read(host: &dyn Host, xds: XdsAttributes) -> ListenerDirection {
         let value = xds
             .read(host, "listener_direction")
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())

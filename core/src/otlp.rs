@@ -16,13 +16,13 @@ pub struct ExportTraceServiceRequest {
 
 /// `ExportTraceServiceResponse`: an empty message or a partial success.
 #[derive(Clone, PartialEq, Message)]
-pub struct ExportTraceServiceResponse {
+pub(crate) struct ExportTraceServiceResponse {
     #[prost(message, optional, tag = "1")]
     pub partial_success: Option<ExportTracePartialSuccess>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct ExportTracePartialSuccess {
+pub(crate) struct ExportTracePartialSuccess {
     #[prost(int64, tag = "1")]
     pub rejected_spans: i64,
     #[prost(string, tag = "2")]
@@ -134,10 +134,10 @@ pub mod any_value {
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
-pub const SPAN_KIND_SERVER: i32 = 2;
-pub const SPAN_KIND_CLIENT: i32 = 3;
+pub(crate) const SPAN_KIND_SERVER: i32 = 2;
+pub(crate) const SPAN_KIND_CLIENT: i32 = 3;
 
-pub fn key_value(key: String, value: AttrValue) -> KeyValue {
+pub(crate) fn key_value(key: String, value: AttrValue) -> KeyValue {
     let value = match value {
         AttrValue::Str(s) => any_value::Value::StringValue(s),
         AttrValue::Int(i) => any_value::Value::IntValue(i),
@@ -201,7 +201,7 @@ impl From<span::Span> for Span {
 /// Encodes a finished span straight into OTLP `Span` bytes — the same bytes prost gives for
 /// `Span::from(span)` (a test holds them equal) without building the message first: no copy of
 /// the ids, keys or values. Fields go in tag order and proto3 defaults are left out, as prost does.
-pub fn encode_span(s: &span::Span, buf: &mut Vec<u8>) {
+pub(crate) fn encode_span(s: &span::Span, buf: &mut Vec<u8>) {
     put_len_delimited(1, &s.context.trace_id.0, buf);
     put_len_delimited(2, &s.context.span_id.0, buf);
     put_len_delimited(3, s.trace_state.as_bytes(), buf);
@@ -338,7 +338,7 @@ impl BatchEncoder {
     }
 
     /// Bytes a span of `len` encoded bytes adds to a batch.
-    pub fn span_cost(len: usize) -> usize {
+    pub(crate) fn span_cost(len: usize) -> usize {
         field_len(len)
     }
 
@@ -353,7 +353,7 @@ impl BatchEncoder {
     }
 
     /// Exact bytes of a request whose spans cost `spans_len` in total (see [`Self::span_cost`]).
-    pub fn request_len(&self, spans_len: usize) -> usize {
+    pub(crate) fn request_len(&self, spans_len: usize) -> usize {
         field_len(self.resource_spans_len(spans_len))
     }
 
@@ -394,7 +394,7 @@ impl BatchEncoder {
 }
 
 /// The semantic conventions version our attribute names follow.
-pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.26.0";
+pub(crate) const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.26.0";
 
 #[cfg(test)]
 mod tests;

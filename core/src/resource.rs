@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 /// `extra` are `OTEL_RESOURCE_ATTRIBUTES`-style attributes from the configuration; they add to
 /// or replace the detected ones, except `service.name`, which `serviceName` and
 /// `tracingServiceName` own.
-pub fn build_resource(
+pub(crate) fn build_resource(
     node: &NodeInfo,
     service_name: &str,
     extra: &BTreeMap<String, String>,

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 /// Attribute keys: semantic-convention names are static (no allocation per span), custom tags
 /// owned.
-pub type AttrKey = Cow<'static, str>;
+pub(crate) type AttrKey = Cow<'static, str>;
 
 /// OTel SpanKind: the proxy is the SERVER side of an inbound call, the CLIENT of an outbound one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,7 +54,7 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn new(
+    pub(crate) fn new(
         context: SpanContext,
         parent: Option<SpanId>,
         trace_state: String,
@@ -81,7 +81,7 @@ impl Span {
     /// Sets an attribute within the limits (OTel "Attribute Limits"): a string longer than
     /// `maxAttributeLength` is cut at a character boundary; beyond `maxAttributes` the attribute
     /// is dropped and counted. Setting a key again replaces its value.
-    pub fn set_attribute(
+    pub(crate) fn set_attribute(
         &mut self,
         key: impl Into<AttrKey>,
         value: AttrValue,
@@ -103,7 +103,7 @@ impl Span {
 }
 
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
-pub fn truncate(mut s: String, max: usize) -> String {
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {

@@ -1,3 +1,4 @@
+use super::read::parse_duration;
 use super::*;
 
 #[test]
@@ -86,139 +87,48 @@ fn full_configuration_parses() {
     );
 }
 
-/// Each bad configuration is rejected with an error that names the key a user must fix.
-#[test]
-fn bad_configurations_name_the_key() {
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            r#"{"randomSamplingPercentag": 1}"#,
-            "randomSamplingPercentag",
-            "typo in a top-level key",
-        ),
-        (
-            r#"{"randomSamplingPercentage": 101}"#,
-            "randomSamplingPercentage",
-            "above 100",
-        ),
-        (
-            r#"{"randomSamplingPercentage": -1}"#,
-            "randomSamplingPercentage",
-            "negative",
-        ),
-        (
-            r#"{"randomSamplingPercentage": "10"}"#,
-            "randomSamplingPercentage",
-            "string, not number",
-        ),
-        (
-            r#"{"tracingServiceName": "APP_LABEL"}"#,
-            "tracingServiceName",
-            "unknown mode",
-        ),
-        (r#"{"role": "sidecar"}"#, "role", "unknown role"),
-        (
-            r#"{"exporter": {"protocol": "http/json"}}"#,
-            "exporter.protocol",
-            "unsupported protocol",
-        ),
-        (
-            r#"{"exporter": {"clustr": "x"}}"#,
-            "exporter.clustr",
-            "unknown nested key",
-        ),
-        (
-            r#"{"exporter": {"cluster": ""}}"#,
-            "exporter.cluster",
-            "empty cluster",
-        ),
-        (
-            r#"{"exporter": {"path": "v1/traces"}}"#,
-            "exporter.path",
-            "relative path",
-        ),
-        (
-            r#"{"exporter": {"timeout": "5"}}"#,
-            "exporter.timeout",
-            "duration without unit",
-        ),
-        (
-            r#"{"exporter": {"timeout": "0s"}}"#,
-            "exporter.timeout",
-            "zero timeout",
-        ),
-        (
-            r#"{"exporter": {"maxBatchSize": 0}}"#,
-            "exporter.maxBatchSize",
-            "empty batches",
-        ),
-        (
-            r#"{"exporter": {"maxQueueSize": 1}}"#,
-            "exporter.maxQueueSize",
-            "queue smaller than a batch",
-        ),
-        (
-            r#"{"exporter": {"headers": [{"name": "Bad Header", "value": "x"}]}}"#,
-            "exporter.headers[0].name",
-            "not a header name",
-        ),
-        (
-            r#"{"sampling": {"rules": [{"sample": 200}]}}"#,
-            "sampling.rules[0].sample",
-            "rule percentage above 100",
-        ),
-        (
-            r#"{"sampling": {"rules": [{"sample": "sometimes"}]}}"#,
-            "sampling.rules[0].sample",
-            "unknown rule action",
-        ),
-        (
-            r#"{"sampling": {"maxTracesPerSecond": -5}}"#,
-            "sampling.maxTracesPerSecond",
-            "negative rate",
-        ),
-        (
-            r#"{"sampling": {"forceHeader": "X-Force"}}"#,
-            "sampling.forceHeader",
-            "uppercase header name",
-        ),
-        (
-            r#"{"propagation": {"extract": ["jaeger"]}}"#,
-            "propagation.extract[0]",
-            "unknown propagator",
-        ),
-        (
-            r#"{"propagation": {"publishContext": ["trace_id", "traceId"]}}"#,
-            "propagation.publishContext[1]",
-            "unknown context value (the names are the property suffixes)",
-        ),
-        (
-            r#"{"propagation": {"traceResponse": "yes"}}"#,
-            "propagation.traceResponse",
-            "traceResponse is a boolean",
-        ),
-        (
-            r#"{"serviceName": ""}"#,
-            "serviceName",
-            "empty service name",
-        ),
-        (
-            r#"{"customTags": {"t": {"literal": {}}}}"#,
-            "customTags.t.literal.value",
-            "literal without value",
-        ),
-        (
-            r#"{"limits": {"maxAttributeLength": 1}}"#,
-            "limits.maxAttributeLength",
-            "too small to be useful",
-        ),
-    ];
-    for (json, key, reason) in cases {
-        let e = Config::parse(json.as_bytes()).expect_err(reason);
+/// Each row's configuration is rejected with an error that names the key a user must fix:
+/// (configuration, key, why).
+fn assert_each_names_its_key(rows: &[(&str, &str, &str)]) {
+    for (json, key, why) in rows {
+        let e = Config::parse(json.as_bytes()).expect_err(why);
         assert!(
             e.to_string().contains(&format!("`{key}`")),
-            "{reason}: error {e} should name `{key}`"
+            "{why}: error {e} should name `{key}`"
         );
     }
+}
+
+#[test]
+#[rustfmt::skip]
+fn bad_configurations_name_the_key() {
+    assert_each_names_its_key(&[
+        (r#"{"randomSamplingPercentag": 1}"#,                                    "randomSamplingPercentag",       "typo in a top-level key"),
+        (r#"{"randomSamplingPercentage": 101}"#,                                 "randomSamplingPercentage",      "above 100"),
+        (r#"{"randomSamplingPercentage": -1}"#,                                  "randomSamplingPercentage",      "negative"),
+        (r#"{"randomSamplingPercentage": "10"}"#,                                "randomSamplingPercentage",      "string, not number"),
+        (r#"{"tracingServiceName": "APP_LABEL"}"#,                               "tracingServiceName",            "unknown mode"),
+        (r#"{"role": "sidecar"}"#,                                               "role",                          "unknown role"),
+        (r#"{"exporter": {"protocol": "http/json"}}"#,                           "exporter.protocol",             "unsupported protocol"),
+        (r#"{"exporter": {"clustr": "x"}}"#,                                     "exporter.clustr",               "unknown nested key"),
+        (r#"{"exporter": {"cluster": ""}}"#,                                     "exporter.cluster",              "empty cluster"),
+        (r#"{"exporter": {"path": "v1/traces"}}"#,                               "exporter.path",                 "relative path"),
+        (r#"{"exporter": {"timeout": "5"}}"#,                                    "exporter.timeout",              "duration without unit"),
+        (r#"{"exporter": {"timeout": "0s"}}"#,                                   "exporter.timeout",              "zero timeout"),
+        (r#"{"exporter": {"maxBatchSize": 0}}"#,                                 "exporter.maxBatchSize",         "empty batches"),
+        (r#"{"exporter": {"maxQueueSize": 1}}"#,                                 "exporter.maxQueueSize",         "queue smaller than a batch"),
+        (r#"{"exporter": {"headers": [{"name": "Bad Header", "value": "x"}]}}"#, "exporter.headers[0].name",      "not a header name"),
+        (r#"{"sampling": {"rules": [{"sample": 200}]}}"#,                        "sampling.rules[0].sample",      "rule percentage above 100"),
+        (r#"{"sampling": {"rules": [{"sample": "sometimes"}]}}"#,                "sampling.rules[0].sample",      "unknown rule action"),
+        (r#"{"sampling": {"maxTracesPerSecond": -5}}"#,                          "sampling.maxTracesPerSecond",   "negative rate"),
+        (r#"{"sampling": {"forceHeader": "X-Force"}}"#,                          "sampling.forceHeader",          "uppercase header name"),
+        (r#"{"propagation": {"extract": ["jaeger"]}}"#,                          "propagation.extract[0]",        "unknown propagator"),
+        (r#"{"propagation": {"publishContext": ["trace_id", "traceId"]}}"#,      "propagation.publishContext[1]", "unknown context value (the names are the property suffixes)"),
+        (r#"{"propagation": {"traceResponse": "yes"}}"#,                         "propagation.traceResponse",     "traceResponse is a boolean"),
+        (r#"{"serviceName": ""}"#,                                               "serviceName",                   "empty service name"),
+        (r#"{"customTags": {"t": {"literal": {}}}}"#,                            "customTags.t.literal.value",    "literal without value"),
+        (r#"{"limits": {"maxAttributeLength": 1}}"#,                             "limits.maxAttributeLength",     "too small to be useful"),
+    ]);
 }
 
 #[test]
@@ -238,20 +148,17 @@ fn malformed_json_is_rejected_with_position() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn durations_parse_as_istio_writes_them() {
     let cases = [
-        ("5s", Some(Duration::from_secs(5)), "seconds"),
-        (
-            "0.25s",
-            Some(Duration::from_millis(250)),
-            "fractional seconds",
-        ),
-        ("250ms", Some(Duration::from_millis(250)), "milliseconds"),
-        ("5", None, "no unit"),
-        ("-1s", None, "negative"),
-        ("s", None, "no number"),
-        ("1e3s", None, "exponent"),
-        ("99999999s", None, "beyond a day"),
+        ("5s",        Some(Duration::from_secs(5)),     "seconds"),
+        ("0.25s",     Some(Duration::from_millis(250)), "fractional seconds"),
+        ("250ms",     Some(Duration::from_millis(250)), "milliseconds"),
+        ("5",         None,                             "no unit"),
+        ("-1s",       None,                             "negative"),
+        ("s",         None,                             "no number"),
+        ("1e3s",      None,                             "exponent"),
+        ("99999999s", None,                             "beyond a day"),
     ];
     for (input, want, reason) in cases {
         assert_eq!(parse_duration(input), want, "{reason}");
@@ -261,57 +168,22 @@ fn durations_parse_as_istio_writes_them() {
 /// The JSON reader's edges, one reason per row: (input, the error it must contain, or `None`
 /// when the input is valid).
 #[test]
+#[rustfmt::skip]
 fn reader_edges() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        (
-            r#"{"exporter": {"protocol": "thrift"}}"#,
-            Some("at `exporter.protocol`: unknown value `thrift`, expected one of `http/protobuf`, `grpc`, `none`"),
-            "enums list what they accept",
-        ),
-        (
-            r#"{"exporter": {"clustr": "x"}}"#,
-            Some("at `exporter.clustr`: unknown key, expected one of `protocol`, `cluster`"),
-            "unknown keys list the known ones",
-        ),
-        (
-            r#"{"exporter": {"maxBatchSize": 1.5}}"#,
-            Some("at `exporter.maxBatchSize`: expected a whole number, 0 or more, got a number"),
-            "counts are whole numbers",
-        ),
-        (
-            r#"{"exporter": {"maxRetries": 5000000000}}"#,
-            Some("at `exporter.maxRetries`"),
-            "counts fit their type",
-        ),
-        (
-            r#"{"customTags": {"t": {"literal": {"value": "a"}, "header": {"name": "x"}}}}"#,
-            Some("at `customTags.t`: expected exactly one of `literal`, `environment`, `header`"),
-            "a custom tag has one source",
-        ),
-        (
-            r#"{"sampling": {"rules": [{"match": {"path": {}}, "sample": 1}]}}"#,
-            Some("at `sampling.rules[0].match.path`: expected exactly one of `exact`, `prefix`"),
-            "a path match needs a kind",
-        ),
-        (
-            r#"{"sampling": {"rules": [{"match": {}}]}}"#,
-            Some("at `sampling.rules[0].sample`: is required"),
-            "a rule says what to do",
-        ),
-        (
-            r#"{"propagation": {"extract": "tracecontext"}}"#,
-            Some("at `propagation.extract`: expected a list, got a string"),
-            "lists are lists",
-        ),
-        (
-            r#"{"sampling": {"trustIncoming": "false"}}"#,
-            Some("at `sampling.trustIncoming`: expected true or false, got a string"),
-            "booleans are not strings",
-        ),
-        ("\u{ff}", Some("invalid meshtrace configuration"), "not UTF-8"),
-        (r#"{"randomSamplingPercentage": null}"#, None, "null asks for the default"),
-        (r#"{"sampling": {"forceHeader": null}}"#, None, "null turns the force header off"),
-        (r#"{"exporter": {"timeout": "1.5s"}}"#, None, "fractional seconds"),
+        (r#"{"exporter": {"protocol": "thrift"}}"#,                                        Some("at `exporter.protocol`: unknown value `thrift`, expected one of `http/protobuf`, `grpc`, `none`"), "enums list what they accept"),
+        (r#"{"exporter": {"clustr": "x"}}"#,                                               Some("at `exporter.clustr`: unknown key, expected one of `protocol`, `cluster`"),                        "unknown keys list the known ones"),
+        (r#"{"exporter": {"maxBatchSize": 1.5}}"#,                                         Some("at `exporter.maxBatchSize`: expected a whole number, 0 or more, got a number"),                    "counts are whole numbers"),
+        (r#"{"exporter": {"maxRetries": 5000000000}}"#,                                    Some("at `exporter.maxRetries`"),                                                                        "counts fit their type"),
+        (r#"{"customTags": {"t": {"literal": {"value": "a"}, "header": {"name": "x"}}}}"#, Some("at `customTags.t`: expected exactly one of `literal`, `environment`, `header`"),                   "a custom tag has one source"),
+        (r#"{"sampling": {"rules": [{"match": {"path": {}}, "sample": 1}]}}"#,             Some("at `sampling.rules[0].match.path`: expected exactly one of `exact`, `prefix`"),                    "a path match needs a kind"),
+        (r#"{"sampling": {"rules": [{"match": {}}]}}"#,                                    Some("at `sampling.rules[0].sample`: is required"),                                                      "a rule says what to do"),
+        (r#"{"propagation": {"extract": "tracecontext"}}"#,                                Some("at `propagation.extract`: expected a list, got a string"),                                         "lists are lists"),
+        (r#"{"sampling": {"trustIncoming": "false"}}"#,                                    Some("at `sampling.trustIncoming`: expected true or false, got a string"),                               "booleans are not strings"),
+        ("\u{ff}",                                                                         Some("invalid meshtrace configuration"),                                                                 "not UTF-8"),
+        (r#"{"randomSamplingPercentage": null}"#,                                          None,                                                                                                    "null asks for the default"),
+        (r#"{"sampling": {"forceHeader": null}}"#,                                         None,                                                                                                    "null turns the force header off"),
+        (r#"{"exporter": {"timeout": "1.5s"}}"#,                                           None,                                                                                                    "fractional seconds"),
     ];
     for (json, want, why) in cases {
         match (Config::parse(json.as_bytes()), want) {
@@ -324,10 +196,7 @@ fn reader_edges() {
     assert_eq!(defaults.random_sampling_percentage, 1.0);
     let off = Config::parse(br#"{"sampling": {"forceHeader": null}}"#).unwrap();
     assert_eq!(off.sampling.force_header, None);
-    assert_eq!(
-        Config::default().sampling.force_header.as_deref(),
-        Some("x-envoy-force-trace")
-    );
+    assert_eq!(Config::default().sampling.force_header.as_deref(), Some("x-envoy-force-trace"));
 }
 
 #[test]
@@ -403,20 +272,16 @@ fn capture_and_override_keys_parse() {
 #[test]
 #[rustfmt::skip]
 fn bad_capture_and_override_keys_name_the_key() {
-    let cases = [
-        (r#"{"sampling": {"captureErrors": "yes"}}"#,                        "sampling.captureErrors",              "neither a boolean nor an object"),
-        (r#"{"sampling": {"captureErrors": {"status": ["5xx"]}}}"#,          "sampling.captureErrors.status",       "typo in a key"),
-        (r#"{"sampling": {"captureErrors": {"statuses": ["6xx"]}}}"#,        "sampling.captureErrors.statuses[0]",  "no such class"),
-        (r#"{"sampling": {"captureErrors": {"statuses": ["99"]}}}"#,         "sampling.captureErrors.statuses[0]",  "not an HTTP status"),
-        (r#"{"sampling": {"captureErrors": {"clientStatuses": [404]}}}"#,    "sampling.captureErrors.clientStatuses[0]", "a number, not a string"),
-        (r#"{"sampling": {"captureSlowerThan": "2"}}"#,                      "sampling.captureSlowerThan",          "a duration needs a unit"),
-        (r#"{"sampling": {"maxCapturedPerSecond": -1}}"#,                    "sampling.maxCapturedPerSecond",       "negative"),
-        (r#"{"sampling": {"rules": [{"sample": 1, "parent": "ignore"}]}}"#,  "sampling.rules[0].parent",            "follow or override only"),
-        (r#"{"sampling": {"rules": [{"sample": 1, "captureSlowerThan": "1h"}]}}"#, "sampling.rules[0].captureSlowerThan", "not a duration"),
-        (r#"{"sampling": {"captureErrors": {"statuses": ["5x"]}}}"#,         "sampling.captureErrors.statuses[0]",  "too short"),
-    ];
-    for (json, key, reason) in cases {
-        let e = Config::parse(json.as_bytes()).expect_err(reason);
-        assert!(e.to_string().contains(&format!("`{key}`")), "{reason}: error {e} should name `{key}`");
-    }
+    assert_each_names_its_key(&[
+        (r#"{"sampling": {"captureErrors": "yes"}}"#,                              "sampling.captureErrors",                   "neither a boolean nor an object"),
+        (r#"{"sampling": {"captureErrors": {"status": ["5xx"]}}}"#,                "sampling.captureErrors.status",            "typo in a key"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["6xx"]}}}"#,              "sampling.captureErrors.statuses[0]",       "no such class"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["99"]}}}"#,               "sampling.captureErrors.statuses[0]",       "not an HTTP status"),
+        (r#"{"sampling": {"captureErrors": {"clientStatuses": [404]}}}"#,          "sampling.captureErrors.clientStatuses[0]", "a number, not a string"),
+        (r#"{"sampling": {"captureSlowerThan": "2"}}"#,                            "sampling.captureSlowerThan",               "a duration needs a unit"),
+        (r#"{"sampling": {"maxCapturedPerSecond": -1}}"#,                          "sampling.maxCapturedPerSecond",            "negative"),
+        (r#"{"sampling": {"rules": [{"sample": 1, "parent": "ignore"}]}}"#,        "sampling.rules[0].parent",                 "follow or override only"),
+        (r#"{"sampling": {"rules": [{"sample": 1, "captureSlowerThan": "1h"}]}}"#, "sampling.rules[0].captureSlowerThan",      "not a duration"),
+        (r#"{"sampling": {"captureErrors": {"statuses": ["5x"]}}}"#,               "sampling.captureErrors.statuses[0]",       "too short"),
+    ]);
 }

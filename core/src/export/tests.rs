@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, ExportProtocol};
 use crate::context::{SpanContext, TraceFlags};
 use crate::host::mock::MockHost;
 use crate::ids::{SpanId, TraceId};
@@ -264,109 +264,75 @@ fn retryable_failures_back_off_and_give_up_after_max_retries() {
     assert_eq!(host.calls.borrow().len(), 3, "nothing left to retry");
 }
 
+/// What becomes of a batch whose export failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fate {
+    Retried,
+    Dropped,
+}
+
 #[test]
+#[rustfmt::skip]
 fn responses_are_classified_as_the_otlp_specification_says() {
-    // (status, retried?, why)
+    use Fate::*;
     let statuses = [
-        (Some(429), true, "too many requests"),
-        (Some(502), true, "bad gateway"),
-        (Some(503), true, "unavailable"),
-        (Some(504), true, "gateway timeout"),
-        (None, true, "no response: connection refused or timed out"),
-        (Some(400), false, "bad request is permanent"),
-        (Some(401), false, "unauthorized is permanent"),
-        (Some(404), false, "wrong path is permanent"),
-        (
-            Some(500),
-            false,
-            "internal error is not in the retryable list",
-        ),
+        (Some(429), Retried, "too many requests"),
+        (Some(502), Retried, "bad gateway"),
+        (Some(503), Retried, "unavailable"),
+        (Some(504), Retried, "gateway timeout"),
+        (None,      Retried, "no response: connection refused or timed out"),
+        (Some(400), Dropped, "bad request is permanent"),
+        (Some(401), Dropped, "unauthorized is permanent"),
+        (Some(404), Dropped, "wrong path is permanent"),
+        (Some(500), Dropped, "internal error is not in the retryable list"),
     ];
-    for (status, retried, why) in statuses {
+    for (status, fate, why) in statuses {
         let (mut e, host, m) = exporter("{}");
         fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         e.on_response(1, &http(status), &host, &m, SEC);
         e.on_tick(&host, &m, 100 * SEC);
-        assert_eq!(
-            host.calls.borrow().len() == 2,
-            retried,
-            "HTTP {status:?}: {why}"
-        );
-        assert_eq!(
-            host.metric("meshtrace_spans_dropped_export_failed") == 0,
-            retried,
-            "{why}"
-        );
+        assert_eq!(host.calls.borrow().len() == 2, fate == Retried, "HTTP {status:?}: {why}");
+        assert_eq!(host.metric("meshtrace_spans_dropped_export_failed") == 0, fate == Retried, "{why}");
     }
     let grpc = [
-        (Some(14), true, "UNAVAILABLE"),
-        (Some(8), true, "RESOURCE_EXHAUSTED"),
-        (Some(4), true, "DEADLINE_EXCEEDED"),
-        (Some(3), false, "INVALID_ARGUMENT"),
-        (Some(16), false, "UNAUTHENTICATED"),
-        (
-            None,
-            false,
-            "HTTP 200 without grpc-status is not a gRPC server",
-        ),
+        (Some(14), Retried, "UNAVAILABLE"),
+        (Some(8),  Retried, "RESOURCE_EXHAUSTED"),
+        (Some(4),  Retried, "DEADLINE_EXCEEDED"),
+        (Some(3),  Dropped, "INVALID_ARGUMENT"),
+        (Some(16), Dropped, "UNAUTHENTICATED"),
+        (None,     Dropped, "HTTP 200 without grpc-status is not a gRPC server"),
     ];
-    for (code, retried, why) in grpc {
+    for (code, fate, why) in grpc {
         let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "grpc"}}"#);
         fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
-        e.on_response(
-            1,
-            &ExportResponse {
-                status: Some(200),
-                grpc_status: code,
-                ..ExportResponse::default()
-            },
-            &host,
-            &m,
-            SEC,
-        );
+        let answer = ExportResponse { grpc_status: code, ..ok() };
+        e.on_response(1, &answer, &host, &m, SEC);
         e.on_tick(&host, &m, 100 * SEC);
-        assert_eq!(
-            host.calls.borrow().len() == 2,
-            retried,
-            "gRPC {code:?}: {why}"
-        );
+        assert_eq!(host.calls.borrow().len() == 2, fate == Retried, "gRPC {code:?}: {why}");
     }
 }
 
 #[test]
+#[rustfmt::skip]
 fn retry_after_is_honoured_and_bounded() {
     let cases = [
-        (Some("3"), 3 * SEC, "delay-seconds"),
-        (Some("3600"), 60 * SEC, "capped at a minute"),
-        (
-            Some("Wed, 21 Oct 2026 07:28:00 GMT"),
-            SEC,
-            "HTTP-date: our own back-off",
-        ),
-        (Some("-1"), SEC, "garbage: our own back-off"),
-        (None, SEC, "absent"),
+        (Some("3"),                             3 * SEC,  "delay-seconds"),
+        (Some("3600"),                          60 * SEC, "capped at a minute"),
+        (Some("Wed, 21 Oct 2026 07:28:00 GMT"), SEC,      "HTTP-date: our own back-off"),
+        (Some("-1"),                            SEC,      "garbage: our own back-off"),
+        (None,                                  SEC,      "absent"),
     ];
     for (header, wait, why) in cases {
         let (mut e, host, m) = exporter("{}");
         fill(&mut e, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
-        e.on_response(
-            1,
-            &ExportResponse {
-                status: Some(429),
-                grpc_status: None,
-                retry_after: header,
-                body: &[],
-            },
-            &host,
-            &m,
-            SEC,
-        );
+        let answer = ExportResponse { status: Some(429), retry_after: header, ..ExportResponse::default() };
+        e.on_response(1, &answer, &host, &m, SEC);
         e.on_tick(&host, &m, SEC + wait - 1);
         assert_eq!(host.calls.borrow().len(), 1, "{why}: not before {wait}ns");
         e.on_tick(&host, &m, SEC + wait);
@@ -411,21 +377,22 @@ fn a_refused_dispatch_drops_and_counts_without_failing() {
     assert_eq!(e.in_flight(), 0);
 }
 
-/// An `ExportTraceServiceResponse` body, framed for gRPC when asked.
-fn partial_success(rejected: i64, message: &str, grpc: bool) -> Vec<u8> {
-    let answer = crate::otlp::ExportTraceServiceResponse {
+/// An `ExportTraceServiceResponse` body, as OTLP/HTTP sends it.
+fn partial_success(rejected: i64, message: &str) -> Vec<u8> {
+    crate::otlp::ExportTraceServiceResponse {
         partial_success: Some(crate::otlp::ExportTracePartialSuccess {
             rejected_spans: rejected,
             error_message: message.to_string(),
         }),
     }
-    .encode_to_vec();
-    if !grpc {
-        return answer;
-    }
+    .encode_to_vec()
+}
+
+/// A message in gRPC's length-prefixed frame, uncompressed.
+fn grpc_frame(message: Vec<u8>) -> Vec<u8> {
     let mut framed = vec![0];
-    framed.extend((answer.len() as u32).to_be_bytes());
-    framed.extend(answer);
+    framed.extend((message.len() as u32).to_be_bytes());
+    framed.extend(message);
     framed
 }
 
@@ -435,20 +402,23 @@ fn partial_success(rejected: i64, message: &str, grpc: bool) -> Vec<u8> {
 #[rustfmt::skip]
 fn partial_success_counts_rejected_spans_as_dropped() {
     let garbage = [0xff, 0xff, 0xff];
-    let mut compressed = partial_success(1, "x", true);
+    let mut compressed = grpc_frame(partial_success(1, "x"));
     compressed[0] = 1;
-    let cases: Vec<(bool, Vec<u8>, u64, u64, &str)> = vec![
-        (false, vec![],                            3, 0, "an empty 200 is full success"),
-        (false, partial_success(2, "bad", false),  1, 2, "HTTP: rejected spans are dropped"),
-        (false, partial_success(0, "warn", false), 3, 0, "a warning alone drops nothing"),
-        (false, partial_success(9, "all", false),  0, 3, "more than the batch: at most the batch"),
-        (false, partial_success(-1, "", false),    3, 0, "a negative count is not a rejection"),
-        (false, garbage.to_vec(),                  3, 0, "an undecodable 200 is still a success"),
-        (true,  partial_success(1, "bad", true),   2, 1, "gRPC: the message in its 5-byte frame"),
-        (true,  partial_success(1, "bad", false),  3, 0, "gRPC: an unframed body is not a message"),
-        (true,  compressed,                        3, 0, "gRPC: a compressed message is not decoded"),
+    use ExportProtocol::{Grpc, HttpProtobuf as Http};
+    // (protocol, the answer's body, spans exported, spans dropped as rejected, why)
+    let cases: Vec<(ExportProtocol, Vec<u8>, u64, u64, &str)> = vec![
+        (Http, vec![],                                3, 0, "an empty 200 is full success"),
+        (Http, partial_success(2, "bad"),             1, 2, "HTTP: rejected spans are dropped"),
+        (Http, partial_success(0, "warn"),            3, 0, "a warning alone drops nothing"),
+        (Http, partial_success(9, "all"),             0, 3, "more than the batch: at most the batch"),
+        (Http, partial_success(-1, ""),               3, 0, "a negative count is not a rejection"),
+        (Http, garbage.to_vec(),                      3, 0, "an undecodable 200 is still a success"),
+        (Grpc, grpc_frame(partial_success(1, "bad")), 2, 1, "gRPC: the message in its 5-byte frame"),
+        (Grpc, partial_success(1, "bad"),             3, 0, "gRPC: an unframed body is not a message"),
+        (Grpc, compressed,                            3, 0, "gRPC: a compressed message is not decoded"),
     ];
-    for (grpc, body, exported, rejected, reason) in cases {
+    for (protocol, body, exported, rejected, reason) in cases {
+        let grpc = protocol == Grpc;
         let config = if grpc { r#"{"exporter": {"protocol": "grpc"}}"# } else { "{}" };
         let (mut e, host, m) = exporter(config);
         fill(&mut e, &m, &["a", "b", "c"]);
@@ -468,7 +438,7 @@ fn partial_success_counts_rejected_spans_as_dropped() {
 fn the_partial_success_message_is_logged_once_per_interval() {
     crate::host::mock::take_logs();
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 1}}"#);
-    let body = partial_success(1, "span name too long", false);
+    let body = partial_success(1, "span name too long");
     let answer = ExportResponse {
         body: &body,
         ..ok()

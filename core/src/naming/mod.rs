@@ -3,14 +3,18 @@
 
 mod span_name;
 
-pub use self::span_name::{grpc_method, span_name, NameParts, MAX_TEMPLATED_SEGMENTS};
+pub(crate) use self::span_name::{grpc_method, span_name, NameParts};
 
 use crate::config::ServiceNameMode;
 use crate::node::{NodeInfo, LABEL_APP, LABEL_CANONICAL_NAME, LABEL_K8S_NAME};
 
 const FALLBACK: &str = "istio-proxy";
 
-pub fn service_name(mode: ServiceNameMode, explicit: Option<&str>, node: &NodeInfo) -> String {
+pub(crate) fn service_name(
+    mode: ServiceNameMode,
+    explicit: Option<&str>,
+    node: &NodeInfo,
+) -> String {
     if let Some(name) = explicit {
         return name.to_string();
     }
@@ -58,97 +62,24 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
     fn every_mode_and_fallback_step() {
-        let all = [
-            (LABEL_APP, "app-l"),
-            (LABEL_K8S_NAME, "k8s-l"),
-            (LABEL_CANONICAL_NAME, "canon-l"),
-        ];
+        let all = [(LABEL_APP, "app-l"), (LABEL_K8S_NAME, "k8s-l"), (LABEL_CANONICAL_NAME, "canon-l")];
         let cases: &[(ServiceNameMode, NodeInfo, &str, &str)] = &[
-            (
-                AppLabelAndNamespace,
-                node(&all, "wl", "ns"),
-                "app-l.ns",
-                "app label first",
-            ),
-            (
-                AppLabelAndNamespace,
-                node(&all[1..], "wl", "ns"),
-                "k8s-l.ns",
-                "then app.kubernetes.io/name",
-            ),
-            (
-                AppLabelAndNamespace,
-                node(&all[2..], "wl", "ns"),
-                "canon-l.ns",
-                "then canonical name",
-            ),
-            (
-                AppLabelAndNamespace,
-                node(&[], "wl", "ns"),
-                "wl.ns",
-                "then workload name",
-            ),
-            (
-                AppLabelAndNamespace,
-                node(&[], "", "ns"),
-                "istio-proxy.ns",
-                "then istio-proxy.namespace",
-            ),
-            (
-                AppLabelAndNamespace,
-                node(&[], "", ""),
-                "istio-proxy",
-                "then istio-proxy",
-            ),
-            (
-                CanonicalNameOnly,
-                node(&all, "wl", "ns"),
-                "canon-l",
-                "canonical name first",
-            ),
-            (
-                CanonicalNameOnly,
-                node(&all[..2], "wl", "ns"),
-                "k8s-l",
-                "then app.kubernetes.io/name",
-            ),
-            (
-                CanonicalNameOnly,
-                node(&all[..1], "wl", "ns"),
-                "app-l",
-                "then app",
-            ),
-            (
-                CanonicalNameOnly,
-                node(&[], "wl", "ns"),
-                "wl",
-                "then workload name",
-            ),
-            (
-                CanonicalNameOnly,
-                node(&[], "", "ns"),
-                "istio-proxy",
-                "then istio-proxy",
-            ),
-            (
-                CanonicalNameAndNamespace,
-                node(&all, "wl", "ns"),
-                "canon-l.ns",
-                "canonical name with namespace",
-            ),
-            (
-                CanonicalNameAndNamespace,
-                node(&[], "wl", "ns"),
-                "wl.ns",
-                "workload with namespace",
-            ),
-            (
-                CanonicalNameAndNamespace,
-                node(&[], "", ""),
-                "istio-proxy",
-                "nothing known",
-            ),
+            (AppLabelAndNamespace,      node(&all, "wl", "ns"),      "app-l.ns",       "app label first"),
+            (AppLabelAndNamespace,      node(&all[1..], "wl", "ns"), "k8s-l.ns",       "then app.kubernetes.io/name"),
+            (AppLabelAndNamespace,      node(&all[2..], "wl", "ns"), "canon-l.ns",     "then canonical name"),
+            (AppLabelAndNamespace,      node(&[], "wl", "ns"),       "wl.ns",          "then workload name"),
+            (AppLabelAndNamespace,      node(&[], "", "ns"),         "istio-proxy.ns", "then istio-proxy.namespace"),
+            (AppLabelAndNamespace,      node(&[], "", ""),           "istio-proxy",    "then istio-proxy"),
+            (CanonicalNameOnly,         node(&all, "wl", "ns"),      "canon-l",        "canonical name first"),
+            (CanonicalNameOnly,         node(&all[..2], "wl", "ns"), "k8s-l",          "then app.kubernetes.io/name"),
+            (CanonicalNameOnly,         node(&all[..1], "wl", "ns"), "app-l",          "then app"),
+            (CanonicalNameOnly,         node(&[], "wl", "ns"),       "wl",             "then workload name"),
+            (CanonicalNameOnly,         node(&[], "", "ns"),         "istio-proxy",    "then istio-proxy"),
+            (CanonicalNameAndNamespace, node(&all, "wl", "ns"),      "canon-l.ns",     "canonical name with namespace"),
+            (CanonicalNameAndNamespace, node(&[], "wl", "ns"),       "wl.ns",          "workload with namespace"),
+            (CanonicalNameAndNamespace, node(&[], "", ""),           "istio-proxy",    "nothing known"),
         ];
         for (mode, n, want, reason) in cases {
             assert_eq!(service_name(*mode, None, n), *want, "{mode:?}: {reason}");
@@ -163,7 +94,11 @@ mod tests {
             CanonicalNameOnly,
             CanonicalNameAndNamespace,
         ] {
-            assert_eq!(service_name(mode, Some("shop"), &n), "shop");
+            assert_eq!(
+                service_name(mode, Some("shop"), &n),
+                "shop",
+                "{mode:?}: serviceName wins"
+            );
         }
     }
 }

@@ -26,7 +26,7 @@ fn is_meaningful_route(route: &str) -> bool {
 /// What a span name may be made of; every field is known without a host call beyond those the
 /// span reads anyway.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NameParts<'a> {
+pub(crate) struct NameParts<'a> {
     pub method: &'a str,
     /// `:path`, query included (it is cut off here).
     pub path: &'a str,
@@ -43,13 +43,13 @@ pub struct NameParts<'a> {
 }
 
 /// Segments of a path kept by `templatedPath`; deeper paths end in `/*`.
-pub const MAX_TEMPLATED_SEGMENTS: usize = 8;
+pub(crate) const MAX_TEMPLATED_SEGMENTS: usize = 8;
 
 /// The span name, at most `max_len` bytes:
 /// - gRPC: `package.Service/Method` (OTel RPC semantic conventions, "Span name");
 /// - no route (`NR`): `{METHOD}` only, whatever the mode;
 /// - otherwise per `spanName` ([`SpanNameMode`]).
-pub fn span_name(mode: SpanNameMode, parts: &NameParts<'_>, max_len: usize) -> String {
+pub(crate) fn span_name(mode: SpanNameMode, parts: &NameParts<'_>, max_len: usize) -> String {
     let method = if parts.method.is_empty() {
         "HTTP"
     } else {
@@ -80,7 +80,7 @@ pub fn span_name(mode: SpanNameMode, parts: &NameParts<'_>, max_len: usize) -> S
 
 /// `/package.Service/Method` → (`package.Service`, `Method`) (gRPC over HTTP/2: `:path` is
 /// `/` Service-Name `/` method-name).
-pub fn grpc_method(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn grpc_method(path: &str) -> Option<(&str, &str)> {
     let (service, method) = split_query(path).0.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/'))
         .then_some((service, method))

@@ -4,12 +4,12 @@
 use crate::context::{SpanContext, TraceFlags};
 use crate::ids::{decode_hex_lower, push_hex, SpanId, TraceId};
 
-pub const SINGLE: &str = "b3";
-pub const TRACE_ID: &str = "x-b3-traceid";
-pub const SPAN_ID: &str = "x-b3-spanid";
-pub const PARENT_SPAN_ID: &str = "x-b3-parentspanid";
-pub const SAMPLED: &str = "x-b3-sampled";
-pub const FLAGS: &str = "x-b3-flags";
+pub(crate) const SINGLE: &str = "b3";
+pub(crate) const TRACE_ID: &str = "x-b3-traceid";
+pub(crate) const SPAN_ID: &str = "x-b3-spanid";
+pub(crate) const PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+pub(crate) const SAMPLED: &str = "x-b3-sampled";
+pub(crate) const FLAGS: &str = "x-b3-flags";
 /// Every multi-header name, for removal of a stale context.
 pub const MULTI_HEADERS: [&str; 5] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS];
 
@@ -164,7 +164,7 @@ pub fn format_single(ctx: &SpanContext) -> String {
 }
 
 /// The multi headers for a context we send on (set) and the ones to clear.
-pub fn format_multi(ctx: &SpanContext) -> Vec<(&'static str, Option<String>)> {
+pub(crate) fn format_multi(ctx: &SpanContext) -> Vec<(&'static str, Option<String>)> {
     vec![
         (TRACE_ID, Some(ctx.trace_id.to_hex())),
         (SPAN_ID, Some(ctx.span_id.to_hex())),

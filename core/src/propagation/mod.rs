@@ -11,17 +11,17 @@ pub mod request_id;
 pub mod traceparent;
 pub mod tracestate;
 
-pub use self::b3::B3Error;
-pub use self::traceparent::TraceparentError;
+pub(crate) use self::b3::B3Error;
+pub(crate) use self::traceparent::TraceparentError;
 pub use self::tracestate::{TraceState, TraceStateError};
 
 use crate::config::Propagator;
 use crate::context::SpanContext;
 use crate::headers::HeaderMap;
 
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
-pub const BAGGAGE: &str = "baggage";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
+pub(crate) const BAGGAGE: &str = "baggage";
 
 /// Why the incoming context was discarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub fn extract(headers: &HeaderMap, propagators: &[Propagator]) -> Extracted {
 
 /// Says at debug level what was discarded and why; nothing is formatted unless debug logging
 /// is on (a `log` level check, no host call once the level is cached).
-pub fn log_discarded(extracted: &Extracted) {
+pub(crate) fn log_discarded(extracted: &Extracted) {
     if !log::log_enabled!(log::Level::Debug) {
         return;
     }

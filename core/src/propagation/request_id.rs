@@ -16,7 +16,7 @@ pub fn is_acceptable(id: &str) -> bool {
 }
 
 /// A random UUID, version 4 (RFC 9562 §5.4): version nibble 4, variant bits `10`.
-pub fn generate(ids: &mut IdGenerator) -> String {
+pub(crate) fn generate(ids: &mut IdGenerator) -> String {
     let mut b = ids.bytes16();
     if let Some(v) = b.get_mut(6) {
         *v = (*v & 0x0f) | 0x40;

@@ -16,65 +16,29 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 #[test]
+#[rustfmt::skip]
 fn the_first_valid_format_wins() {
+    use Propagator::*;
     let other = "1".repeat(32);
     let tp = format!("00-{T}-{S}-01");
     let b3_other = format!("{other}-{S}-0");
     let bad_tp = format!("00-{}-{S}-01", T.to_uppercase());
-    type Row<'a> = (
-        Vec<(&'a str, &'a str)>,
-        Option<&'a str>,
-        Option<Propagator>,
-        bool,
-        &'a str,
-    );
-    let cases: Vec<Row> = vec![
-        (
-            vec![("traceparent", &tp)],
-            Some(T),
-            Some(Propagator::Tracecontext),
-            false,
-            "W3C",
-        ),
-        (
-            vec![("b3", &b3_other)],
-            Some(&other),
-            Some(Propagator::B3),
-            false,
-            "B3 only",
-        ),
-        (
-            vec![("traceparent", &tp), ("b3", &b3_other)],
-            Some(T),
-            Some(Propagator::Tracecontext),
-            false,
-            "W3C first in the list",
-        ),
-        (
-            vec![("traceparent", &bad_tp), ("b3", &b3_other)],
-            Some(&other),
-            Some(Propagator::B3),
-            true,
-            "invalid W3C falls through to B3, and is counted",
-        ),
-        (
-            vec![("traceparent", &bad_tp)],
-            None,
-            None,
-            true,
-            "invalid: new trace",
-        ),
-        (vec![], None, None, false, "nothing: new trace"),
+    let uppercase = Some(Invalid::Traceparent(TraceparentError::BadTraceId));
+    // (headers, the trace continued, its format, the invalid context counted, why)
+    type Row<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, Option<Propagator>, Option<Invalid>, &'a str);
+    let cases: &[Row] = &[
+        (&[("traceparent", &tp)],                         Some(T),      Some(Tracecontext), None,      "W3C"),
+        (&[("b3", &b3_other)],                            Some(&other), Some(B3),           None,      "B3 only"),
+        (&[("traceparent", &tp), ("b3", &b3_other)],      Some(T),      Some(Tracecontext), None,      "W3C first in the list"),
+        (&[("traceparent", &bad_tp), ("b3", &b3_other)],  Some(&other), Some(B3),           uppercase, "invalid W3C falls through to B3, and is counted"),
+        (&[("traceparent", &bad_tp)],                     None,         None,               uppercase, "invalid: new trace"),
+        (&[],                                             None,         None,               None,      "nothing: new trace"),
     ];
     for (input, trace, source, invalid, reason) in cases {
-        let got = extract(&headers(&input), &ALL);
-        assert_eq!(
-            got.parent.map(|p| p.trace_id.to_hex()).as_deref(),
-            trace,
-            "{reason}"
-        );
-        assert_eq!(got.source, source, "{reason}");
-        assert_eq!(got.invalid.is_some(), invalid, "{reason}");
+        let got = extract(&headers(input), &ALL);
+        assert_eq!(got.parent.map(|p| p.trace_id.to_hex()).as_deref(), *trace, "{reason}");
+        assert_eq!(got.source, *source, "{reason}");
+        assert_eq!(got.invalid, *invalid, "{reason}");
     }
 }
 
@@ -129,35 +93,22 @@ fn an_unparsable_tracestate_is_discarded_whole_and_the_trace_continues() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn sampling_hints_and_debug() {
     let deferred = format!("{T}-{S}");
     let unsampled = format!("00-{T}-{S}-00");
-    type Row<'a> = (Vec<(&'a str, &'a str)>, Option<bool>, bool, &'a str);
-    let cases: Vec<Row> = vec![
-        (vec![("b3", "0")], Some(false), false, "decision-only deny"),
-        (vec![("b3", "d")], Some(true), true, "decision-only debug"),
-        (
-            vec![("x-b3-sampled", "1")],
-            Some(true),
-            false,
-            "multi decision only",
-        ),
-        (
-            vec![("b3", &deferred)],
-            None,
-            false,
-            "B3 deferred: local decision",
-        ),
-        (
-            vec![("traceparent", &unsampled)],
-            Some(false),
-            false,
-            "W3C flag",
-        ),
+    struct Row<'a> { headers: &'a [(&'a str, &'a str)], sampling_hint: Option<bool>, debug: bool, why: &'a str }
+    let cases = [
+        Row { headers: &[("b3", "0")],                 sampling_hint: Some(false), debug: false, why: "decision-only deny" },
+        Row { headers: &[("b3", "d")],                 sampling_hint: Some(true),  debug: true,  why: "decision-only debug" },
+        Row { headers: &[("x-b3-sampled", "1")],       sampling_hint: Some(true),  debug: false, why: "multi decision only" },
+        Row { headers: &[("b3", &deferred)],           sampling_hint: None,        debug: false, why: "B3 deferred: local decision" },
+        Row { headers: &[("traceparent", &unsampled)], sampling_hint: Some(false), debug: false, why: "W3C flag" },
     ];
-    for (input, hint, debug, reason) in cases {
-        let got = extract(&headers(&input), &ALL);
-        assert_eq!((got.sampling_hint, got.debug), (hint, debug), "{reason}");
+    for Row { headers: input, sampling_hint, debug, why } in cases {
+        let got = extract(&headers(input), &ALL);
+        assert_eq!(got.sampling_hint, sampling_hint, "{why}");
+        assert_eq!(got.debug, debug, "{why}: B3 debug");
     }
 }
 

@@ -67,7 +67,7 @@ impl TraceState {
         Ok(state)
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.members
             .iter()
             .find(|(k, _)| k == key)
@@ -85,7 +85,7 @@ impl TraceState {
         self.enforce_limits();
     }
 
-    pub fn remove(&mut self, key: &str) {
+    pub(crate) fn remove(&mut self, key: &str) {
         self.members.retain(|(k, _)| k != key);
     }
 

@@ -11,13 +11,13 @@ use crate::config::{CaptureErrors, SamplingConfig};
 
 /// Why an unsampled request was recorded: the span's `meshtrace.capture` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureReason {
+pub(crate) enum CaptureReason {
     Error,
     Latency,
 }
 
 impl CaptureReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CaptureReason::Error => "error",
             CaptureReason::Latency => "latency",
@@ -33,7 +33,7 @@ impl CaptureReason {
 const GRPC_SERVER_FAULTS: [u32; 6] = [2, 4, 12, 13, 14, 15];
 
 /// What the response says, each fact but the status behind a host call made on demand.
-pub struct ResponseReads<'a> {
+pub(crate) struct ResponseReads<'a> {
     /// `:status`; `None` when no response was sent (reset, timeout before headers).
     pub status: Option<u16>,
     /// `response.grpc_status`; `None` for a request that is not gRPC (no host call then).
@@ -46,33 +46,21 @@ pub struct ResponseReads<'a> {
 
 /// Error and latency capture, compiled once per configuration.
 #[derive(Debug)]
-pub struct CapturePolicy {
+pub(crate) struct CapturePolicy {
     errors: Option<CaptureErrors>,
-    /// Latency capture is configured somewhere (globally or in a rule).
-    latency: bool,
     /// `maxCapturedPerSecond`, per worker, apart from the sampling cap.
     cap: TokenBucket,
 }
 
 impl CapturePolicy {
-    pub fn new(sampling: &SamplingConfig) -> CapturePolicy {
+    pub(crate) fn new(sampling: &SamplingConfig) -> CapturePolicy {
         CapturePolicy {
             errors: sampling.capture_errors.clone(),
-            latency: sampling.capture_slower_than.is_some()
-                || sampling
-                    .rules
-                    .iter()
-                    .any(|r| r.capture_slower_than.is_some()),
             cap: TokenBucket::new(sampling.max_captured_per_second),
         }
     }
 
-    /// Whether an unsampled request can be captured at all (else it keeps nothing).
-    pub fn enabled(&self) -> bool {
-        self.errors.is_some() || self.latency
-    }
-
-    pub fn captures_errors(&self) -> bool {
+    pub(crate) fn captures_errors(&self) -> bool {
         self.errors.is_some()
     }
 
@@ -80,7 +68,7 @@ impl CapturePolicy {
     /// no response at all; a configured status (`statuses`, default `5xx`); a gRPC server fault
     /// under an HTTP 2xx; an Envoy local reply (4xx/5xx with response flags, e.g. `NR`, `RL`,
     /// `UAEX`, `UF`); a configured `clientStatuses` status on a CLIENT span.
-    pub fn is_error(&self, response: &ResponseReads<'_>) -> bool {
+    pub(crate) fn is_error(&self, response: &ResponseReads<'_>) -> bool {
         let Some(errors) = &self.errors else {
             return false;
         };
@@ -101,7 +89,7 @@ impl CapturePolicy {
     }
 
     /// Takes a token of `maxCapturedPerSecond`; `false`: over the cap, not captured.
-    pub fn admit(&self, now_nanos: u64) -> bool {
+    pub(crate) fn admit(&self, now_nanos: u64) -> bool {
         self.cap.take(now_nanos)
     }
 }
@@ -173,18 +161,34 @@ mod tests {
         }
     }
 
+    /// An unsampled request keeps a record when errors are captured or a latency threshold
+    /// applies to it (`Tracer::keep_unsampled`); the threshold comes with the decision.
     #[test]
-    fn enabled_by_default_for_errors_only() {
-        let p = policy("{}");
-        assert!(p.enabled() && p.captures_errors() && !p.latency);
-        let rule_only = policy(
-            r#"{"sampling": {"captureErrors": false, "rules": [{"sample": "never", "captureSlowerThan": "1s"}]}}"#,
-        );
+    fn errors_are_captured_by_default_latency_where_a_threshold_applies() {
+        use crate::headers::HeaderMap;
+        use crate::ids::TraceId;
+        use crate::sampling::{ParentInfo, RequestInfo, Sampler};
         assert!(
-            rule_only.enabled() && !rule_only.captures_errors(),
+            policy("{}").captures_errors(),
+            "errors are captured by default"
+        );
+        let rule_only = r#"{"sampling": {"captureErrors": false, "rules": [{"sample": "never", "captureSlowerThan": "1s"}]}}"#;
+        assert!(!policy(rule_only).captures_errors());
+        let h = HeaderMap::new();
+        let request = RequestInfo {
+            method: "GET",
+            path: "/",
+            host: "",
+            headers: &h,
+        };
+        let sampler = Sampler::new(&Config::parse(rule_only.as_bytes()).unwrap());
+        let decision = sampler.decide(TraceId([1; 16]), &ParentInfo::default(), &request, 0);
+        assert_eq!(
+            decision.capture_slower_than,
+            Some(1_000_000_000),
             "a rule's threshold enables latency capture"
         );
-        assert!(!policy(r#"{"sampling": {"captureErrors": false}}"#).enabled());
+        assert!(!policy(r#"{"sampling": {"captureErrors": false}}"#).captures_errors());
     }
 
     #[test]

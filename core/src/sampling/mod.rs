@@ -20,11 +20,11 @@
 //! collectors and backends can compute adjusted counts. Finally a token bucket
 //! (`maxTracesPerSecond`) caps what the percentage and rules let through.
 
-pub mod capture;
+pub(crate) mod capture;
 mod ot;
 mod rules;
 
-pub use self::ot::{format_threshold, parse_threshold, threshold_for_percentage, OtValue};
+pub(crate) use self::ot::{threshold_for_percentage, OtValue};
 
 use self::rules::{is_probe, Rule};
 use crate::config::Config;
@@ -113,7 +113,7 @@ impl Sampler {
     }
 
     /// Whether [`Sampler::decide`] needs the time (for the rate cap).
-    pub fn has_rate_cap(&self) -> bool {
+    pub(crate) fn has_rate_cap(&self) -> bool {
         self.cap.is_some()
     }
 

@@ -10,7 +10,7 @@ const DIGITS: usize = 14;
 /// The rejection threshold for a sampling percentage: T = (1 − p/100)·2^56, rounded, so that
 /// "sampled iff R ≥ T" samples with probability p. `None` never samples (p = 0); `Some(0)`
 /// always samples.
-pub fn threshold_for_percentage(percentage: f64) -> Option<u64> {
+pub(crate) fn threshold_for_percentage(percentage: f64) -> Option<u64> {
     if percentage.is_nan() || percentage <= 0.0 {
         return None;
     }
@@ -23,7 +23,7 @@ pub fn threshold_for_percentage(percentage: f64) -> Option<u64> {
 }
 
 /// `th` encoding: 14 hex digits with trailing zeros removed; zero is `0`.
-pub fn format_threshold(threshold: u64) -> String {
+pub(crate) fn format_threshold(threshold: u64) -> String {
     if threshold == 0 {
         return "0".to_string();
     }
@@ -32,7 +32,7 @@ pub fn format_threshold(threshold: u64) -> String {
 }
 
 /// `th` decoding: 1 to 14 lowercase hex digits, padded on the right with zeros.
-pub fn parse_threshold(s: &str) -> Option<u64> {
+pub(crate) fn parse_threshold(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > DIGITS {
         return None;
     }
@@ -60,12 +60,12 @@ fn parse_hex(s: &str) -> Option<u64> {
 /// A parsed `ot` value. Unknown sub-keys are kept in order; malformed `th`/`rv` are erased (the
 /// specification treats them as absent).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OtValue {
+pub(crate) struct OtValue {
     entries: Vec<(String, String)>,
 }
 
 impl OtValue {
-    pub fn parse(value: &str) -> OtValue {
+    pub(crate) fn parse(value: &str) -> OtValue {
         let entries = value
             .split(';')
             .filter_map(|part| part.split_once(':'))
@@ -93,28 +93,28 @@ impl OtValue {
         }
     }
 
-    pub fn threshold(&self) -> Option<u64> {
+    pub(crate) fn threshold(&self) -> Option<u64> {
         self.get("th").and_then(parse_threshold)
     }
 
-    pub fn randomness(&self) -> Option<u64> {
+    pub(crate) fn randomness(&self) -> Option<u64> {
         self.get("rv").and_then(parse_randomness)
     }
 
-    pub fn set_threshold(&mut self, threshold: u64) {
+    pub(crate) fn set_threshold(&mut self, threshold: u64) {
         self.set("th", format_threshold(threshold));
     }
 
-    pub fn clear_threshold(&mut self) {
+    pub(crate) fn clear_threshold(&mut self) {
         self.entries.retain(|(k, _)| k != "th");
     }
 
-    pub fn set_randomness(&mut self, randomness: u64) {
+    pub(crate) fn set_randomness(&mut self, randomness: u64) {
         self.set("rv", format!("{:014x}", randomness & (MAX_56 - 1)));
     }
 
     /// The value to write, or `None` when nothing is left (never an empty `ot=` entry).
-    pub fn to_value(&self) -> Option<String> {
+    pub(crate) fn to_value(&self) -> Option<String> {
         if self.entries.is_empty() {
             return None;
         }

@@ -53,7 +53,7 @@ impl Rule {
 
 impl RuleMatch {
     /// Every given condition must hold; an empty match matches every request.
-    pub fn matches(&self, request: &RequestInfo<'_>) -> bool {
+    pub(crate) fn matches(&self, request: &RequestInfo<'_>) -> bool {
         let path = path_only(request.path);
         self.method.as_deref().is_none_or(|m| m == request.method)
             && self.path.as_ref().is_none_or(|p| match p {

@@ -19,10 +19,8 @@ mod attributes;
 mod capture;
 mod outcome;
 
-pub use self::capture::Unsampled;
-pub use self::outcome::{
-    grpc_code_name, is_error, is_grpc_content_type, GrpcOutcome, Outcome, GRPC_OK,
-};
+pub(crate) use self::capture::Unsampled;
+pub use self::outcome::Outcome;
 
 const REQUEST_ID: &str = "x-request-id";
 /// W3C Trace Context Level 2 §"Traceresponse Header" (spec/21-http_response_header_format.md

@@ -47,7 +47,7 @@ pub struct GrpcOutcome {
 }
 
 /// gRPC status codes (`grpc/doc/statuscodes.md`).
-pub const GRPC_OK: u32 = 0;
+pub(crate) const GRPC_OK: u32 = 0;
 const GRPC_CODE_NAMES: [&str; 17] = [
     "OK",
     "CANCELLED",
@@ -69,7 +69,7 @@ const GRPC_CODE_NAMES: [&str; 17] = [
 ];
 
 /// The canonical name of a gRPC status code (`UNAVAILABLE`), `None` beyond the known codes.
-pub fn grpc_code_name(code: u32) -> Option<&'static str> {
+pub(crate) fn grpc_code_name(code: u32) -> Option<&'static str> {
     GRPC_CODE_NAMES.get(usize::try_from(code).ok()?).copied()
 }
 
@@ -81,7 +81,7 @@ fn envoy_grpc_error(code: u32) -> bool {
 
 /// Is a request gRPC? Envoy's test (`Grpc::Common::isGrpcRequestHeaders`): `content-type`
 /// `application/grpc`, or a `+codec` / `;parameter` form of it.
-pub fn is_grpc_content_type(content_type: &str) -> bool {
+pub(crate) fn is_grpc_content_type(content_type: &str) -> bool {
     content_type
         .strip_prefix("application/grpc")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
@@ -96,7 +96,7 @@ pub fn is_grpc_content_type(content_type: &str) -> bool {
 ///   (the stream was reset) is an error.
 /// - HTTP (OTel semantic conventions, HTTP spans, "Status"): a SERVER span for 5xx only (4xx is
 ///   the client's fault), a CLIENT span for 4xx and 5xx; no response at all is an error.
-pub fn is_error(kind: SpanKind, outcome: &Outcome) -> bool {
+pub(crate) fn is_error(kind: SpanKind, outcome: &Outcome) -> bool {
     if let Some(grpc) = &outcome.grpc {
         return match grpc.status {
             None => true,
@@ -115,7 +115,7 @@ pub fn is_error(kind: SpanKind, outcome: &Outcome) -> bool {
 impl Outcome {
     /// Envoy answered by itself (a local reply: no route, no healthy upstream, rate limited,
     /// RBAC denied, …) rather than passing on the upstream's answer.
-    pub fn is_local_reply(&self) -> bool {
+    pub(crate) fn is_local_reply(&self) -> bool {
         self.response_flags != 0 || self.details.as_deref().is_some_and(|d| d != "via_upstream")
     }
 
@@ -216,7 +216,7 @@ impl Tracer {
     /// - the body sizes: only for the legacy tags (`attributes.istioCompat`), and the request's
     ///   not when its `content-length` tells (Envoy's `request.size` is that header when present);
     /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
-    pub fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
+    pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
         let xds = self.node.xds;
         let text = |bytes: Option<Vec<u8>>| {
             bytes
