@@ -95,7 +95,7 @@ impl NodeInfo {
     }
 
     /// Istio gateways have node ids beginning `router~`.
-    pub(crate) fn is_gateway(&self) -> bool {
+    pub fn is_gateway(&self) -> bool {
         self.id.starts_with("router~")
     }
 
