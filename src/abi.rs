@@ -115,6 +115,13 @@ mod sys {
         pub fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub fn proxy_done() -> u32;
     }
+
+    // WASI's environment calls (errno 0 is success).
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn environ_sizes_get(count: *mut usize, size: *mut usize) -> u32;
+        pub fn environ_get(environ: *mut *mut u8, buffer: *mut u8) -> u32;
+    }
 }
 
 /// Native stand-in for the host: answers every call with [`fake::answer`]'s status and writes
@@ -204,6 +211,12 @@ mod sys {
         status()
     }
     pub unsafe fn proxy_done() -> u32 {
+        status()
+    }
+    pub unsafe fn environ_sizes_get(_: *mut usize, _: *mut usize) -> u32 {
+        status()
+    }
+    pub unsafe fn environ_get(_: *mut *mut u8, _: *mut u8) -> u32 {
         status()
     }
 }
@@ -404,6 +417,37 @@ pub fn increment_metric(id: u32, delta: i64) -> Result<(), HostError> {
 pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: no pointers.
     check(unsafe { sys::proxy_record_metric(id, value) })
+}
+
+/// The environment a VM may see is small (the variables a WasmPlugin lists in `vmConfig.env`);
+/// a host that claims more is not believed.
+const MAX_ENVIRONMENT_BYTES: usize = 1 << 20;
+
+/// One variable of the VM's environment (Envoy's `environment_variables`: the host variables a
+/// WasmPlugin lists in `vmConfig.env`), read with WASI's own calls. `std::env::var` goes through
+/// wasi-libc, whose environment set-up exits the VM (`_Exit(71)`) when the host refuses
+/// `environ_sizes_get`; here a refusal is an absent variable.
+pub fn env_var(name: &str) -> Option<String> {
+    let (mut count, mut size) = (0usize, 0usize);
+    // SAFETY: the host writes two sizes into our locals.
+    if unsafe { sys::environ_sizes_get(&mut count, &mut size) } != 0
+        || count == 0
+        || size > MAX_ENVIRONMENT_BYTES
+        || count > size
+    {
+        return None;
+    }
+    let mut entries = vec![null_mut::<u8>(); count];
+    let mut buffer = vec![0u8; size];
+    // SAFETY: `entries` holds `count` pointers and `buffer` `size` bytes, as the host asked.
+    if unsafe { sys::environ_get(entries.as_mut_ptr(), buffer.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // `NAME=value` entries, each NUL-terminated, one after the other.
+    buffer.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        String::from_utf8(value.to_vec()).ok()
+    })
 }
 
 /// Tells the host a root context that deferred its deletion in `proxy_on_done` is finished.

@@ -90,7 +90,7 @@ impl Root {
             }
         };
         let exporting = config.exporter.protocol != ExportProtocol::None;
-        let tracer = Tracer::new(config, node, &|name| std::env::var(name).ok());
+        let tracer = Tracer::new(config, node, &abi::env_var);
         let exporter = Exporter::new(
             &tracer.config.exporter,
             &tracer.config.limits,
