@@ -334,7 +334,9 @@ impl Exporter {
         {
             let cost = BatchEncoder::span_cost(span.bytes.len());
             let resource = span.resource.as_deref();
-            let slot = groups.iter().position(|(r, _)| *r == resource);
+            let slot = groups
+                .iter()
+                .position(|(r, _)| otlp::same_resource(*r, resource));
             let total: usize = groups
                 .iter()
                 .enumerate()

@@ -315,6 +315,16 @@ pub struct BatchEncoder {
     scope: Vec<u8>,
 }
 
+/// The same encoded resource: spans of one service share its bytes (the exporter's cache), so
+/// the address tells, without comparing the bytes for every span of a batch.
+pub fn same_resource(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
+}
+
 /// Bytes a length-delimited field of `len` bytes takes, key included (tags here are < 16).
 fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
@@ -392,7 +402,7 @@ impl BatchEncoder {
     ) -> Vec<u8> {
         let mut groups: Vec<(Option<&[u8]>, usize)> = Vec::new();
         for (resource, span) in spans.clone() {
-            match groups.iter_mut().find(|(r, _)| *r == resource) {
+            match groups.iter_mut().find(|(r, _)| same_resource(*r, resource)) {
                 Some(group) => group.1 += field_len(span.len()),
                 None => groups.push((resource, field_len(span.len()))),
             }
@@ -415,7 +425,7 @@ impl BatchEncoder {
             // ScopeSpans.scope = 1, then ScopeSpans.spans = 2 (repeated)
             put_field_header(1, self.scope.len(), &mut buf);
             buf.extend_from_slice(&self.scope);
-            for (_, span) in spans.clone().filter(|(r, _)| r == resource) {
+            for (_, span) in spans.clone().filter(|(r, _)| same_resource(*r, *resource)) {
                 put_field_header(2, span.len(), &mut buf);
                 buf.extend_from_slice(span);
             }

@@ -220,6 +220,23 @@ fn spans_of_different_services_go_in_one_resource_spans_each() {
         expected.encode_to_vec(),
         "one ResourceSpans per resource, in first-seen order, byte-identical to prost"
     );
+    let copy = productpage_bytes.clone();
+    let apart = enc.encode_grouped(
+        [
+            (Some(&productpage_bytes[..]), &e[0][..]),
+            (Some(&copy[..]), &e[3][..]),
+        ]
+        .into_iter(),
+        false,
+    );
+    assert_eq!(
+        ExportTraceServiceRequest::decode(apart.as_slice())
+            .unwrap()
+            .resource_spans
+            .len(),
+        2,
+        "resources are told apart by their shared bytes, not compared byte by byte"
+    );
     let len: usize = [
         enc.group_len(
             Some(&productpage_bytes),
