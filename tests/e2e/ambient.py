@@ -66,9 +66,11 @@ def waypoint_node() -> dict[str, Any]:
     return node
 
 
-def vip_cluster_config(service: str, port: int) -> dict:
+def vip_cluster_config(service: str, port: int, workload: str | None = None,
+                       revision: str | None = None) -> dict:
     """`inbound-vip|…` with Istio's cluster and endpoint metadata."""
-    workload, revision = SERVICES[service]
+    if workload is None or revision is None:
+        workload, revision = SERVICES[service]
     c = static_cluster(vip_cluster(service), port)
     c["metadata"] = {"filter_metadata": {"istio": {"services": [
         {"host": host_of(service), "name": service, "namespace": "default"}]}}}
