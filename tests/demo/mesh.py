@@ -68,16 +68,53 @@ class App(HttpServer):
         self.outbound_port = outbound_port
         super().__init__()
 
+    def call_headers(self, target: Service) -> dict[str, str]:
+        return {"host": f"{target.app}:{PORT}"}
+
     def respond(self, request: Received) -> Reply:
         forward = {k: v for k, v in request.headers if k in self.service.propagate}
         status, children = 200, []
         for callee in self.service.calls:
             target = BY_APP[callee]
             code, body = http_get(f"http://127.0.0.1:{self.outbound_port}{target.path}",
-                                  {**forward, "host": f"{callee}:{PORT}"})
+                                  {**forward, **self.call_headers(target)})
             status = max(status, code)
             children.append(json.loads(body or b"{}"))
         return Reply(status, json.dumps({"service": self.service.app, "calls": children}).encode())
+
+
+def gateway(stack: Stack, wasm: Path, sampling: float, mode: str, productpage_port: int,
+            route: dict | None = None) -> tuple[Any, int]:
+    """The ingress gateway sending to productpage at `productpage_port`: Istio marks its
+    listeners OUTBOUND; the plugin is the mesh's entry SERVER span, and an internet-facing
+    gateway trusts neither client sampling nor request ids. `route` is merged into its virtual
+    host. Returns the Envoy and its port."""
+    port = free_port()
+    gw_config = plugin_config(sampling, mode, sampling={"trustIncoming": False},
+                              propagation={"trustIncomingRequestId": False})
+    gw_node = Node(app="istio-ingressgateway", version="1.28", namespace="istio-system",
+                   gateway=True, workload="istio-ingressgateway",
+                   labels={"app": "istio-ingressgateway", "istio": "ingressgateway"})
+    pp = BY_APP["productpage"]
+    gw_listener = with_virtual_hosts(
+        listener("0.0.0.0_8080", port, OUTBOUND, "unused",
+                 [plugin_filter(wasm, gw_config)], route_name="http.8080"),
+        {"productpage": pp.host})
+    vh = hcm(gw_listener)["route_config"]["virtual_hosts"][0]
+    vh["domains"] = ["*"]
+    for key, value in (route or {}).items():
+        if key == "route":
+            vh["routes"][0]["route"].update(value)
+        else:
+            vh[key] = value
+    envoy = stack.envoy(
+        "istio-ingressgateway",
+        {"node": gw_node.envoy_node(), "static_resources": {
+            "listeners": [gw_listener],
+            "clusters": [static_cluster(f"outbound|{PORT}||{pp.host}", productpage_port),
+                         static_cluster(COLLECTOR_CLUSTER, stack.collector.http_port)]}},
+        wait_ready=False)
+    return envoy, port
 
 
 def plugin_config(percentage: float, mode: str, **extra: Any) -> dict[str, Any]:
@@ -135,27 +172,8 @@ class Mesh:
                 s.workload, {"node": node.envoy_node(),
                              "static_resources": {"listeners": listeners, "clusters": clusters}},
                 wait_ready=False)
-        # The gateway: Istio marks its listeners OUTBOUND; the plugin is the mesh's entry SERVER
-        # span, and an internet-facing gateway trusts neither client sampling nor request ids.
-        self.gateway_port = free_port()
-        gw_config = plugin_config(sampling, mode, sampling={"trustIncoming": False},
-                                  propagation={"trustIncomingRequestId": False})
-        gw_node = Node(app="istio-ingressgateway", version="1.28", namespace="istio-system",
-                       gateway=True, workload="istio-ingressgateway",
-                       labels={"app": "istio-ingressgateway", "istio": "ingressgateway"})
-        pp = BY_APP["productpage"]
-        gw_listener = with_virtual_hosts(
-            listener("0.0.0.0_8080", self.gateway_port, OUTBOUND, "unused",
-                     [plugin_filter(wasm, gw_config)], route_name="http.8080"),
-            {"productpage": pp.host})
-        hcm(gw_listener)["route_config"]["virtual_hosts"][0]["domains"] = ["*"]
-        self.gateway = stack.envoy(
-            "istio-ingressgateway",
-            {"node": gw_node.envoy_node(), "static_resources": {
-                "listeners": [gw_listener],
-                "clusters": [static_cluster(f"outbound|{PORT}||{pp.host}",
-                                            inbound_ports["productpage"]), collector]}},
-            wait_ready=False)
+        self.gateway, self.gateway_port = gateway(stack, wasm, sampling, mode,
+                                                  inbound_ports["productpage"])
         for envoy in [*self.sidecars.values(), self.gateway]:
             envoy.wait_ready()
 
@@ -194,18 +212,9 @@ class AmbientApp(App):
     waypoint (ztunnel's part: the waypoint learns the caller's identity, here the header the
     waypoint's `set_filter_state` turns into `io.istio.peer_principal`; see tests/e2e/ambient.py)."""
 
-    def respond(self, request: Received) -> Reply:
-        forward = {k: v for k, v in request.headers if k in self.service.propagate}
-        status, children = 200, []
-        for callee in self.service.calls:
-            target = BY_APP[callee]
-            code, body = http_get(f"http://127.0.0.1:{self.outbound_port}{target.path}",
-                                  {**forward, "host": f"{target.host}:{PORT}",
-                                   "x-test-peer-principal": PRINCIPAL.format(ns=NAMESPACE,
-                                                                              sa=self.service.app)})
-            status = max(status, code)
-            children.append(json.loads(body or b"{}"))
-        return Reply(status, json.dumps({"service": self.service.app, "calls": children}).encode())
+    def call_headers(self, target: Service) -> dict[str, str]:
+        return {"host": f"{target.host}:{PORT}",
+                "x-test-peer-principal": PRINCIPAL.format(ns=NAMESPACE, sa=self.service.app)}
 
 
 class AmbientMesh:
@@ -242,29 +251,12 @@ class AmbientMesh:
             "node": waypoint_node(), "static_resources": {
                 "listeners": [main_internal], "clusters": clusters + [collector]}},
             wait_ready=False)
-        self.gateway_port = free_port()
-        gw_config = plugin_config(sampling, mode, sampling={"trustIncoming": False},
-                                  propagation={"trustIncomingRequestId": False})
-        gw_node = Node(app="istio-ingressgateway", version="1.29", namespace="istio-system",
-                       gateway=True, workload="istio-ingressgateway",
-                       labels={"app": "istio-ingressgateway", "istio": "ingressgateway"})
+        # The gateway sends to productpage through the waypoint (ingress-use-waypoint).
         pp = BY_APP["productpage"]
-        gw_listener = with_virtual_hosts(
-            listener("0.0.0.0_8080", self.gateway_port, OUTBOUND, "unused",
-                     [plugin_filter(wasm, gw_config)], route_name="http.8080"),
-            {"productpage": pp.host})
-        vh = hcm(gw_listener)["route_config"]["virtual_hosts"][0]
-        vh["domains"] = ["*"]
-        vh["routes"][0]["route"]["host_rewrite_literal"] = f"{pp.host}:{PORT}"
-        vh["request_headers_to_add"] = [{"header": {"key": "x-test-peer-principal",
-                                                    "value": GATEWAY_PRINCIPAL}}]
-        self.gateway = stack.envoy(
-            "istio-ingressgateway",
-            {"node": gw_node.envoy_node(), "static_resources": {
-                "listeners": [gw_listener],
-                "clusters": [static_cluster(f"outbound|{PORT}||{pp.host}", self.waypoint_port),
-                             collector]}},
-            wait_ready=False)
+        self.gateway, self.gateway_port = gateway(stack, wasm, sampling, mode, self.waypoint_port, {
+            "route": {"host_rewrite_literal": f"{pp.host}:{PORT}"},
+            "request_headers_to_add": [{"header": {"key": "x-test-peer-principal",
+                                                   "value": GATEWAY_PRINCIPAL}}]})
         for envoy in (self.waypoint, self.gateway):
             envoy.wait_ready()
 
