@@ -186,7 +186,7 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
                           compiled to wasm32-wasip1 under wasmtime as well
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
-  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces
+  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
   image                   OCI image layout of the plugin (Istio's Wasm image format)
   push REF                push that image with skopeo
   bench                   what meshtrace costs per request, against Envoy's own tracer

@@ -35,6 +35,8 @@ pub struct Config {
     /// upstream. `None` (auto): on at gateways, as Istio configures it
     /// (`pilot/pkg/networking/core/tracing.go` `configureFromProviderConfig`: `startChildSpan`).
     pub spawn_upstream_span: Option<bool>,
+    /// What a waypoint (ambient mode) records for each request.
+    pub waypoint: WaypointConfig,
     /// Which attributes spans carry beyond the OTel semantic conventions.
     pub attributes: AttributesConfig,
     /// Extra resource attributes, as `OTEL_RESOURCE_ATTRIBUTES` would give them.
@@ -55,6 +57,7 @@ impl Default for Config {
             custom_tags: BTreeMap::new(),
             span_name: SpanNameMode::default(),
             spawn_upstream_span: None,
+            waypoint: WaypointConfig::default(),
             attributes: AttributesConfig::default(),
             resource_attributes: BTreeMap::new(),
             sampling: SamplingConfig::default(),
@@ -98,6 +101,24 @@ pub enum SpanNameMode {
     /// `{method} {path}` with id-like segments replaced by `{id}`, at most 8 segments
     /// (`MAX_TEMPLATED_SEGMENTS` in `naming/span_name.rs`).
     TemplatedPath,
+}
+
+/// `waypoint.spans`: what a waypoint records per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaypointSpans {
+    /// What two sidecars would have recorded: a CLIENT span for the source workload (skipped
+    /// when the caller's own proxy recorded it) and a SERVER span for the destination service,
+    /// each in its service's resource, so service graphs draw source → destination edges.
+    #[default]
+    Pair,
+    /// Istio's waypoint span: one SERVER span named after the waypoint itself.
+    Proxy,
+}
+
+/// `waypoint`: settings that apply only where the node id says `waypoint~` (ambient mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaypointConfig {
+    pub spans: WaypointSpans,
 }
 
 /// `attributes.urlQuery`: what of the query string reaches `url.query`, `url.full` and

@@ -11,9 +11,11 @@ use crate::config::{ExportProtocol, ExporterConfig, LimitsConfig};
 use crate::host::{Host, Outgoing};
 use crate::metrics::{Metric, Metrics};
 use crate::otlp::{self, BatchEncoder, InstrumentationScope};
-use crate::span::{AttrValue, Span};
+use crate::resource::peer_resource;
+use crate::span::{AttrValue, PeerResource, Span};
 use prost::Message;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// OTLP/gRPC: `TraceService/Export`, as gRPC over HTTP/2 ("gRPC over HTTP2" protocol spec).
@@ -42,6 +44,9 @@ const PARTIAL_SUCCESS_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a drain, answers are awaited this much longer than the export timeout (the host's
 /// timer for the call fires at the timeout; its answer may come a tick later).
 const DRAIN_MARGIN: Duration = Duration::from_secs(1);
+/// Encoded resources of other services kept for reuse (a waypoint's sources and destinations);
+/// beyond, the oldest is forgotten (spans still queued keep theirs).
+pub const MAX_PEER_RESOURCES: usize = 32;
 /// Bytes of a collector's answer read at most (an `ExportTraceServiceResponse` is small).
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
@@ -50,6 +55,14 @@ pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 const GRPC_RETRYABLE: [u32; 7] = [1, 4, 8, 10, 11, 14, 15];
 /// HTTP statuses OTLP/HTTP lists as retryable.
 const HTTP_RETRYABLE: [u16; 4] = [429, 502, 503, 504];
+
+/// A span waiting in the queue: its encoded bytes and, when it belongs to another service, that
+/// service's encoded resource (shared with the other spans of the service).
+#[derive(Debug)]
+struct Queued {
+    resource: Option<Rc<[u8]>>,
+    bytes: Vec<u8>,
+}
 
 #[derive(Debug)]
 struct Batch {
@@ -74,11 +87,15 @@ pub struct Exporter {
     max_retries: u32,
     flush_interval: u64,
     encoder: BatchEncoder,
-    queue: VecDeque<Vec<u8>>,
+    /// The proxy's own resource attributes, the base of every peer resource.
+    own_resource: Vec<(String, AttrValue)>,
+    /// Encoded peer resources, oldest first, at most [`MAX_PEER_RESOURCES`].
+    peer_resources: VecDeque<(PeerResource, Rc<[u8]>)>,
+    queue: VecDeque<Queued>,
     queue_bytes: usize,
     /// Captured spans (`sampling.captureErrors`, `captureSlowerThan`), apart from sampled ones:
     /// they never push a sampled span out, and batches take them after the sampled ones.
-    captured: VecDeque<Vec<u8>>,
+    captured: VecDeque<Queued>,
     captured_bytes: usize,
     in_flight: Vec<(u32, Batch)>,
     retries: VecDeque<Batch>,
@@ -122,7 +139,9 @@ impl Exporter {
                 .saturating_mul(QUEUE_BYTES_IN_BATCHES),
             max_retries: config.max_retries,
             flush_interval: nanos(config.flush_interval),
-            encoder: BatchEncoder::new(&otlp::resource(resource), &scope),
+            encoder: BatchEncoder::new(&otlp::resource(resource.clone()), &scope),
+            own_resource: resource,
+            peer_resources: VecDeque::new(),
             queue: VecDeque::new(),
             queue_bytes: 0,
             captured: VecDeque::new(),
@@ -155,16 +174,16 @@ impl Exporter {
     /// Records a finished span: encoded once, queued, the oldest dropped when the queue is full.
     /// Counts go through [`Metrics::add_deferred`]: no host call on the request path.
     pub fn enqueue(&mut self, span: Span, metrics: &Metrics) {
-        let Some(bytes) = self.encode(&span, metrics) else {
+        let Some(queued) = self.encode(&span, metrics) else {
             return;
         };
-        self.queue_bytes += bytes.len();
-        self.queue.push_back(bytes);
+        self.queue_bytes += queued.bytes.len();
+        self.queue.push_back(queued);
         let mut dropped = 0;
         while self.queue.len() > self.max_queue_size || self.queue_bytes > self.max_queue_bytes {
             match self.queue.pop_front() {
                 Some(old) => {
-                    self.queue_bytes -= old.len();
+                    self.queue_bytes -= old.bytes.len();
                     dropped += 1;
                 }
                 None => break,
@@ -176,32 +195,54 @@ impl Exporter {
     /// Records a captured span: queued apart, within a quarter of the queue's bounds; when that
     /// is full the new span is dropped (and counted), so captures never cost a sampled span.
     pub fn enqueue_captured(&mut self, span: Span, metrics: &Metrics) {
-        let Some(bytes) = self.encode(&span, metrics) else {
+        let Some(queued) = self.encode(&span, metrics) else {
             return;
         };
         if self.captured.len() >= (self.max_queue_size / CAPTURED_SHARE).max(1)
-            || self.captured_bytes + bytes.len() > self.max_queue_bytes / CAPTURED_SHARE
+            || self.captured_bytes + queued.bytes.len() > self.max_queue_bytes / CAPTURED_SHARE
         {
             metrics.add_deferred(Metric::SpansDroppedQueueFull, 1);
             return;
         }
-        self.captured_bytes += bytes.len();
-        self.captured.push_back(bytes);
+        self.captured_bytes += queued.bytes.len();
+        self.captured.push_back(queued);
     }
 
     /// Counts a recorded span and encodes it; `None` when not exporting or too large to send.
-    fn encode(&self, span: &Span, metrics: &Metrics) -> Option<Vec<u8>> {
+    fn encode(&mut self, span: &Span, metrics: &Metrics) -> Option<Queued> {
         metrics.add_deferred(Metric::SpansRecorded, 1);
         let bytes = BatchEncoder::encode_span(span);
+        let resource = span.resource.as_ref().map(|peer| self.peer_resource(peer));
         if self
             .encoder
-            .request_len(BatchEncoder::span_cost(bytes.len()))
+            .group_len(resource.as_deref(), BatchEncoder::span_cost(bytes.len()))
             > self.max_batch_bytes
         {
             metrics.add_deferred(Metric::SpansDroppedTooLarge, 1);
             return None;
         }
-        Some(bytes)
+        Some(Queued { resource, bytes })
+    }
+
+    /// The encoded resource of a peer service: from the cache, or encoded once and kept (the
+    /// oldest forgotten beyond [`MAX_PEER_RESOURCES`]).
+    fn peer_resource(&mut self, peer: &PeerResource) -> Rc<[u8]> {
+        if let Some((_, encoded)) = self.peer_resources.iter().find(|(p, _)| p == peer) {
+            return encoded.clone();
+        }
+        let encoded: Rc<[u8]> =
+            BatchEncoder::encode_resource(peer_resource(&self.own_resource, peer)).into();
+        if self.peer_resources.len() >= MAX_PEER_RESOURCES {
+            self.peer_resources.pop_front();
+        }
+        self.peer_resources
+            .push_back((peer.clone(), encoded.clone()));
+        encoded
+    }
+
+    /// Peer resources encoded and kept.
+    pub fn peer_resources(&self) -> usize {
+        self.peer_resources.len()
     }
 
     /// Sends what is due: batches waiting for a retry first, then full batches, then — once per
@@ -282,7 +323,8 @@ impl Exporter {
     /// Takes up to `maxBatchSize` spans from the front of the queue, sampled ones first, within
     /// `maxBatchBytes`.
     fn next_batch(&mut self) -> Option<Batch> {
-        let mut spans_len = 0;
+        // The spans' cost per resource in the batch (one `ResourceSpans` each).
+        let mut groups: Vec<(Option<&[u8]>, usize)> = Vec::new();
         let mut count = 0;
         for span in self
             .queue
@@ -290,25 +332,47 @@ impl Exporter {
             .chain(&self.captured)
             .take(self.max_batch_size)
         {
-            let cost = BatchEncoder::span_cost(span.len());
-            if self.encoder.request_len(spans_len + cost) > self.max_batch_bytes {
+            let cost = BatchEncoder::span_cost(span.bytes.len());
+            let resource = span.resource.as_deref();
+            let slot = groups
+                .iter()
+                .position(|(r, _)| otlp::same_resource(*r, resource));
+            let total: usize = groups
+                .iter()
+                .enumerate()
+                .map(|(i, (r, len))| {
+                    let len = if Some(i) == slot { len + cost } else { *len };
+                    self.encoder.group_len(*r, len)
+                })
+                .sum::<usize>()
+                + if slot.is_none() {
+                    self.encoder.group_len(resource, cost)
+                } else {
+                    0
+                };
+            if total > self.max_batch_bytes {
                 break;
             }
-            spans_len += cost;
+            match slot.and_then(|i| groups.get_mut(i)) {
+                Some(group) => group.1 += cost,
+                None => groups.push((resource, cost)),
+            }
             count += 1;
         }
         if count == 0 {
             return None;
         }
         let sampled = count.min(self.queue.len());
-        let mut spans: Vec<Vec<u8>> = self.queue.drain(..sampled).collect();
-        self.queue_bytes -= spans.iter().map(Vec::len).sum::<usize>();
-        let captured: Vec<Vec<u8>> = self.captured.drain(..count - sampled).collect();
-        self.captured_bytes -= captured.iter().map(Vec::len).sum::<usize>();
+        let mut spans: Vec<Queued> = self.queue.drain(..sampled).collect();
+        self.queue_bytes -= spans.iter().map(|q| q.bytes.len()).sum::<usize>();
+        let captured: Vec<Queued> = self.captured.drain(..count - sampled).collect();
+        self.captured_bytes -= captured.iter().map(|q| q.bytes.len()).sum::<usize>();
         spans.extend(captured);
         Some(Batch {
-            body: self.encoder.encode(
-                spans.iter().map(Vec::as_slice),
+            body: self.encoder.encode_grouped(
+                spans
+                    .iter()
+                    .map(|q| (q.resource.as_deref(), q.bytes.as_slice())),
                 self.protocol == ExportProtocol::Grpc,
             ),
             spans: count as u64,

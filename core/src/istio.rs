@@ -1,6 +1,9 @@
 //! Istio's conventions as the proxy sees them: the names istiod gives Envoy's clusters
 //! (`pilot/pkg/model/service.go` `BuildSubsetKey`: `direction|port|subset|hostname`, and the
-//! passthrough and black-hole clusters of `pilot/pkg/networking/util/util.go`).
+//! passthrough and black-hole clusters of `pilot/pkg/networking/util/util.go`), the waypoint's
+//! (`pilot/pkg/networking/core/waypoint.go`: `main_internal`, `connect_originate`, `encap`;
+//! `listener_waypoint.go` `buildWaypointInternal`: `inbound-vip|PORT|http|HOST`), and the
+//! endpoint metadata a waypoint's clusters carry (`istio.workload`).
 
 use crate::node::ListenerDirection;
 
@@ -8,19 +11,38 @@ use crate::node::ListenerDirection;
 /// clusters are `inbound|port|subset|host` (and `InboundPassthroughCluster`), outbound ones
 /// `outbound|port|subset|host`, `PassthroughCluster` or `BlackHoleCluster`. `None` for names
 /// Istio did not make.
+///
+/// The ambient names: `inbound-vip|…` (a waypoint's service VIP) and `main_internal` (the
+/// waypoint's internal listener) serve a destination, `encap` (pod-addressed traffic) and
+/// `connect_originate` (HBONE origination) leave for one. A waypoint never asks (its span's role
+/// is fixed), but a sidecar that talks to waypoints may see them.
 pub(crate) fn cluster_direction(cluster: Option<&str>) -> Option<ListenerDirection> {
     let cluster = cluster?;
-    if cluster.starts_with("inbound|") || cluster == "InboundPassthroughCluster" {
+    if cluster.starts_with("inbound|")
+        || cluster.starts_with("inbound-vip|")
+        || cluster == "InboundPassthroughCluster"
+        || cluster == MAIN_INTERNAL
+    {
         Some(ListenerDirection::Inbound)
     } else if cluster.starts_with("outbound|")
         || cluster == "PassthroughCluster"
         || cluster == "BlackHoleCluster"
+        || cluster == ENCAP
+        || cluster == CONNECT_ORIGINATE
     {
         Some(ListenerDirection::Outbound)
     } else {
         None
     }
 }
+
+/// The waypoint's internal listener and the cluster that reaches it
+/// (`pilot/pkg/networking/core/waypoint.go` `MainInternalName`).
+pub(crate) const MAIN_INTERNAL: &str = "main_internal";
+/// The waypoint's cluster for pod-addressed traffic (`EncapClusterName`).
+pub(crate) const ENCAP: &str = "encap";
+/// HBONE origination (`ConnectOriginate`).
+pub(crate) const CONNECT_ORIGINATE: &str = "connect_originate";
 
 /// The parts of a cluster name Istio built with `BuildSubsetKey` (`pilot/pkg/model/service.go`;
 /// parsed there by `ParseSubsetKey`): `direction|port|subset|hostname`.
@@ -32,12 +54,14 @@ pub(crate) struct SubsetKey<'a> {
     pub host: &'a str,
 }
 
-/// Parses `outbound|9080||reviews.default.svc.cluster.local` (or `inbound|9080||`); `None` for
-/// any other name (passthrough, black hole, the plugin's own clusters).
+/// Parses `outbound|9080||reviews.default.svc.cluster.local` (or `inbound|9080||`, or a
+/// waypoint's `inbound-vip|9080|http|reviews.default.svc.cluster.local`, whose subset part holds
+/// the protocol); `None` for any other name (passthrough, black hole, `encap`, the plugin's own
+/// clusters).
 pub(crate) fn parse_subset_key(cluster: &str) -> Option<SubsetKey<'_>> {
     let mut parts = cluster.split('|');
     let direction = match parts.next()? {
-        "inbound" => ListenerDirection::Inbound,
+        "inbound" | "inbound-vip" => ListenerDirection::Inbound,
         "outbound" => ListenerDirection::Outbound,
         _ => return None,
     };
@@ -52,6 +76,43 @@ pub(crate) fn parse_subset_key(cluster: &str) -> Option<SubsetKey<'_>> {
         port,
         host,
     })
+}
+
+/// A workload as a waypoint's endpoint metadata names it: `filter_metadata.istio.workload`,
+/// `workload;namespace;canonical-service;canonical-revision;cluster` (istiod
+/// `pilot/pkg/networking/util/util.go` `AppendLbEndpointMetadata` writes it; istio-proxy `extensions/common/metadata_object.h`
+/// `convertEndpointMetadata` reads it). Empty parts are kept empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct EndpointWorkload<'a> {
+    pub workload: &'a str,
+    pub namespace: &'a str,
+    pub canonical_service: &'a str,
+    pub canonical_revision: &'a str,
+    pub cluster: &'a str,
+}
+
+/// Parses `istio.workload` endpoint metadata; `None` unless it has the five parts and a workload.
+pub(crate) fn parse_endpoint_workload(value: &str) -> Option<EndpointWorkload<'_>> {
+    let mut parts = value.split(';');
+    let workload = EndpointWorkload {
+        workload: parts.next()?,
+        namespace: parts.next()?,
+        canonical_service: parts.next()?,
+        canonical_revision: parts.next()?,
+        cluster: parts.next()?,
+    };
+    (parts.next().is_none() && !workload.workload.is_empty()).then_some(workload)
+}
+
+/// The namespace and service account of a SPIFFE principal as Istio issues them
+/// (`spiffe://<trust domain>/ns/<namespace>/sa/<service account>`; the waypoint keeps the peer's
+/// in filter state `io.istio.peer_principal`: `pilot/pkg/xds/filters/filters.go`).
+pub(crate) fn parse_principal(principal: &str) -> Option<(&str, &str)> {
+    let path = principal.strip_prefix("spiffe://")?;
+    let (_, rest) = path.split_once("/ns/")?;
+    let (namespace, account) = rest.split_once("/sa/")?;
+    (!namespace.is_empty() && !account.is_empty() && !account.contains('/'))
+        .then_some((namespace, account))
 }
 
 /// OTel `peer.service` of a CLIENT span: the service it calls, named the way Istio's
@@ -119,6 +180,50 @@ mod tests {
         for (name, want, reason) in cases {
             let got = parse_subset_key(name).map(|k| (k.direction, k.port, k.host));
             assert_eq!(got, want, "{reason}");
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn ambient_cluster_names_tell_their_side() {
+        let cases = [
+            ("inbound-vip|9080|http|reviews.default.svc.cluster.local", Some(ListenerDirection::Inbound),  "a waypoint's service VIP"),
+            ("main_internal",                                          Some(ListenerDirection::Inbound),  "the waypoint's internal listener"),
+            ("encap",                                                  Some(ListenerDirection::Outbound), "pod-addressed traffic"),
+            ("connect_originate",                                      Some(ListenerDirection::Outbound), "HBONE origination"),
+            ("inbound-vipx|9080||x",                                   None,                              "not Istio's"),
+        ];
+        for (name, want, reason) in cases {
+            assert_eq!(cluster_direction(Some(name)), want, "{reason}");
+        }
+        let vip = parse_subset_key("inbound-vip|9080|http|reviews.default.svc.cluster.local").map(|k| (k.port, k.host));
+        assert_eq!(vip, Some((9080, "reviews.default.svc.cluster.local")), "the VIP's host and port");
+        assert_eq!(parse_subset_key("encap"), None, "encap names no service");
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn endpoint_metadata_and_principals_parse_as_istio_writes_them() {
+        let w = parse_endpoint_workload("reviews-v2;default;reviews;v2;Kubernetes");
+        assert_eq!(w.map(|w| (w.workload, w.namespace, w.canonical_service, w.canonical_revision, w.cluster)),
+                   Some(("reviews-v2", "default", "reviews", "v2", "Kubernetes")), "five parts");
+        let cases = [
+            ("reviews-v2;default;reviews;v2",           false, "four parts"),
+            ("a;b;c;d;e;f",                             false, "six parts"),
+            (";default;reviews;v2;Kubernetes",          false, "no workload"),
+            ("reviews-v2;default;;;",                   true,  "empty optional parts"),
+        ];
+        for (value, ok, reason) in cases {
+            assert_eq!(parse_endpoint_workload(value).is_some(), ok, "{reason}");
+        }
+        let cases = [
+            ("spiffe://cluster.local/ns/default/sa/bookinfo-productpage", Some(("default", "bookinfo-productpage")), "Istio's form"),
+            ("spiffe://td/ns//sa/x",                                       None,                                     "no namespace"),
+            ("spiffe://td/ns/a/sa/b/c",                                    None,                                     "extra segment"),
+            ("https://td/ns/a/sa/b",                                       None,                                     "not SPIFFE"),
+        ];
+        for (principal, want, reason) in cases {
+            assert_eq!(parse_principal(principal), want, "{reason}");
         }
     }
 

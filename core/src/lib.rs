@@ -31,9 +31,12 @@
 //!    reads what the host knows (status, gRPC status, flags, cluster, addresses; the span's
 //!    kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
 //!    `tracer/attributes.rs`, name from [`naming::span_name`], status from `is_error` in
-//!    `tracer/outcome.rs`) — and at a gateway its CLIENT child, whose id step 2 sent upstream —
-//!    and [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their
-//!    own) encodes each ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
+//!    `tracer/outcome.rs`)
+//!    — and at a gateway its CLIENT child, whose id step 2 sent upstream; at a waypoint the
+//!    source's CLIENT span above it, each under its service's resource (`tracer/waypoint.rs`) — and
+//!    [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their own)
+//!    encodes each
+//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
 //!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
 //!    answer comes back in `Root::on_http_call_response` → [`export::Exporter::on_response`]
@@ -50,16 +53,16 @@
 //! |---|---|
 //! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors |
 //! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
-//! | [`istio`] | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough), `peer.service`, Envoy's response flags |
+//! | [`istio`] | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough; ambient `inbound-vip|…`, `main_internal`, `encap`), endpoint `istio.workload`, SPIFFE principals, `peer.service`, Envoy's response flags |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
 //! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
 //! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | [`http`] | one parser of `:authority` and `:path` for rules and attributes |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs` |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs` |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
-//! | [`otlp`], [`export`] | OTLP encoding; the queue, batches, retries, drop accounting |
+//! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); the queue, batches, retries, drop accounting, the cache of peer resources |
 //! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
 //! | [`host`], [`headers`] | the `Host` trait the adapter implements, its `MockHost`; header maps |
 

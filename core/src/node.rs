@@ -109,6 +109,12 @@ impl NodeInfo {
             .unwrap_or("")
     }
 
+    /// Istio waypoints (ambient mode) have node ids beginning `waypoint~`
+    /// (`pkg/model/proxy.go` `NodeType` `Waypoint`).
+    pub fn is_waypoint(&self) -> bool {
+        self.id.starts_with("waypoint~")
+    }
+
     /// Istio sidecars have node ids beginning `sidecar~`.
     pub(crate) fn is_sidecar(&self) -> bool {
         self.id.starts_with("sidecar~")

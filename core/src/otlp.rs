@@ -306,10 +306,23 @@ fn opt_field_len(len: usize) -> usize {
 
 /// Builds export requests from spans encoded once, when they are queued: a batch is the
 /// pre-encoded resource and scope framed around the queued span bytes, with no re-encoding.
+/// Spans recorded for other services (a waypoint's source and destination) carry their own
+/// encoded resource; a batch holds one `ResourceSpans` per resource (OTLP `trace.proto`:
+/// "A collection of ScopeSpans from a Resource"), in the order each first appears.
 #[derive(Debug, Clone)]
 pub struct BatchEncoder {
     resource: Vec<u8>,
     scope: Vec<u8>,
+}
+
+/// The same encoded resource: spans of one service share its bytes (the exporter's cache), so
+/// the address tells, without comparing the bytes for every span of a batch.
+pub fn same_resource(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
 }
 
 /// Bytes a length-delimited field of `len` bytes takes, key included (tags here are < 16).
@@ -330,6 +343,11 @@ impl BatchEncoder {
         }
     }
 
+    /// A resource of its own, encoded once (a waypoint's peer services).
+    pub fn encode_resource(attributes: Vec<(String, AttrValue)>) -> Vec<u8> {
+        resource(attributes).encode_to_vec()
+    }
+
     /// One span as it will sit in the batch.
     pub fn encode_span(span: &span::Span) -> Vec<u8> {
         let mut buf = Vec::with_capacity(512);
@@ -337,7 +355,7 @@ impl BatchEncoder {
         buf
     }
 
-    /// Bytes a span of `len` encoded bytes adds to a batch.
+    /// Bytes a span of `len` encoded bytes adds to its `ResourceSpans`.
     pub(crate) fn span_cost(len: usize) -> usize {
         field_len(len)
     }
@@ -346,49 +364,75 @@ impl BatchEncoder {
         field_len(self.scope.len()) + spans_len
     }
 
-    fn resource_spans_len(&self, spans_len: usize) -> usize {
-        field_len(self.resource.len())
+    /// `resource`: `None` for this proxy's own.
+    fn resource_spans_len(&self, resource: Option<&[u8]>, spans_len: usize) -> usize {
+        field_len(resource.unwrap_or(&self.resource).len())
             + field_len(self.scope_spans_len(spans_len))
             + field_len(SCHEMA_URL.len())
     }
 
-    /// Exact bytes of a request whose spans cost `spans_len` in total (see [`Self::span_cost`]).
-    pub(crate) fn request_len(&self, spans_len: usize) -> usize {
-        field_len(self.resource_spans_len(spans_len))
+    /// Bytes one `ResourceSpans` (key included) takes in a request, for spans costing
+    /// `spans_len` in total (see [`Self::span_cost`]); a request is the sum over its resources.
+    pub(crate) fn group_len(&self, resource: Option<&[u8]>, spans_len: usize) -> usize {
+        field_len(self.resource_spans_len(resource, spans_len))
     }
 
-    /// An `ExportTraceServiceRequest` holding `spans` (each from [`Self::encode_span`]); with
-    /// `grpc_frame`, preceded by gRPC's length prefix (uncompressed flag, 4-byte big-endian
-    /// length: "gRPC over HTTP2", Length-Prefixed-Message).
+    /// Exact bytes of a request of own-resource spans costing `spans_len` in total.
+    pub fn request_len(&self, spans_len: usize) -> usize {
+        self.group_len(None, spans_len)
+    }
+
+    /// An `ExportTraceServiceRequest` of own-resource spans (see [`Self::encode_grouped`]).
     pub fn encode<'a>(
         &self,
         spans: impl Iterator<Item = &'a [u8]> + Clone,
         grpc_frame: bool,
     ) -> Vec<u8> {
-        let spans_len: usize = spans.clone().map(|s| field_len(s.len())).sum();
-        let len = self.request_len(spans_len);
+        self.encode_grouped(spans.map(|s| (None, s)), grpc_frame)
+    }
+
+    /// An `ExportTraceServiceRequest` holding `spans` (each from [`Self::encode_span`], with
+    /// its resource, `None` for the proxy's own), one `ResourceSpans` per resource; with
+    /// `grpc_frame`, preceded by gRPC's length prefix (uncompressed flag, 4-byte big-endian
+    /// length: "gRPC over HTTP2", Length-Prefixed-Message).
+    pub fn encode_grouped<'a>(
+        &self,
+        spans: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8])> + Clone,
+        grpc_frame: bool,
+    ) -> Vec<u8> {
+        let mut groups: Vec<(Option<&[u8]>, usize)> = Vec::new();
+        for (resource, span) in spans.clone() {
+            match groups.iter_mut().find(|(r, _)| same_resource(*r, resource)) {
+                Some(group) => group.1 += field_len(span.len()),
+                None => groups.push((resource, field_len(span.len()))),
+            }
+        }
+        let len: usize = groups.iter().map(|(r, l)| self.group_len(*r, *l)).sum();
         let mut buf = Vec::with_capacity(len + 5);
         if grpc_frame {
             buf.push(0);
             buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
         }
-        // ExportTraceServiceRequest.resource_spans = 1
-        put_field_header(1, self.resource_spans_len(spans_len), &mut buf);
-        // ResourceSpans.resource = 1
-        put_field_header(1, self.resource.len(), &mut buf);
-        buf.extend_from_slice(&self.resource);
-        // ResourceSpans.scope_spans = 2
-        put_field_header(2, self.scope_spans_len(spans_len), &mut buf);
-        // ScopeSpans.scope = 1, then ScopeSpans.spans = 2 (repeated)
-        put_field_header(1, self.scope.len(), &mut buf);
-        buf.extend_from_slice(&self.scope);
-        for span in spans {
-            put_field_header(2, span.len(), &mut buf);
-            buf.extend_from_slice(span);
+        for (resource, spans_len) in &groups {
+            // ExportTraceServiceRequest.resource_spans = 1
+            put_field_header(1, self.resource_spans_len(*resource, *spans_len), &mut buf);
+            // ResourceSpans.resource = 1
+            let encoded = resource.unwrap_or(&self.resource);
+            put_field_header(1, encoded.len(), &mut buf);
+            buf.extend_from_slice(encoded);
+            // ResourceSpans.scope_spans = 2
+            put_field_header(2, self.scope_spans_len(*spans_len), &mut buf);
+            // ScopeSpans.scope = 1, then ScopeSpans.spans = 2 (repeated)
+            put_field_header(1, self.scope.len(), &mut buf);
+            buf.extend_from_slice(&self.scope);
+            for (_, span) in spans.clone().filter(|(r, _)| same_resource(*r, *resource)) {
+                put_field_header(2, span.len(), &mut buf);
+                buf.extend_from_slice(span);
+            }
+            // ResourceSpans.schema_url = 3
+            put_field_header(3, SCHEMA_URL.len(), &mut buf);
+            buf.extend_from_slice(SCHEMA_URL.as_bytes());
         }
-        // ResourceSpans.schema_url = 3
-        put_field_header(3, SCHEMA_URL.len(), &mut buf);
-        buf.extend_from_slice(SCHEMA_URL.as_bytes());
         buf
     }
 }

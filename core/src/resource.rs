@@ -2,7 +2,7 @@
 //! conventions: `service.*`, `k8s.*`, `telemetry.sdk.*`), computed once per configuration.
 
 use crate::node::{NodeInfo, LABEL_CANONICAL_REVISION, LABEL_K8S_VERSION, LABEL_VERSION};
-use crate::span::AttrValue;
+use crate::span::{AttrValue, PeerResource};
 use std::collections::BTreeMap;
 
 /// `extra` are `OTEL_RESOURCE_ATTRIBUTES`-style attributes from the configuration; they add to
@@ -62,6 +62,50 @@ pub(crate) fn build_resource(
     attrs
 }
 
+/// Keys of the proxy's own resource that describe its pod, not a service it records for.
+const PER_POD_KEYS: [&str; 2] = ["k8s.pod.name", "service.instance.id"];
+
+/// The resource of a span a waypoint records for another workload: the proxy's own resource
+/// (SDK, mesh, configured extras) with the service's name, version, namespace and cluster in
+/// place of the waypoint's, and without the waypoint pod's keys.
+pub fn peer_resource(own: &[(String, AttrValue)], peer: &PeerResource) -> Vec<(String, AttrValue)> {
+    let mut attrs: Vec<(String, AttrValue)> = own
+        .iter()
+        .filter(|(k, _)| !PER_POD_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let mut put = |key: &str, value: &str| {
+        let slot = attrs.iter().position(|(k, _)| k == key);
+        match (slot, value.is_empty()) {
+            (Some(i), true) => {
+                attrs.remove(i);
+            }
+            (Some(i), false) => {
+                if let Some(s) = attrs.get_mut(i) {
+                    s.1 = AttrValue::Str(value.to_string());
+                }
+            }
+            (None, false) => attrs.push((key.to_string(), AttrValue::Str(value.to_string()))),
+            (None, true) => {}
+        }
+    };
+    put("service.name", &peer.service_name);
+    put("service.version", &peer.version);
+    let qualified = peer
+        .service_name
+        .strip_suffix(peer.namespace.as_str())
+        .is_some_and(|rest| rest.ends_with('.'));
+    put(
+        "service.namespace",
+        if qualified { "" } else { &peer.namespace },
+    );
+    put("k8s.namespace.name", &peer.namespace);
+    if !peer.cluster.is_empty() {
+        put("k8s.cluster.name", &peer.cluster);
+    }
+    attrs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +119,56 @@ mod tests {
                 AttrValue::Str(s) => Some(s.as_str()),
                 _ => None,
             })
+    }
+
+    #[test]
+    fn a_peer_resource_is_the_service_not_the_waypoint_pod() {
+        let node = NodeInfo {
+            namespace: "ambient".into(),
+            pod_name: "waypoint-7d9f".into(),
+            cluster_id: "Kubernetes".into(),
+            mesh_id: "cluster.local".into(),
+            ..NodeInfo::default()
+        };
+        let extra = BTreeMap::from([("deployment.environment.name".into(), "prod".into())]);
+        let own = build_resource(&node, "waypoint.ambient", &extra);
+        let peer = PeerResource {
+            service_name: "reviews.default".into(),
+            namespace: "default".into(),
+            version: "v2".into(),
+            cluster: String::new(),
+        };
+        let r = peer_resource(&own, &peer);
+        let cases = [
+            (
+                "service.name",
+                Some("reviews.default"),
+                "the destination's name",
+            ),
+            ("service.version", Some("v2"), "its revision"),
+            ("service.namespace", None, "the name carries it"),
+            ("k8s.namespace.name", Some("default"), "its namespace"),
+            (
+                "k8s.pod.name",
+                None,
+                "the waypoint's pod is not the service's",
+            ),
+            ("service.instance.id", None, "nor its instance"),
+            (
+                "k8s.cluster.name",
+                Some("Kubernetes"),
+                "unknown peer cluster: the mesh's",
+            ),
+            (
+                "deployment.environment.name",
+                Some("prod"),
+                "configured extras kept",
+            ),
+            ("telemetry.sdk.name", Some("meshtrace"), "who recorded it"),
+        ];
+        for (key, want, why) in cases {
+            assert_eq!(get(&r, key), want, "{key}: {why}");
+        }
     }
 
     #[test]

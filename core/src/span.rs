@@ -51,6 +51,24 @@ pub struct Span {
     pub dropped_attributes: u32,
     pub status: StatusCode,
     pub status_message: String,
+    /// Whose span it is when not this proxy's workload's: a waypoint records spans for the
+    /// source and destination services, each exported under its own resource. `None`: the
+    /// proxy's own resource.
+    pub resource: Option<PeerResource>,
+}
+
+/// The resource of a span recorded on behalf of another workload (a waypoint's source and
+/// destination): the parts that tell services apart; the rest is the proxy's own resource
+/// (see [`crate::resource::peer_resource`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerResource {
+    /// `service.name`, under the configured `tracingServiceName` mode.
+    pub service_name: String,
+    pub namespace: String,
+    /// Istio's canonical revision (`service.version`).
+    pub version: String,
+    /// Istio's cluster id (`k8s.cluster.name`).
+    pub cluster: String,
 }
 
 impl Span {
@@ -75,6 +93,7 @@ impl Span {
             dropped_attributes: 0,
             status: StatusCode::Unset,
             status_message: String::new(),
+            resource: None,
         }
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mesh import Mesh, Stack, wait_until  # noqa: E402,F401
+from mesh import AmbientMesh, Mesh, Stack, wait_until  # noqa: E402,F401
 import report  # noqa: E402
 
 MODES = ["APP_LABEL_AND_NAMESPACE", "CANONICAL_NAME_ONLY", "CANONICAL_NAME_AND_NAMESPACE"]
@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="randomSamplingPercentage of every proxy (0-100)")
     p.add_argument("--service-name-mode", choices=MODES, default=MODES[0],
                    help="Istio's tracingServiceName mode")
+    p.add_argument("--ambient", action="store_true",
+                   help="ambient mode: no sidecars, a waypoint in front of the services")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the mesh up and print the gateway URL until Ctrl-C")
     p.add_argument("--logs", type=Path, help="folder for logs and the HTML page")
@@ -52,9 +54,8 @@ def settled(mesh: Mesh, requests: int) -> dict[str, int] | None:
                       if "meshtrace_sampling_sampled_" in k or "meshtrace_spans_captured_" in k)
         if decided != requests * per_request:
             return None
-        # A gateway records two spans per sampled request: SERVER and the CLIENT child it spawns.
-        spans_per_sampled = 2 if envoy is mesh.gateway else 1
-        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != sampled * spans_per_sampled:
+        if stats.get("wasmcustom.meshtrace_spans_recorded", 0) != \
+                round(sampled * mesh.spans_per_decision(envoy)):
             return None
     c = mesh.counters()
     dropped = sum(v for k, v in c.items() if k.startswith("spans_dropped_"))
@@ -72,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set() or sys.exit(130))
     try:
         t0 = time.monotonic()
-        mesh = Mesh(stack, args.sampling, args.service_name_mode)
+        mesh = (AmbientMesh if args.ambient else Mesh)(stack, args.sampling, args.service_name_mode)
         print(f"mesh up in {time.monotonic() - t0:.1f}s: gateway http://127.0.0.1:{mesh.gateway_port}"
-              f"/productpage, {len(mesh.envoys)} proxies with meshtrace, rotel collector")
+              f"/productpage, {len(mesh.envoys)} proxies with meshtrace"
+              f"{' (ambient: a waypoint, no sidecars)' if args.ambient else ''}, rotel collector")
         failed = sum(mesh.request() != 200 for _ in range(args.requests))
         counters = wait_until(lambda: settled(mesh, args.requests), 30,
                               "every span to reach the collector")

@@ -115,3 +115,17 @@ def test_html_page_draws_every_span_in_a_browser(default_run, tmp_path):
     for svc in ("istio-ingressgateway.istio-system", "productpage.default", "details.default",
                 "reviews.default", "ratings.default"):
         assert f'data-service="{svc}"' in html, f"{svc} is drawn"
+
+
+def test_ambient_mode_gives_the_sidecar_demos_trace_tree(tmp_path):
+    """`./build.sh demo --ambient`: no sidecars, one waypoint in front of the services; its
+    CLIENT/SERVER pairs give the call graph the sidecars give, under the same service names."""
+    r = run_demo(tmp_path, "--ambient", "--requests", "3")
+    assert r["failed"] == 0
+    assert len(r["traces"]) == 3
+    for trace in r["traces"]:
+        assert trace["spans"] == 9 and len(trace["roots"]) == 1
+        (root,) = trace["roots"]
+        got = shape(root, lambda s: s.split(".")[0])
+        assert got == expected(CALL_GRAPH), got
+    assert "ambient: a waypoint, no sidecars" in r["stdout"]

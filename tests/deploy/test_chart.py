@@ -201,8 +201,15 @@ def test_plugin_exports_to_the_collector_service(rendered):
 def test_native_span_reporting_is_off_exactly_where_the_plugin_runs(rendered):
     values, docs = rendered
     v = merged(values)
-    plugins = {(p["metadata"]["namespace"], json.dumps(p["spec"].get("selector"))) for p in by_kind(docs, "WasmPlugin")}
-    off = {(t["metadata"]["namespace"], json.dumps(t["spec"].get("selector")))
+    def reach(spec: dict, namespace: str) -> tuple:
+        # A root-namespace plugin targeting every waypoint is covered by the root Telemetry: Istio
+        # applies that selector-less Telemetry to waypoints too (telemetry.go applicableTelemetries).
+        refs = spec.get("targetRefs")
+        if refs == [{"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}]:
+            refs = None
+        return namespace, json.dumps(spec.get("selector")), json.dumps(refs)
+    plugins = {reach(p["spec"], p["metadata"]["namespace"]) for p in by_kind(docs, "WasmPlugin")}
+    off = {reach(t["spec"], t["metadata"]["namespace"])
            for t in by_kind(docs, "Telemetry")
            if any(tr.get("disableSpanReporting") for tr in t["spec"]["tracing"])}
     if v["telemetry"]["mode"] == "print":
@@ -223,7 +230,8 @@ def test_at_most_one_selector_less_telemetry_per_namespace(rendered):
     pilot/pkg/model/telemetry.go namespaceWideTelemetryConfig); a second one is ignored."""
     _, docs = rendered
     namespaces = [t["metadata"]["namespace"] for t in by_kind(docs, "Telemetry")
-                  if not t["spec"].get("selector", {}).get("matchLabels")]
+                  if not t["spec"].get("selector", {}).get("matchLabels")
+                  and not t["spec"].get("targetRefs")]
     assert len(namespaces) == len(set(namespaces)), namespaces
     assert "mesh-default" not in {t["metadata"]["name"] for t in by_kind(docs, "Telemetry")}, \
         "the name Istio's docs use for a user's own mesh default"
@@ -237,6 +245,10 @@ def istio_attaches(plugin: dict, namespace: str, labels: dict, root: str) -> boo
     workloadModeForListenerClass)."""
     meta, spec = plugin["metadata"], plugin["spec"]
     if meta["namespace"] not in (namespace, root):
+        return False
+    if spec.get("targetRefs") or spec.get("targetRef"):
+        # A policy with targetRefs reaches only the Gateways (or class) it names — waypoints
+        # here — never a pod by its labels (policyattachment.go: targetRefs before selectors).
         return False
     wanted = spec.get("selector", {}).get("matchLabels", {})
     if any(labels.get(k) != v for k, v in wanted.items()):
@@ -342,7 +354,8 @@ def test_both_install_forms_of_the_extension_provider_agree():
     assert istiod["meshConfig"]["defaultConfig"]["tracingServiceName"] == "APP_LABEL_AND_NAMESPACE"
     # The same values without the switch install the plugin pointed at the same place.
     plugin_values = {k: v for k, v in values.items() if k != "renderIstioInstallConfig"}
-    (plugin,) = by_kind(render(plugin_values), "WasmPlugin")
+    (plugin,) = [p for p in by_kind(render(plugin_values), "WasmPlugin")
+                 if p["metadata"]["name"] == "meshtrace"]
     assert plugin["spec"]["pluginConfig"]["exporter"]["cluster"] == \
         f"outbound|{otel['port']}||{otel['service']}"
 
@@ -387,7 +400,8 @@ def test_values_schema_refuses(values, reason):
 def test_telemetry_api_and_provider_follow_the_istio_version():
     """telemetry.istio.io/v1 is served from Istio 1.22; the provider's http and
     resource_detectors are read from 1.22 (pilot/pkg/networking/core/tracing.go otelConfig)."""
-    old = render({"istioVersion": "1.21", "tracing": {"protocol": "grpc"}})
+    old = render({"istioVersion": "1.21", "tracing": {"protocol": "grpc"},
+                  "waypoints": {"meshHasNoWaypoints": True}})
     assert {t["apiVersion"] for t in by_kind(old, "Telemetry")} == {"telemetry.istio.io/v1alpha1"}
     new = render({})
     assert {t["apiVersion"] for t in by_kind(new, "Telemetry")} == {"telemetry.istio.io/v1"}
@@ -454,3 +468,74 @@ def test_collector_matches_the_upstream_chart_conventions():
     (cm,) = by_kind(default, "ConfigMap")
     assert yaml.safe_load(cm["data"]["config.yaml"])["exporters"]["debug"]["verbosity"] == "basic"
     assert {d["metadata"]["namespace"] for d in default if d["kind"] in CORE_KINDS} == {"tracing"}
+
+
+# Ambient mode (issue 17): waypoints take only targetRefs (pilot/pkg/model/policyattachment.go),
+# and the root namespace's selector-less Telemetry reaches them too (telemetry.go).
+
+
+def test_under_scope_mesh_every_waypoint_runs_the_plugin(check_config):
+    docs = render({"waypoints": {"config": {"waypoint": {"spans": "proxy"}}}})
+    (wp,) = [p for p in by_kind(docs, "WasmPlugin") if p["metadata"]["name"] == "meshtrace-waypoint"]
+    assert wp["metadata"]["namespace"] == "istio-system", "a root-namespace policy"
+    assert wp["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}]
+    assert "selector" not in wp["spec"], "waypoints never take a selector"
+    assert wp["spec"]["pluginConfig"]["waypoint"] == {"spans": "proxy"}, "waypoints.config merged"
+    assert_plugin_config_parses(check_config, wp["spec"]["pluginConfig"])
+    (root,) = [t for t in by_kind(docs, "Telemetry") if t["metadata"]["namespace"] == "istio-system"]
+    assert "selector" not in root["spec"] and "targetRefs" not in root["spec"], \
+        "the mesh-wide Telemetry turns native spans off on the waypoints the plugin now reaches"
+
+
+def test_listed_waypoints_get_the_plugin_and_lose_native_spans_exactly_there(check_config):
+    docs = render(values_of(CHART / "ci" / "waypoints-values.yaml"))
+    plugins = {p["metadata"]["namespace"]: p for p in by_kind(docs, "WasmPlugin")
+               if p["metadata"]["name"] == "meshtrace-waypoint"}
+    offs = {t["metadata"]["namespace"]: t for t in by_kind(docs, "Telemetry")
+            if t["metadata"]["name"] == "meshtrace-waypoint"}
+    assert set(plugins) == set(offs) == {"bookinfo", "shop"}
+    for ns, plugin in plugins.items():
+        refs = plugin["spec"]["targetRefs"]
+        assert all(r["kind"] == "Gateway" and r["group"] == "gateway.networking.k8s.io" for r in refs)
+        assert offs[ns]["spec"]["targetRefs"] == refs, f"{ns}: span reporting off for exactly these"
+        assert offs[ns]["spec"]["tracing"][0]["disableSpanReporting"] is True
+        assert "selector" not in plugin["spec"] and "selector" not in offs[ns]["spec"]
+        assert_plugin_config_parses(check_config, plugin["spec"]["pluginConfig"])
+    assert [r["name"] for r in plugins["shop"]["spec"]["targetRefs"]] == ["reviews-waypoint"]
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"istioVersion": "1.25"}, "no waypoint runs the plugin"),
+    ({"waypoints": {"attach": "none"}}, "no waypoint runs the plugin"),
+    ({"istioVersion": "1.25", "waypoints": {"attach": "gatewayClass"}},
+     "waypoints.attach gatewayClass needs istioVersion 1.26"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]},
+      "waypoints": {"attach": "gatewayClass"}}, "waypoints.attach gatewayClass needs plugin.scope mesh"),
+    ({"waypoints": {"attach": "gateways", "gateways": [{"name": "w", "namespace": "a"}]}},
+     "waypoints not listed would lose every span"),
+    ({"plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]},
+      "waypoints": {"attach": "gateways"}}, "waypoints.attach gateways needs waypoints.gateways"),
+], ids=["mesh-before-1.26", "mesh-none", "gatewayclass-before-1.26", "gatewayclass-not-mesh",
+        "mesh-with-a-list", "empty-list"])
+def test_the_chart_refuses_to_lose_waypoint_spans(values, key):
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert key in str(err.value), str(err.value)
+
+
+def test_a_mesh_without_waypoints_says_so():
+    docs = render({"istioVersion": "1.25", "waypoints": {"meshHasNoWaypoints": True}})
+    assert [p["metadata"]["name"] for p in by_kind(docs, "WasmPlugin")] == ["meshtrace"]
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"waypoints": {"attach": "gatewayClass", "selector": {"app": "waypoint"}}},
+     "a selector never reaches a waypoint: refused next to targetRefs"),
+    ({"waypoints": {"attach": "everywhere"}}, "unknown attachment form"),
+    ({"waypoints": {"attach": "gateways", "gateways": [{"name": "w"}]}}, "a Gateway needs its namespace"),
+])
+def test_values_schema_refuses_waypoint_selectors_and_bad_forms(values, reason):
+    with pytest.raises(helm.HelmError):
+        render(values)
+        pytest.fail(reason)

@@ -196,14 +196,17 @@ class Upstream(HttpServer):
 
     `/status/NNN` answers with status NNN. With `forward_to`, it behaves like an app that
     propagates context as the seed's Step 3 tells apps to: it copies `propagate` headers onto a
-    call to `forward_to` (the sidecar's outbound listener) and returns that call's response.
+    call to `forward_to` (the sidecar's outbound listener) and returns that call's response;
+    `headers` are added to that call (the `host` it calls, what ambient's ztunnel would add).
     """
 
     def __init__(self, forward_to: str | None = None,
-                 propagate: tuple[str, ...] = TRACE_HEADERS) -> None:
+                 propagate: tuple[str, ...] = TRACE_HEADERS,
+                 headers: dict[str, str] | None = None) -> None:
         self.received: list[Received] = []
         self.forward_to = forward_to
         self.propagate = propagate
+        self.headers = headers or {}
         self._lock = threading.Lock()
         super().__init__()
 
@@ -212,6 +215,7 @@ class Upstream(HttpServer):
             self.received.append(request)
         if self.forward_to:
             onward = {k: v for k, v in request.headers if k in self.propagate}
+            onward.update(self.headers)
             status, body = http_get(self.forward_to + request.path, onward)
             return Reply(status, body)
         status = int(request.path.split("/")[2]) if request.path.startswith("/status/") else 200

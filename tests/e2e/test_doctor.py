@@ -69,6 +69,18 @@ def test_healthy_sidecar(stack, tmp_path):
     assert "No problem found." in out
 
 
+def test_a_waypoint_with_meshtrace(stack, tmp_path):
+    """The e2e waypoint (tests/e2e/ambient.py): recognised, its main_internal listener checked."""
+    from ambient import Ambient
+    ambient = Ambient(stack, {"gateway": {"randomSamplingPercentage": 100},
+                              "waypoint": {"randomSamplingPercentage": 100}})
+    assert ambient.request("/productpage")[0] == 200
+    code, out = doctor(tmp_path, ambient.waypoint.config_dump())
+    assert "a waypoint (ambient mode)" in out, out
+    assert "listeners: main_internal" in out, out
+    assert code == 0, out
+
+
 def test_envoy_tracer_still_on_is_the_overwrite_conflict(stack, tmp_path):
     tracing = {"provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
@@ -192,3 +204,8 @@ if _AVAILABLE:
         # The ECDS dump holds another team's Wasm filter only: not mistaken for meshtrace.
         assert "meshtrace's filter is in none of" in out or "no HTTP connection manager" in out
         assert "Traceback" not in out
+        if path == "istioctl/pkg/proxyconfig/testdata/config_dump.json":
+            # istioctl's waypoint dump (node waypoint~…, main_internal): recognised, and told
+            # that a waypoint takes the plugin through targetRefs only.
+            assert "a waypoint (ambient mode)" in out, out
+            assert "only through targetRefs" in out, out

@@ -17,7 +17,7 @@ def rendered_wasmplugin(values: dict) -> dict:
     with helm.Chart.load(str(CHART)) as chart:
         out = chart.render(values, name="meshtrace", namespace="observability")
     docs = [d for d in yaml.safe_load_all(out["meshtrace/templates/wasmplugin.yaml"]) if d]
-    (plugin,) = [d for d in docs if d["kind"] == "WasmPlugin"]
+    (plugin,) = [d for d in docs if d["kind"] == "WasmPlugin" and d["metadata"]["name"] == "meshtrace"]
     return plugin["spec"]
 
 

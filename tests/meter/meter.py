@@ -69,6 +69,34 @@ REQUEST = [
     ("x-forwarded-proto", "http"),
     ("x-request-id", "7c0cbc3e-4c3e-4b4e-9a5e-3f1c2d8a9b10"),
 ]
+# An Istio waypoint (ambient mode): node id `waypoint~`, the waypoint deployment's labels, no app
+# (pilot/pkg/networking/core/listener_waypoint.go; tests/e2e/ambient.py).
+WAYPOINT = {
+    ("xds", "node", "id"): "waypoint~10.1.2.9~waypoint-6c8f9d7b5-q2x8z.default~default.svc.cluster.local",
+    ("xds", "node", "metadata", "NAMESPACE"): "default",
+    ("xds", "node", "metadata", "WORKLOAD_NAME"): "waypoint",
+    ("xds", "node", "metadata", "NAME"): "waypoint-6c8f9d7b5-q2x8z",
+    ("xds", "node", "metadata", "CLUSTER_ID"): "Kubernetes",
+    ("xds", "node", "metadata", "MESH_ID"): "cluster.local",
+    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-name"): "waypoint",
+    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-revision"): "latest",
+}
+# What a waypoint knows about a stream to reviews at its end: the VIP cluster, the endpoint's
+# istio.workload, the source peer (istio-proxy's peer object, Istio >= 1.29).
+WAYPOINT_STREAM = {
+    ("xds", "cluster_name"): "inbound-vip|9080|http|reviews.default.svc.cluster.local",
+    ("xds", "route_name"): "default",
+    ("xds", "upstream_host_metadata", "filter_metadata", "istio", "workload"):
+        "reviews-v1;default;reviews;v1;Kubernetes",
+    ("filter_state", "downstream_peer_obj", "workload"): "productpage-v1",
+    ("filter_state", "downstream_peer_obj", "namespace"): "default",
+    ("filter_state", "downstream_peer_obj", "service"): "productpage",
+    ("filter_state", "downstream_peer_obj", "revision"): "v1",
+    ("filter_state", "downstream_peer_obj", "cluster"): "Kubernetes",
+    ("filter_state", "io.istio.peer_principal"): "spiffe://cluster.local/ns/default/sa/productpage",
+    ("request", "protocol"): "HTTP/1.1",
+    ("response", "code_details"): "via_upstream",
+}
 TRACEPARENT_UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 B3_UNSAMPLED = [
     ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
@@ -91,6 +119,9 @@ class Case:
     response: list = field(default_factory=lambda: [(":status", "200")])
     # Which requests the `request` figure averages (all by default).
     counts: Callable[[Stream], bool] = lambda stream: True
+    # The proxy (node metadata) and what it knows about each stream at its end.
+    node: dict = field(default_factory=lambda: SIDECAR)
+    stream: dict = field(default_factory=lambda: INBOUND_STREAM)
 
 
 CASES = [
@@ -104,6 +135,13 @@ CASES = [
     # Today simply unsampled; its budget moves when error capture lands (issue 18, item 4).
     Case("error_capture", "503 response at 0% sampling", {"randomSamplingPercentage": 0},
          REQUEST, response=[(":status", "503")]),
+    # Ambient mode: an unsampled request costs a waypoint what it costs a sidecar (the peers are
+    # read for recorded spans only); a sampled one exports the source's CLIENT and the
+    # destination's SERVER span, each under its service's resource.
+    Case("waypoint_unsampled", "waypoint, traceparent flags 00", {},
+         REQUEST + [("traceparent", TRACEPARENT_UNSAMPLED)], node=WAYPOINT, stream=WAYPOINT_STREAM),
+    Case("waypoint_sampled_pair", "waypoint, 100%, CLIENT + SERVER pair exported",
+         {"randomSamplingPercentage": 100}, REQUEST, node=WAYPOINT, stream=WAYPOINT_STREAM),
 ]
 
 
@@ -141,7 +179,7 @@ def _window(host: Host, case: Case) -> tuple[list[Cost], list[Stream], Cost]:
     for i in range(1, WINDOW + 1):
         with host.metered() as cost:
             streams.append(host.request(case.headers, response=case.response,
-                                        properties=INBOUND_STREAM, advance_ns=REQUEST_INTERVAL_NS))
+                                        properties=case.stream, advance_ns=REQUEST_INTERVAL_NS))
         costs.append(cost)
         if i % per_tick == 0:
             with host.metered() as tick:
@@ -160,7 +198,7 @@ def _window(host: Host, case: Case) -> tuple[list[Cost], list[Stream], Cost]:
 
 
 def measure(case: Case) -> Figures:
-    host = Host(properties=SIDECAR)
+    host = Host(properties=case.node)
     if not host.start(json.dumps(case.config)):
         raise RuntimeError(f"case {case.name}: the plugin rejected {case.config}: {host.logs}")
     _window(host, case)  # warm-up

@@ -27,6 +27,11 @@ What it checks, and where Istio decides it:
   collector without a sidecar, with endpoints.
 - from the stats: spans recorded, exported, dropped by reason, export failures, and Istio
   agent's wasm fetch failures (wasm_remote_fetch_count).
+- a waypoint (ambient mode; node id `waypoint~`, pkg/model/proxy.go): HTTP runs in the internal
+  listener `main_internal` (pilot/pkg/networking/core/listener_waypoint.go
+  buildWaypointInternal); `connect_terminate` only terminates HBONE tunnels and is not expected
+  to carry the filter. A waypoint takes a WasmPlugin only through targetRefs
+  (pilot/pkg/model/policyattachment.go), never a selector.
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ HCM_SUFFIX = ".HttpConnectionManager"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # istio-proxy's own listeners (admin, agent, health, Prometheus): no application traffic.
 ISTIO_INTERNAL_PORTS = {15000, 15004, 15020, 15021, 15090}
+# A waypoint's HBONE listeners (pilot/pkg/networking/core/waypoint.go): tunnels, no app HTTP.
+WAYPOINT_TUNNEL_LISTENERS = {"connect_terminate", "connect_originate", "inner_connect_originate",
+                             "outer_connect_originate", "forward_inner_connect"}
 # Istio filters whose place relative to meshtrace changes what is traced.
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 RBAC = "envoy.filters.http.rbac"
@@ -189,14 +197,26 @@ def classify(f: dict, ecds: dict[str, dict]) -> tuple[str, dict | None] | None:
 # Checks
 
 
+def node_id(secs: dict) -> str:
+    for d in secs.get("BootstrapConfigDump", []):
+        return str(d.get("bootstrap", {}).get("node", {}).get("id", ""))
+    return ""
+
+
 def check_filters(secs: dict, report: Report) -> list[Found]:
     ecds = ecds_filters(secs)
+    waypoint = node_id(secs).startswith("waypoint~")
+    if waypoint:
+        report.add(INFO, "a waypoint (ambient mode): meshtrace records the source's CLIENT and "
+                         "the destination's SERVER span in main_internal (waypoint.spans)")
     found: list[Found] = []
     without: list[str] = []
     total = 0
     tracer_on: list[str] = []
     for lst in listeners(secs):
         if port_of(lst) in ISTIO_INTERNAL_PORTS:
+            continue
+        if waypoint and lst.get("name") in WAYPOINT_TUNNEL_LISTENERS:
             continue
         name = lst.get("name", "?")
         for hcm in connection_managers(lst):
@@ -225,7 +245,10 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
         report.add(PROBLEM, "meshtrace's filter is in none of the "
                             f"{total} HTTP connection managers: no WasmPlugin selects this "
                             "workload, or Istio has not pushed it (istioctl proxy-status; "
-                            "kubectl get wasmplugin -A)")
+                            "kubectl get wasmplugin -A)"
+                            + (". A waypoint takes a WasmPlugin only through targetRefs "
+                               "(GatewayClass istio-waypoint from the root namespace, or its "
+                               "Gateway): the chart's waypoints.attach" if waypoint else ""))
         return found
     listeners_with = sorted({f.listener for f in found})
     report.add(OK, f"meshtrace's filter is in {total - len(without)} of {total} HTTP connection "

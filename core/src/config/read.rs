@@ -10,7 +10,8 @@ use super::{
     AttributesConfig, CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExportProtocol,
     ExporterConfig, HeaderMatch, HeaderValue, LimitsConfig, ParentMode, PathMatch,
     PropagationConfig, Propagator, RoleSetting, RuleAction, RuleKeyword, RuleMatch, SamplingConfig,
-    SamplingRule, ServiceNameMode, SpanNameMode, StatusClass, UrlQueryMode,
+    SamplingRule, ServiceNameMode, SpanNameMode, StatusClass, UrlQueryMode, WaypointConfig,
+    WaypointSpans,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -233,6 +234,7 @@ impl Config {
                 "customTags",
                 "spanName",
                 "spawnUpstreamSpan",
+                "waypoint",
                 "attributes",
                 "resourceAttributes",
                 "sampling",
@@ -303,6 +305,9 @@ impl Config {
                 })?
                 .unwrap_or(d.span_name),
             spawn_upstream_span: o.bool("spawnUpstreamSpan")?,
+            waypoint: o
+                .read("waypoint", &WaypointConfig::from_json)?
+                .unwrap_or(d.waypoint),
             attributes: o
                 .read("attributes", &AttributesConfig::from_json)?
                 .unwrap_or(d.attributes),
@@ -631,6 +636,26 @@ impl AttributesConfig {
                     )
                 })?
                 .unwrap_or(d.url_query),
+        })
+    }
+}
+
+impl WaypointConfig {
+    fn from_json(v: &Value, path: &str) -> Result<WaypointConfig> {
+        let o = Object::new(v, path.to_string(), &["spans"])?;
+        Ok(WaypointConfig {
+            spans: o
+                .read("spans", &|v, p| {
+                    choice(
+                        v,
+                        p,
+                        &[
+                            ("pair", WaypointSpans::Pair),
+                            ("proxy", WaypointSpans::Proxy),
+                        ],
+                    )
+                })?
+                .unwrap_or_default(),
         })
     }
 }

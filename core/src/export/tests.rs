@@ -566,3 +566,114 @@ fn a_batch_mixes_sampled_and_captured_spans_when_both_wait() {
     );
     assert_eq!(e.queue_len(), 0);
 }
+
+fn peer(name: &str) -> PeerResource {
+    PeerResource {
+        service_name: name.to_string(),
+        namespace: "default".to_string(),
+        ..PeerResource::default()
+    }
+}
+
+/// `(service.name, span names)` of each `ResourceSpans` of each request.
+fn sent_by_resource(host: &MockHost) -> Vec<Vec<(String, Vec<String>)>> {
+    host.calls
+        .borrow()
+        .iter()
+        .map(|c| {
+            let req = ExportTraceServiceRequest::decode(&c.body[..]).unwrap();
+            req.resource_spans
+                .iter()
+                .map(|rs| {
+                    let name = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| kv.value.clone())
+                        .and_then(|v| v.value);
+                    let name = match name {
+                        Some(otlp::any_value::Value::StringValue(s)) => s,
+                        _ => String::new(),
+                    };
+                    let spans = rs.scope_spans[0].spans.iter().map(|s| s.name.clone());
+                    (name, spans.collect())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn spans_of_other_services_leave_under_their_own_resource() {
+    let (mut e, host, m) = exporter(r#"{"exporter":{"maxBatchSize":8}}"#);
+    for (name, resource) in [
+        ("client", Some("productpage.default")),
+        ("server", Some("reviews.default")),
+        ("own", None),
+        ("client2", Some("productpage.default")),
+    ] {
+        let mut s = span(name);
+        s.resource = resource.map(peer);
+        e.enqueue(s, &m);
+    }
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 10 * SEC);
+    let got = sent_by_resource(&host);
+    let want = vec![vec![
+        (
+            "productpage.default".to_string(),
+            vec!["client".to_string(), "client2".to_string()],
+        ),
+        ("reviews.default".to_string(), vec!["server".to_string()]),
+        ("reviews.default".to_string(), vec!["own".to_string()]),
+    ]];
+    assert_eq!(got, want, "one ResourceSpans per service; the own resource (reviews.default here) apart from the peer of the same name only by its other keys");
+    assert_eq!(e.peer_resources(), 2, "each peer resource encoded once");
+}
+
+#[test]
+fn the_peer_resource_cache_is_bounded() {
+    let (mut e, host, m) = exporter(r#"{"exporter":{"maxBatchSize":512,"maxQueueSize":4096}}"#);
+    for i in 0..(MAX_PEER_RESOURCES + 10) {
+        let mut s = span(&format!("s{i}"));
+        s.resource = Some(peer(&format!("svc{i}.default")));
+        e.enqueue(s, &m);
+    }
+    assert_eq!(
+        e.peer_resources(),
+        MAX_PEER_RESOURCES,
+        "the oldest forgotten"
+    );
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 10 * SEC);
+    let groups: usize = sent_by_resource(&host).iter().map(Vec::len).sum();
+    assert_eq!(
+        groups,
+        MAX_PEER_RESOURCES + 10,
+        "queued spans keep a forgotten resource"
+    );
+}
+
+#[test]
+fn max_batch_bytes_counts_each_resource() {
+    // Every span under a resource of its own: a batch of many small spans must still fit.
+    let (mut e, host, m) =
+        exporter(r#"{"exporter":{"maxBatchSize":512},"limits":{"maxBatchBytes":4096}}"#);
+    for i in 0..200 {
+        let mut s = span(&format!("s{i}"));
+        s.resource = Some(peer(&format!("svc{}.default", i % 50)));
+        e.enqueue(s, &m);
+    }
+    e.on_tick(&host, &m, 0);
+    e.on_tick(&host, &m, 10 * SEC);
+    let calls = host.calls.borrow();
+    assert!(calls.len() > 1, "split into several batches");
+    for c in calls.iter() {
+        assert!(
+            c.body.len() <= 4096,
+            "within maxBatchBytes: {}",
+            c.body.len()
+        );
+    }
+}

@@ -113,7 +113,10 @@ fn framed_batches_equal_a_struct_encoding_and_decode_back() {
         "size accounting is exact"
     );
     let empty = enc.encode(std::iter::empty(), false);
-    assert_eq!(empty.len(), enc.request_len(0));
+    assert!(
+        empty.is_empty(),
+        "no spans: no ResourceSpans (an empty request)"
+    );
     let grpc = enc.encode(encoded.iter().map(Vec::as_slice), true);
     assert_eq!(grpc[0], 0, "uncompressed");
     assert_eq!(
@@ -173,4 +176,76 @@ fn direct_encoding_equals_prost_for_every_shape_of_span() {
         let direct = BatchEncoder::encode_span(&s);
         assert_eq!(direct, Span::from(s).encode_to_vec(), "{why}");
     }
+}
+
+#[test]
+fn spans_of_different_services_go_in_one_resource_spans_each() {
+    let named = |name: &str| resource(vec![("service.name".into(), AttrValue::Str(name.into()))]);
+    let own = named("waypoint.default");
+    let reviews = named("reviews.default");
+    let productpage = named("productpage.default");
+    let reviews_bytes = reviews.encode_to_vec();
+    let productpage_bytes = productpage.encode_to_vec();
+    let s: Vec<span::Span> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| sample_span(n, None))
+        .collect();
+    let e: Vec<Vec<u8>> = s.iter().map(BatchEncoder::encode_span).collect();
+    let enc = BatchEncoder::new(&own, &scope());
+    let queued: Vec<(Option<&[u8]>, &[u8])> = vec![
+        (Some(&productpage_bytes), &e[0]),
+        (Some(&reviews_bytes), &e[1]),
+        (None, &e[2]),
+        (Some(&productpage_bytes), &e[3]),
+    ];
+    let framed = enc.encode_grouped(queued.iter().copied(), false);
+    let group = |r: &Resource, spans: &[&span::Span]| ResourceSpans {
+        resource: Some(r.clone()),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(scope()),
+            spans: spans.iter().map(|s| Span::from((*s).clone())).collect(),
+            schema_url: String::new(),
+        }],
+        schema_url: SCHEMA_URL.into(),
+    };
+    let expected = ExportTraceServiceRequest {
+        resource_spans: vec![
+            group(&productpage, &[&s[0], &s[3]]),
+            group(&reviews, &[&s[1]]),
+            group(&own, &[&s[2]]),
+        ],
+    };
+    assert_eq!(
+        framed,
+        expected.encode_to_vec(),
+        "one ResourceSpans per resource, in first-seen order, byte-identical to prost"
+    );
+    let copy = productpage_bytes.clone();
+    let apart = enc.encode_grouped(
+        [
+            (Some(&productpage_bytes[..]), &e[0][..]),
+            (Some(&copy[..]), &e[3][..]),
+        ]
+        .into_iter(),
+        false,
+    );
+    assert_eq!(
+        ExportTraceServiceRequest::decode(apart.as_slice())
+            .unwrap()
+            .resource_spans
+            .len(),
+        2,
+        "resources are told apart by their shared bytes, not compared byte by byte"
+    );
+    let len: usize = [
+        enc.group_len(
+            Some(&productpage_bytes),
+            BatchEncoder::span_cost(e[0].len()) + BatchEncoder::span_cost(e[3].len()),
+        ),
+        enc.group_len(Some(&reviews_bytes), BatchEncoder::span_cost(e[1].len())),
+        enc.group_len(None, BatchEncoder::span_cost(e[2].len())),
+    ]
+    .iter()
+    .sum();
+    assert_eq!(framed.len(), len, "size accounting is exact per resource");
 }

@@ -247,6 +247,11 @@ impl Tracer {
         for (tag, value) in &self.istio_tags {
             a.str(tag, value);
         }
+        if let Some(peers) = &outcome.peers {
+            for (tag, value) in super::waypoint::peer_tags(peers) {
+                a.string(tag, value);
+            }
+        }
         a.string(
             "response_flags",
             response_flags_short(outcome.response_flags),

@@ -30,6 +30,17 @@ pub struct Unsampled {
     grpc: bool,
     /// `(start, threshold)` when latency capture applies: the clock read at the start.
     latency: Option<(u64, u64)>,
+    /// At a waypoint: the id of the source's CLIENT span, should this one be captured.
+    source_span_id: Option<SpanId>,
+}
+
+impl Unsampled {
+    pub(super) fn with_source_span(self, source_span_id: Option<SpanId>) -> Unsampled {
+        Unsampled {
+            source_span_id,
+            ..self
+        }
+    }
 }
 
 impl Tracer {
@@ -54,6 +65,7 @@ impl Tracer {
                 .get("content-type")
                 .is_some_and(|c| c.starts_with("application/grpc")),
             latency: latency.map(|threshold| (host.now_unix_nanos(), threshold)),
+            source_span_id: None,
         })
     }
 
@@ -104,6 +116,7 @@ impl Tracer {
             note: Some(Note::Captured(reason)),
             // Unsampled requests send their own span id upstream: no CLIENT child to record.
             upstream_span_id: None,
+            source_span_id: unsampled.source_span_id,
         };
         let outcome = self.read_outcome(host, &active);
         Some(Finished {

@@ -1,7 +1,7 @@
 //! The request path: what the plugin does for each request, from request headers to a finished
 //! span. Built once per configuration as a [`Tracer`] and shared by every request of the VM.
 
-use crate::config::{Config, ContextValue, CustomTag, ExportProtocol};
+use crate::config::{Config, ContextValue, CustomTag, ExportProtocol, WaypointSpans};
 use crate::context::{SpanContext, TraceFlags};
 use crate::headers::HeaderMap;
 use crate::host::Host;
@@ -18,9 +18,11 @@ use crate::span::{AttrValue, Span, SpanKind};
 mod attributes;
 mod capture;
 mod outcome;
+mod waypoint;
 
 pub(crate) use self::capture::Unsampled;
 pub use self::outcome::Outcome;
+use self::waypoint::CLIENT_MARK_KEY;
 
 const REQUEST_ID: &str = "x-request-id";
 /// W3C Trace Context Level 2 §"Traceresponse Header" (spec/21-http_response_header_format.md
@@ -49,6 +51,9 @@ pub struct Tracer {
     /// A CLIENT child span per recorded request, whose id goes upstream (Envoy's
     /// `spawn_upstream_span`).
     spawn_upstream_span: bool,
+    /// A waypoint recording what two sidecars would (`waypoint.spans: pair`): a CLIENT span
+    /// for the source above its SERVER span for the destination.
+    waypoint_pair: bool,
     record_spans: bool,
 }
 
@@ -90,22 +95,32 @@ impl Pending {
     }
 }
 
-/// The spans a finished request gives: this proxy's span, and at a gateway (or with
-/// `spawnUpstreamSpan`) its CLIENT child — the span the upstream sees as its parent — and
-/// whether they were captured (captured spans never displace sampled ones in the export queue).
+/// The spans a finished request gives: this proxy's span; at a gateway (or with
+/// `spawnUpstreamSpan`) its CLIENT child — the span the upstream sees as its parent; at a
+/// waypoint (`waypoint.spans: pair`) the CLIENT span of the source workload, this span's
+/// parent — and whether they were captured (captured spans never displace sampled ones in the
+/// export queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub span: Span,
     pub upstream: Option<Span>,
+    pub source: Option<Span>,
     pub captured: bool,
 }
 
 impl IntoIterator for Finished {
     type Item = Span;
-    type IntoIter = std::iter::Chain<std::iter::Once<Span>, std::option::IntoIter<Span>>;
+    type IntoIter = std::iter::Chain<
+        std::iter::Chain<std::option::IntoIter<Span>, std::iter::Once<Span>>,
+        std::option::IntoIter<Span>,
+    >;
 
+    /// Parents first.
     fn into_iter(self) -> Self::IntoIter {
-        std::iter::once(self.span).chain(self.upstream)
+        self.source
+            .into_iter()
+            .chain(std::iter::once(self.span))
+            .chain(self.upstream)
     }
 }
 
@@ -134,6 +149,9 @@ pub struct ActiveSpan {
     note: Option<Note>,
     /// The id of the CLIENT child span, sent upstream in place of this span's own.
     upstream_span_id: Option<SpanId>,
+    /// At a waypoint: the id of the source's CLIENT span, this span's parent (`None` when the
+    /// caller's proxy recorded that span itself).
+    source_span_id: Option<SpanId>,
 }
 
 impl Tracer {
@@ -171,6 +189,7 @@ impl Tracer {
         Tracer {
             istio_tags: attributes::static_tags(&node),
             spawn_upstream_span: config.spawn_upstream_span.unwrap_or(node.is_gateway()),
+            waypoint_pair: node.is_waypoint() && config.waypoint.spans == WaypointSpans::Pair,
             sampler: Sampler::new(&config),
             capture: CapturePolicy::new(&config.sampling),
             record_spans: config.exporter.protocol != ExportProtocol::None,
@@ -207,6 +226,22 @@ impl Tracer {
         // upstream's parent is the CLIENT child, so a recorded request at a gateway takes two
         // span ids here. An unrecorded one sends its own: no span would carry a second id.
         let upstream_span_id = (recorded && self.spawn_upstream_span).then(|| ids.span_id());
+        // A waypoint's CLIENT span for the source sits between the caller and this span, unless
+        // the caller's proxy recorded it (its mark names our parent): the id this span sends
+        // upstream stays its own. Taken for unsampled requests too, in case they are captured.
+        let source_span_id = (self.waypoint_pair
+            && self.record_spans
+            && !waypoint::caller_recorded_client(
+                &incoming.tracestate,
+                incoming.parent.map(|p| p.span_id),
+            ))
+        .then(|| ids.span_id());
+        // The id sent upstream is a CLIENT span we record: say so, for a waypoint downstream.
+        if let Some(id) = upstream_span_id {
+            incoming
+                .tracestate
+                .upsert_front(CLIENT_MARK_KEY, &waypoint::client_mark(id));
+        }
         let sent = SpanContext {
             span_id: upstream_span_id.unwrap_or(context.span_id),
             ..context
@@ -237,7 +272,7 @@ impl Tracer {
             None
         } else if !decision.sampled {
             self.keep_unsampled(host, context, &incoming, &headers, &decision)
-                .map(Pending::Unsampled)
+                .map(|u| Pending::Unsampled(u.with_source_span(source_span_id)))
         } else {
             Some(Pending::Recorded(ActiveSpan {
                 context,
@@ -248,6 +283,7 @@ impl Tracer {
                 generated_request_id,
                 note: decision.starts_mid_trace.then_some(Note::StartsMidTrace),
                 upstream_span_id,
+                source_span_id,
             }))
         };
         RequestState {
@@ -462,23 +498,68 @@ impl Tracer {
         out
     }
 
-    /// The stream ended: build the span, and its CLIENT child when one was spawned. `outcome`
-    /// is what the host reported about the response.
+    /// The stream ended: build the span, its CLIENT child when one was spawned, and at a
+    /// waypoint the source's CLIENT span above it. `outcome` is what the host reported about
+    /// the response.
     pub fn finish(&self, active: ActiveSpan, outcome: Outcome, end_unix_nanos: u64) -> Finished {
         let end = end_unix_nanos.max(active.start_unix_nanos);
         let name = self.span_name(&active, &outcome);
-        let mut span = Span::new(
-            active.context,
-            active.parent,
-            active.trace_state.clone(),
-            name.clone(),
+        let peers = outcome.peers.as_ref();
+        // The source's CLIENT span needs a known source: without one it would carry the
+        // waypoint's name, the hub service graphs should not show.
+        let source = active
+            .source_span_id
+            .zip(peers.and_then(|p| p.source.as_ref()));
+        let new_span = |span_id, parent, kind| {
+            Span::new(
+                SpanContext {
+                    span_id,
+                    ..active.context
+                },
+                parent,
+                active.trace_state.clone(),
+                name.clone(),
+                kind,
+                active.start_unix_nanos,
+                end,
+            )
+        };
+        let mut span = new_span(
+            active.context.span_id,
+            source.map(|(id, _)| id).or(active.parent),
             outcome.kind,
-            active.start_unix_nanos,
-            end,
         );
+        if self.waypoint_pair {
+            span.resource = peers
+                .and_then(|p| p.destination.as_ref())
+                .map(|d| self.peer_resource(d));
+        }
         self.set_attributes(&mut span, &active, &outcome, true);
+        self.note(&mut span, active.note);
+        let upstream = active.upstream_span_id.map(|id| {
+            let mut child = new_span(id, Some(active.context.span_id), SpanKind::Client);
+            self.set_attributes(&mut child, &active, &outcome, false);
+            child
+        });
+        let source = source.map(|(id, peer)| {
+            let mut client = new_span(id, active.parent, SpanKind::Client);
+            client.resource = Some(self.peer_resource(peer));
+            self.set_attributes(&mut client, &active, &outcome, true);
+            self.note(&mut client, active.note);
+            client
+        });
+        Finished {
+            span,
+            upstream,
+            source,
+            captured: false,
+        }
+    }
+
+    /// Why a span was recorded when its request was not sampled by the parent.
+    fn note(&self, span: &mut Span, note: Option<Note>) {
         let limits = &self.config.limits;
-        match active.note {
+        match note {
             Some(Note::Captured(reason)) => {
                 let reason = AttrValue::Str(reason.as_str().to_string());
                 span.set_attribute("meshtrace.capture", reason, limits);
@@ -487,27 +568,6 @@ impl Tracer {
                 span.set_attribute("meshtrace.starts_mid_trace", AttrValue::Bool(true), limits);
             }
             None => {}
-        }
-        let upstream = active.upstream_span_id.map(|id| {
-            let mut child = Span::new(
-                SpanContext {
-                    span_id: id,
-                    ..active.context
-                },
-                Some(active.context.span_id),
-                active.trace_state.clone(),
-                name,
-                SpanKind::Client,
-                active.start_unix_nanos,
-                end,
-            );
-            self.set_attributes(&mut child, &active, &outcome, false);
-            child
-        });
-        Finished {
-            span,
-            upstream,
-            captured: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the host knows about a stream that is ending, read only for spans that are recorded,
 //! and what it makes of the span: its kind, its status, whether it is an error.
 
+use super::waypoint::Peers;
 use super::{ActiveSpan, Tracer};
 use crate::config::{RoleSetting, SpanNameMode};
 use crate::host::Host;
@@ -34,6 +35,8 @@ pub struct Outcome {
     /// legacy `request_size`/`response_size` tags (`attributes.istioCompat`).
     pub request_size: Option<i64>,
     pub response_size: Option<i64>,
+    /// At a waypoint: who the request came from and went to.
+    pub peers: Option<Peers>,
 }
 
 /// The end of a gRPC call.
@@ -178,8 +181,12 @@ impl Tracer {
             RoleSetting::Server => SpanKind::Server,
             RoleSetting::Client => SpanKind::Client,
             // Istio marks every gateway listener OUTBOUND, but a gateway is the server side of the
-            // entry into the mesh.
-            RoleSetting::Auto if self.node.is_gateway() => SpanKind::Server,
+            // entry into the mesh. A waypoint serves the destination in its INBOUND internal
+            // listener (`listener_waypoint.go` `buildWaypointInternal`); its source's CLIENT span
+            // is a span of its own (`waypoint.spans`).
+            RoleSetting::Auto if self.node.is_gateway() || self.node.is_waypoint() => {
+                SpanKind::Server
+            }
             RoleSetting::Auto => match direction() {
                 ListenerDirection::Outbound => SpanKind::Client,
                 ListenerDirection::Inbound | ListenerDirection::Unspecified => SpanKind::Server,
@@ -225,6 +232,10 @@ impl Tracer {
         };
         let (kind, upstream_cluster) = self.read_kind(host);
         let sidecar_inbound = kind == SpanKind::Server && self.node.is_sidecar();
+        let peers = self
+            .node
+            .is_waypoint()
+            .then(|| self.read_peers(host, upstream_cluster.as_deref()));
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
@@ -287,6 +298,7 @@ impl Tracer {
             } else {
                 None
             },
+            peers,
         }
     }
 }

@@ -74,7 +74,9 @@ pilot/pkg/model/extensions.go buildVMConfig). Input: dict root, config (the plug
 {{- toJson $env -}}
 {{- end }}
 
-{{/* One WasmPlugin. Input: dict root, name, namespace, selector (or empty), config. */}}
+{{/* One WasmPlugin. Input: dict root, name, namespace, selector (or empty), config, and
+targetRefs (or empty; never with a selector: Istio ignores the selector then, and a waypoint
+takes only targetRefs — pilot/pkg/model/policyattachment.go ShouldAttachPolicy). */}}
 {{- define "meshtrace.wasmPlugin" -}}
 {{- $p := .root.Values.plugin -}}
 {{- $config := include "meshtrace.pluginConfig" (dict "root" .root "config" .config) | fromJson -}}
@@ -87,10 +89,17 @@ metadata:
   labels:
     {{- include "meshtrace.labels" .root | nindent 4 }}
 spec:
+  {{- if and .selector .targetRefs }}
+  {{- fail (printf "WasmPlugin %s/%s: selector and targetRefs together (Istio would ignore the selector)" .namespace .name) }}
+  {{- end }}
   {{- with .selector }}
   selector:
     matchLabels:
       {{- toYaml . | nindent 6 }}
+  {{- end }}
+  {{- with .targetRefs }}
+  targetRefs:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   url: {{ $p.url }}
   {{- with $p.sha256 }}
@@ -126,6 +135,33 @@ tracing:
   - providers:
       - name: {{ .Values.tracing.providerName }}
     disableSpanReporting: true
+{{- end }}
+
+{{/* How the plugin reaches waypoints: waypoints.attach with auto resolved (gatewayClass under
+scope mesh from Istio 1.26, where a root-namespace policy may target GatewayClass
+istio-waypoint: istio/istio d3ac996, policyattachment.go; else none). */}}
+{{- define "meshtrace.waypointAttach" -}}
+{{- $a := .Values.waypoints.attach -}}
+{{- if eq $a "auto" -}}
+{{- ternary "gatewayClass" "none" (and (eq .Values.plugin.scope "mesh") (ge (include "meshtrace.istioMinor" . | int) 26)) -}}
+{{- else -}}
+{{ $a }}
+{{- end -}}
+{{- end }}
+
+{{/* The waypoint Gateways listed, grouped by namespace: {namespace: [targetRef, ...]}. */}}
+{{- define "meshtrace.waypointTargets" -}}
+{{- $by := dict -}}
+{{- range .Values.waypoints.gateways -}}
+{{- $ref := dict "group" "gateway.networking.k8s.io" "kind" "Gateway" "name" .name -}}
+{{- $_ := set $by .namespace (append (get $by .namespace | default list) $ref) -}}
+{{- end -}}
+{{- toJson $by -}}
+{{- end }}
+
+{{/* The waypoints' pluginConfig: plugin.config with waypoints.config over it. */}}
+{{- define "meshtrace.waypointConfig" -}}
+{{- mustMergeOverwrite (deepCopy (.Values.plugin.config | default dict)) (deepCopy (.Values.waypoints.config | default dict)) | toJson -}}
 {{- end }}
 
 {{/* The gateways' pluginConfig: plugin.config with gateways.config over it. */}}
@@ -202,6 +238,29 @@ names the key and the reason. */}}
 {{- end -}}
 {{- if and (ne $v.plugin.scope "mesh") (has $v.istioNamespace $v.plugin.namespaces) -}}
 {{- fail (printf "plugin.namespaces must not list istioNamespace %s: resources in Istio's root namespace apply to the whole mesh (use plugin.scope mesh), and a root-namespace Telemetry with a selector only reaches workloads of %s itself" $v.istioNamespace $v.istioNamespace) -}}
+{{- end -}}
+{{- $attach := include "meshtrace.waypointAttach" . -}}
+{{- if eq $attach "gatewayClass" -}}
+{{- if lt $minor 26 -}}
+{{- fail (printf "waypoints.attach gatewayClass needs istioVersion 1.26 or later: Istio %s does not attach a root-namespace policy to GatewayClass istio-waypoint (pilot/pkg/model/policyattachment.go); list the waypoints (waypoints.attach gateways)" (toString $v.istioVersion)) -}}
+{{- end -}}
+{{- if ne $v.plugin.scope "mesh" -}}
+{{- fail "waypoints.attach gatewayClass needs plugin.scope mesh: only the root namespace's selector-less Telemetry reaches every waypoint (pilot/pkg/model/telemetry.go applicableTelemetries), so other waypoints would run the plugin and Istio's tracer together; list the waypoints (waypoints.attach gateways)" -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $attach "gateways" -}}
+{{- if lt $minor 22 -}}
+{{- fail (printf "waypoints.attach gateways needs istioVersion 1.22 or later (WasmPlugin and Telemetry targetRefs)") -}}
+{{- end -}}
+{{- if not $v.waypoints.gateways -}}
+{{- fail "waypoints.attach gateways needs waypoints.gateways: the waypoint Gateways to attach to ({name, namespace})" -}}
+{{- end -}}
+{{- if eq $v.plugin.scope "mesh" -}}
+{{- fail "waypoints.attach gateways with plugin.scope mesh: the root Telemetry turns span reporting off on every waypoint, so waypoints not listed would lose every span; use waypoints.attach gatewayClass (Istio 1.26+)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $attach "none") (eq $v.plugin.scope "mesh") $v.plugin.enabled (eq $v.telemetry.mode "create") (not $v.renderIstioInstallConfig) (not $v.waypoints.meshHasNoWaypoints) -}}
+{{- fail (printf "plugin.scope mesh turns native span reporting off on every proxy, waypoints included, but no waypoint runs the plugin (waypoints.attach %s, istioVersion %s): an ambient mesh would lose every waypoint span. Use waypoints.attach gatewayClass (istioVersion 1.26+), or set waypoints.meshHasNoWaypoints=true if the mesh has none" $v.waypoints.attach (toString $v.istioVersion)) -}}
 {{- end -}}
 {{- if $v.gateways.enabled -}}
 {{- if has $v.gateways.namespace $v.plugin.namespaces -}}
