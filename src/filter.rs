@@ -308,9 +308,9 @@ impl Request {
         };
         if let Ok(mut exporter) = shared.exporter.try_borrow_mut() {
             if finished.captured {
-                exporter.enqueue_captured(finished.span, &shared.metrics);
+                exporter.enqueue_captured(finished.span, &host, &shared.metrics);
             } else {
-                exporter.enqueue(finished.span, &shared.metrics);
+                exporter.enqueue(finished.span, &host, &shared.metrics);
             }
         }
     }

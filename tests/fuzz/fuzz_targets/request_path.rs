@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
             let span = tracer.finish(active, outcome, 1_700_000_000_000_000_001);
             assert!(span.attributes.len() <= limits.max_attributes);
             let mut exporter = Exporter::new(&exporter_config, &limits, tracer.resource.clone());
-            exporter.enqueue(span, &Metrics::none());
+            exporter.enqueue(span, &host, &Metrics::none());
             exporter.on_tick(&host, &Metrics::none(), 0);
             exporter.on_tick(&host, &Metrics::none(), 10_000_000_000);
             for call in host.calls.borrow().iter() {
