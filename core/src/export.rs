@@ -1,6 +1,7 @@
 //! OTLP export from a worker VM: a bounded queue of encoded spans, batches sent through the
-//! Envoy cluster of the collector on the root context's tick, and retries for the failures the
-//! OTLP specification calls retryable ("OTLP/HTTP Response", "OTLP/gRPC Response").
+//! Envoy cluster of the collector — a full batch as soon as it is full, a partial one on the root
+//! context's tick — and retries for the failures the OTLP specification calls retryable
+//! ("OTLP/HTTP Response", "OTLP/gRPC Response").
 //!
 //! Tracing must never hurt traffic, so nothing here blocks a request or grows without bound:
 //! the queue drops its oldest spans when full, at most [`MAX_IN_FLIGHT`] requests are
