@@ -115,8 +115,9 @@ cmd_test() {
   CARGO_TARGET_WASM32_WASIP1_RUNNER="$VENV/bin/python $ROOT/tests/wasi_runner.py" \
     cargo test -p meshtrace-core --target "$WASM_TARGET"
   cmd_build
-  # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image.
-  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry
+  # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
+  # saturates a worker (tests/e2e/test_saturation.py).
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
 }

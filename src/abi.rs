@@ -297,7 +297,7 @@ pub fn buffer(kind: u32, start: usize, max_size: usize) -> Result<Option<Vec<u8>
     unsafe { take(status, data, size) }
 }
 
-/// A header map in the host's serialized layout (read by `HeaderMap::from_serialized`).
+/// A header map in the host's serialized layout (read by `HeaderMap::from_serialized_vec`).
 pub fn header_map_pairs(map: u32) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: see `take`.

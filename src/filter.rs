@@ -310,9 +310,9 @@ impl Request {
             let captured = finished.captured;
             for span in finished {
                 if captured {
-                    exporter.enqueue_captured(span, &shared.metrics);
+                    exporter.enqueue_captured(span, &host, &shared.metrics);
                 } else {
-                    exporter.enqueue(span, &shared.metrics);
+                    exporter.enqueue(span, &host, &shared.metrics);
                 }
             }
         }

@@ -77,7 +77,7 @@ pub fn map_pairs(map: u32) -> HeaderMap {
     abi::header_map_pairs(map)
         .ok()
         .flatten()
-        .map(|bytes| HeaderMap::from_serialized(&bytes))
+        .map(HeaderMap::from_serialized_vec)
         .unwrap_or_default()
 }
 

@@ -88,6 +88,21 @@ pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Writes `bytes` as lowercase hex into `out` (room for a trace id) and returns what was
+/// written: a value to hand the host without a heap allocation.
+pub fn write_hex<'a>(out: &'a mut [u8; 2 * TRACE_ID_LEN], bytes: &[u8]) -> &'a [u8] {
+    let digit = |n: u8| HEX.get(usize::from(n & 0xf)).copied().unwrap_or(b'0');
+    let mut len = 0;
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        if let [high, low] = pair {
+            *high = digit(b >> 4);
+            *low = digit(*b);
+            len += 2;
+        }
+    }
+    out.get(..len).unwrap_or_default()
+}
+
 /// Value of one lowercase hex digit (W3C Trace Context §3.2.2: HEXDIGLC); uppercase is invalid.
 pub(crate) fn hex_digit_lower(c: u8) -> Option<u8> {
     match c {
@@ -159,6 +174,18 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[rustfmt::skip]
+    fn write_hex_writes_what_to_hex_does_without_allocating() {
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let mut buf = [b'x'; 2 * TRACE_ID_LEN];
+        assert_eq!(write_hex(&mut buf, &trace.0), trace.to_hex().as_bytes(), "a trace id fills the buffer");
+        assert_eq!(write_hex(&mut buf, &span.0), span.to_hex().as_bytes(), "a span id reuses it: only its 16 digits");
+        assert_eq!(write_hex(&mut buf, &[0xff; 20]), [b'f'; 32].as_slice(), "more bytes than room: cut, never a panic");
+        assert_eq!(write_hex(&mut buf, &[]), b"".as_slice(), "nothing");
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_bad_input() {

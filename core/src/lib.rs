@@ -36,9 +36,11 @@
 //!    source's CLIENT span above it, each under its service's resource (`tracer/waypoint.rs`) — and
 //!    [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their own)
 //!    encodes each
-//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue.
+//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue; a span that completes a
+//!    batch sends it at once (the call is the root context's, so its answer comes to the root).
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
-//!    [`export::Exporter::on_tick`] sends batches through the collector's Envoy cluster; the
+//!    [`export::Exporter::on_tick`] sends partial batches (once per flush interval) and retries
+//!    through the collector's Envoy cluster; the
 //!    answer comes back in `Root::on_http_call_response` → [`export::Exporter::on_response`]
 //!    (retry, back-off, drop and count); [`metrics::Metrics::flush`] hands the request path's
 //!    deferred counters to the host.

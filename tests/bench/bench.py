@@ -23,7 +23,8 @@ round (memory layout and JIT placement differ from process to process).
 
 Throughput and latency. One Envoy with one listener per configuration, loaded one listener at a
 time: wrk saturates it (requests/s), then hey sends a fixed rate for latency percentiles that
-queueing does not distort. Memory: a fresh Envoy per configuration serves 100,000 requests.
+queueing does not distort. Memory: a fresh Envoy per configuration (`--concurrency 2`, so a
+Wasm filter runs three VMs) serves 100,000 requests; RSS added over `none`, per VM.
 
 The load generators, the upstream and the collector share the other CPUs. These are
 measurements for a reader, never assertions.
@@ -117,7 +118,8 @@ def clusters(stack: Stack, upstream_port: int) -> list[dict]:
             static_cluster(COLLECTOR_GRPC, stack.collector.grpc_port, http2=True)]
 
 
-def subject(stack: Stack, name: str, upstream_port: int, listeners: dict[str, tuple]) -> tuple:
+def subject(stack: Stack, name: str, upstream_port: int, listeners: dict[str, tuple],
+            concurrency: int = 1) -> tuple:
     """An Envoy with one inbound listener per configuration; returns (envoy, {config: port})."""
     ports = {config: free_port() for config in listeners}
     bootstrap = {"node": Node(app="bench").envoy_node(), "static_resources": {
@@ -125,13 +127,13 @@ def subject(stack: Stack, name: str, upstream_port: int, listeners: dict[str, tu
                                tracing=tracing)
                       for config, (filters, tracing) in listeners.items()],
         "clusters": clusters(stack, upstream_port)}}
-    return stack.envoy(name, bootstrap, log_level="warning"), ports
+    return stack.envoy(name, bootstrap, log_level="warning", concurrency=concurrency), ports
 
 
 def start(stack: Stack, name: str, upstream_port: int, filters: list[dict],
-          tracing: dict | None = None) -> tuple:
+          tracing: dict | None = None, concurrency: int = 1) -> tuple:
     """One Envoy with a single listener (the soak and memory runs); returns (envoy, port)."""
-    envoy, ports = subject(stack, name, upstream_port, {name: (filters, tracing)})
+    envoy, ports = subject(stack, name, upstream_port, {name: (filters, tracing)}, concurrency)
     return envoy, ports[name]
 
 
@@ -209,11 +211,18 @@ def cpu_side_by_side(stack: Stack, up: int, listeners: dict[str, tuple], seconds
     return out
 
 
+# Envoy's workers in the memory runs, as in an Istio sidecar (`--concurrency 2`): with a Wasm
+# filter that is three VMs — the main thread's and one per worker.
+MEMORY_CONCURRENCY = 2
+MEMORY_VMS = MEMORY_CONCURRENCY + 1
+MEMORY_CONFIGS = ("none", "native", "minimal", "mt-1", "mt-100")
+
+
 def memory_after(stack: Stack, name: str, up: int, minimal: Path, requests: int,
                  cpus: set[int] | None) -> dict:
     """Resident memory of a fresh Envoy with one configuration, before and after `requests`."""
     filters, tracing = configuration(name, minimal)
-    envoy, port = start(stack, f"mem-{name}", up, filters, tracing)
+    envoy, port = start(stack, f"mem-{name}", up, filters, tracing, MEMORY_CONCURRENCY)
     if cpus:
         pin(envoy.proc.pid, cpus)
     hey(port, ["-n", "1000", "-c", "8"])
@@ -293,7 +302,7 @@ def main() -> int:
             envoy.close()
             print(f"latency round {r + 1}/{args.latency_rounds}", file=sys.stderr)
         if args.memory_requests:
-            for name in ("none", "minimal", "mt-100"):
+            for name in MEMORY_CONFIGS:
                 if name in names:
                     memory[name] = memory_after(stack, name, up, minimal, args.memory_requests,
                                                 subject_cpus)
@@ -332,9 +341,18 @@ def main() -> int:
     print(f"  .wasm ≤ 250,000 bytes: {wasm:,}")
     if spans:
         print(f"\nmeshtrace span counters of the last latency round: {spans}")
-    for name, m in memory.items():
-        print(f"memory, {name}: RSS {m['rss_before_mib']:.1f} MiB after 1,000 requests, "
-              f"{m['rss_after_mib']:.1f} MiB after {args.memory_requests:,} more")
+    if memory:
+        print(f"\nmemory (RSS, one Envoy per configuration, --concurrency {MEMORY_CONCURRENCY}; "
+              f"added = over `none`; a Wasm filter has {MEMORY_VMS} VMs):")
+        print(f"{'config':<10} {'after 1k':>9} {'after':>9} {'added MiB':>10} {'per VM':>7}"
+              f" {'× floor':>8}")
+        base = memory.get("none", {}).get("rss_after_mib", 0.0)
+        floor = memory.get("minimal", {}).get("rss_after_mib", 0.0) - base
+        for name, m in memory.items():
+            added = m["rss_after_mib"] - base
+            print(f"{name:<10} {m['rss_before_mib']:>9.1f} {m['rss_after_mib']:>9.1f}"
+                  f" {added:>10.1f} {added / MEMORY_VMS:>7.1f}"
+                  f" {added / floor if floor > 0 else float('nan'):>8.2f}")
     if args.micro:
         micro()
     if args.json:

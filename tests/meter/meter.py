@@ -10,7 +10,9 @@ its own spans are all sent. Per request:
 - `request`: the stream's callbacks (context create, request headers, log, delete), averaged
   over the requests the case is about (`unsampled_1pct` leaves out the ~1% it samples);
 - `ticks`: every tick of the window and the collector's answers (batch encoding, dispatch,
-  metrics flush), divided by the window's requests: the amortized export cost of a span.
+  metrics flush), divided by the window's requests: the amortized export cost of a span. A
+  batch that fills up (512 spans) leaves with the request that filled it, so at 100% part of the
+  export cost is in `request` (one request in 512 frames and dispatches a batch).
 
     python tests/meter/meter.py                 # the table
     python tests/meter/meter.py --update-budget # rewrite budget.json from this run

@@ -80,9 +80,9 @@ fn sent(host: &MockHost) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn fill(e: &mut Exporter, m: &Metrics, names: &[&str]) {
+fn fill(e: &mut Exporter, host: &MockHost, m: &Metrics, names: &[&str]) {
     for n in names {
-        e.enqueue(span(n), m);
+        e.enqueue(span(n), host, m);
     }
 }
 
@@ -90,7 +90,7 @@ fn fill(e: &mut Exporter, m: &Metrics, names: &[&str]) {
 fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "1s"}}"#);
     e.on_tick(&host, &m, SEC);
-    fill(&mut e, &m, &["a", "b", "c", "d", "e"]);
+    fill(&mut e, &host, &m, &["a", "b", "c", "d", "e"]);
     e.on_tick(&host, &m, SEC + 100 * MS);
     assert_eq!(
         sent(&host),
@@ -116,13 +116,58 @@ fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
     assert_eq!(e.in_flight(), 0);
 }
 
+/// At ~10,000 spans/s a batch of 512 fills every 50 ms: waiting for the tick (200 ms, later on
+/// a saturated worker) overflowed the queue of 2,048 with a collector that kept up (issue 18).
+#[test]
+fn a_full_batch_leaves_with_its_last_span_and_when_an_answer_frees_a_request() {
+    let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 2, "maxQueueSize": 8}}"#);
+    fill(&mut e, &host, &m, &["a"]);
+    assert!(sent(&host).is_empty(), "a partial batch waits for the tick");
+    fill(&mut e, &host, &m, &["b"]);
+    assert_eq!(
+        sent(&host),
+        vec![vec!["a", "b"]],
+        "sent with the span that filled it"
+    );
+    let names: Vec<String> = (0..2 * MAX_IN_FLIGHT + 3)
+        .map(|i| format!("s{i}"))
+        .collect();
+    fill(
+        &mut e,
+        &host,
+        &m,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        e.in_flight(),
+        MAX_IN_FLIGHT,
+        "never more requests out than the limit"
+    );
+    assert_eq!(e.queue_len(), 5, "the rest waits");
+    e.on_response(1, &ok(), &host, &m, SEC);
+    assert_eq!(
+        e.in_flight(),
+        MAX_IN_FLIGHT,
+        "the freed request carries the next batch"
+    );
+    assert_eq!(e.queue_len(), 3);
+    m.flush(&host);
+    assert_eq!(host.metric("meshtrace_spans_dropped_queue_full"), 0);
+    e.on_response(2, &http(Some(503)), &host, &m, SEC);
+    assert_eq!(
+        e.in_flight(),
+        MAX_IN_FLIGHT - 1,
+        "after a retryable failure nothing leaves before the back-off"
+    );
+}
+
 #[test]
 fn http_requests_are_otlp_http_protobuf_posts() {
     let (mut e, host, m) = exporter(
         r#"{"exporter": {"cluster": "outbound|4318||otel.obs.svc.cluster.local", "path": "/otlp/v1/traces",
             "timeout": "2s", "headers": [{"name": "authorization", "value": "Bearer t"}]}}"#,
     );
-    fill(&mut e, &m, &["a"]);
+    fill(&mut e, &host, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     let calls = host.calls.borrow();
@@ -155,7 +200,7 @@ fn grpc_requests_are_otlp_grpc_over_http2() {
         r#"{"exporter": {"protocol": "grpc", "cluster": "outbound|4317||otel.obs.svc.cluster.local",
             "timeout": "3s", "headers": [{"name": "x-tenant", "value": "books"}]}}"#,
     );
-    fill(&mut e, &m, &["a"]);
+    fill(&mut e, &host, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     {
@@ -209,7 +254,7 @@ fn the_queue_is_bounded_and_drops_the_oldest() {
     let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
     for chunk in names.chunks(10) {
         for n in chunk {
-            e.enqueue(span(n), &m);
+            e.enqueue(span(n), &host, &m);
         }
         e.on_tick(&host, &m, 0);
     }
@@ -232,7 +277,7 @@ fn the_queue_is_bounded_and_drops_the_oldest() {
 #[test]
 fn retryable_failures_back_off_and_give_up_after_max_retries() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxRetries": 2}}"#);
-    fill(&mut e, &m, &["a"]);
+    fill(&mut e, &host, &m, &["a"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, SEC);
     e.on_response(1, &http(Some(503)), &host, &m, SEC);
@@ -288,7 +333,7 @@ fn responses_are_classified_as_the_otlp_specification_says() {
     ];
     for (status, fate, why) in statuses {
         let (mut e, host, m) = exporter("{}");
-        fill(&mut e, &m, &["a"]);
+        fill(&mut e, &host, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         e.on_response(1, &http(status), &host, &m, SEC);
@@ -306,7 +351,7 @@ fn responses_are_classified_as_the_otlp_specification_says() {
     ];
     for (code, fate, why) in grpc {
         let (mut e, host, m) = exporter(r#"{"exporter": {"protocol": "grpc"}}"#);
-        fill(&mut e, &m, &["a"]);
+        fill(&mut e, &host, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         let answer = ExportResponse { grpc_status: code, ..ok() };
@@ -328,7 +373,7 @@ fn retry_after_is_honoured_and_bounded() {
     ];
     for (header, wait, why) in cases {
         let (mut e, host, m) = exporter("{}");
-        fill(&mut e, &m, &["a"]);
+        fill(&mut e, &host, &m, &["a"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         let answer = ExportResponse { status: Some(429), retry_after: header, ..ExportResponse::default() };
@@ -345,9 +390,9 @@ fn batches_respect_max_batch_bytes_and_oversized_spans_are_dropped() {
     let (mut e, host, m) = exporter(r#"{"limits": {"maxBatchBytes": 1024}}"#);
     let big = "x".repeat(300);
     for i in 0..6 {
-        e.enqueue(span(&format!("{i}{big}")), &m);
+        e.enqueue(span(&format!("{i}{big}")), &host, &m);
     }
-    e.enqueue(span(&"y".repeat(2000)), &m);
+    e.enqueue(span(&"y".repeat(2000)), &host, &m);
     m.flush(&host);
     assert_eq!(host.metric("meshtrace_spans_dropped_too_large"), 1);
     e.on_tick(&host, &m, 0);
@@ -369,7 +414,7 @@ fn batches_respect_max_batch_bytes_and_oversized_spans_are_dropped() {
 fn a_refused_dispatch_drops_and_counts_without_failing() {
     let (mut e, host, m) = exporter("{}");
     host.fail_dispatch.set(true);
-    fill(&mut e, &m, &["a", "b"]);
+    fill(&mut e, &host, &m, &["a", "b"]);
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 2 * SEC);
     assert_eq!(host.metric("meshtrace_spans_dropped_export_failed"), 2);
@@ -421,7 +466,7 @@ fn partial_success_counts_rejected_spans_as_dropped() {
         let grpc = protocol == Grpc;
         let config = if grpc { r#"{"exporter": {"protocol": "grpc"}}"# } else { "{}" };
         let (mut e, host, m) = exporter(config);
-        fill(&mut e, &m, &["a", "b", "c"]);
+        fill(&mut e, &host, &m, &["a", "b", "c"]);
         e.on_tick(&host, &m, 0);
         e.on_tick(&host, &m, SEC);
         let answer = ExportResponse { grpc_status: grpc.then_some(0), body: &body, ..ok() };
@@ -444,7 +489,7 @@ fn the_partial_success_message_is_logged_once_per_interval() {
         ..ok()
     };
     for (token, at) in [(1, SEC), (2, 2 * SEC), (3, 30 * SEC), (4, 62 * SEC)] {
-        fill(&mut e, &m, &["a"]);
+        fill(&mut e, &host, &m, &["a"]);
         e.on_tick(&host, &m, at);
         e.on_response(token, &answer, &host, &m, at);
     }
@@ -477,6 +522,7 @@ fn drain_sends_everything_and_counts_what_is_lost() {
         exporter(r#"{"exporter": {"maxBatchSize": 2, "flushInterval": "10s", "timeout": "2s"}}"#);
     fill(
         &mut e,
+        &host,
         &m,
         &["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"],
     );
@@ -499,7 +545,7 @@ fn drain_sends_everything_and_counts_what_is_lost() {
         2,
         "the 503"
     );
-    fill(&mut e, &m, &["late"]);
+    fill(&mut e, &host, &m, &["late"]);
     e.on_tick(&host, &m, 2 * SEC);
     assert_eq!(
         host.calls.borrow().len(),
@@ -520,8 +566,17 @@ fn drain_sends_everything_and_counts_what_is_lost() {
 #[test]
 fn captured_spans_never_displace_sampled_ones() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 4, "maxQueueSize": 8}}"#);
+    // Full batches leave as soon as they are full: with every request slot taken, spans wait.
+    let names: Vec<String> = (0..4 * MAX_IN_FLIGHT).map(|i| format!("f{i}")).collect();
+    fill(
+        &mut e,
+        &host,
+        &m,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
     for i in 0..5 {
-        e.enqueue_captured(span(&format!("c{i}")), &m);
+        e.enqueue_captured(span(&format!("c{i}")), &host, &m);
     }
     assert_eq!(
         e.queue_len(),
@@ -530,6 +585,7 @@ fn captured_spans_never_displace_sampled_ones() {
     );
     fill(
         &mut e,
+        &host,
         &m,
         &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"],
     );
@@ -540,10 +596,13 @@ fn captured_spans_never_displace_sampled_ones() {
         3,
         "the captures that did not fit, not a single sampled span"
     );
+    for token in 1..=MAX_IN_FLIGHT as u32 {
+        e.on_response(token, &ok(), &host, &m, SEC);
+    }
     e.on_tick(&host, &m, SEC);
     e.on_tick(&host, &m, 3 * SEC);
     assert_eq!(
-        sent(&host),
+        sent(&host)[MAX_IN_FLIGHT..],
         vec![
             vec!["s0", "s1", "s2", "s3"],
             vec!["s4", "s5", "s6", "s7"],
@@ -556,8 +615,8 @@ fn captured_spans_never_displace_sampled_ones() {
 #[test]
 fn a_batch_mixes_sampled_and_captured_spans_when_both_wait() {
     let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 4, "maxQueueSize": 8}}"#);
-    e.enqueue_captured(span("c0"), &m);
-    fill(&mut e, &m, &["s0", "s1", "s2"]);
+    e.enqueue_captured(span("c0"), &host, &m);
+    fill(&mut e, &host, &m, &["s0", "s1", "s2"]);
     e.on_tick(&host, &m, SEC);
     assert_eq!(
         sent(&host),
@@ -615,7 +674,7 @@ fn spans_of_other_services_leave_under_their_own_resource() {
     ] {
         let mut s = span(name);
         s.resource = resource.map(peer);
-        e.enqueue(s, &m);
+        e.enqueue(s, &host, &m);
     }
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 10 * SEC);
@@ -638,7 +697,7 @@ fn the_peer_resource_cache_is_bounded() {
     for i in 0..(MAX_PEER_RESOURCES + 10) {
         let mut s = span(&format!("s{i}"));
         s.resource = Some(peer(&format!("svc{i}.default")));
-        e.enqueue(s, &m);
+        e.enqueue(s, &host, &m);
     }
     assert_eq!(
         e.peer_resources(),
@@ -663,7 +722,7 @@ fn max_batch_bytes_counts_each_resource() {
     for i in 0..200 {
         let mut s = span(&format!("s{i}"));
         s.resource = Some(peer(&format!("svc{}.default", i % 50)));
-        e.enqueue(s, &m);
+        e.enqueue(s, &host, &m);
     }
     e.on_tick(&host, &m, 0);
     e.on_tick(&host, &m, 10 * SEC);

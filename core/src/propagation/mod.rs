@@ -136,43 +136,50 @@ fn apply_b3(out: &mut Extracted, result: Result<b3::B3, B3Error>, source: Propag
     }
 }
 
-/// The headers to write on the request sent on: `Some` sets (replacing every value), `None`
-/// removes. Formats that are extracted but not injected are removed, so no stale context that
-/// disagrees with ours reaches the next hop.
+/// The headers to write on the request sent on, handed to `emit` one by one: `Some` sets
+/// (replacing every value), `None` removes. Formats that are extracted but not injected are
+/// removed, so no stale context that disagrees with ours reaches the next hop. (A callback, not a
+/// returned `Vec`: one allocation less per request.)
 pub fn inject(
     context: &SpanContext,
     tracestate: &TraceState,
     baggage: Option<&str>,
     inject: &[Propagator],
     extract: &[Propagator],
-) -> Vec<(&'static str, Option<String>)> {
-    let mut out: Vec<(&'static str, Option<String>)> = Vec::with_capacity(10);
+    mut emit: impl FnMut(&'static str, Option<&str>),
+) {
     let injects = |p: Propagator| inject.contains(&p);
     let stale = |p: Propagator| extract.contains(&p) && !inject.contains(&p);
     if injects(Propagator::Tracecontext) {
-        out.push((TRACEPARENT, Some(traceparent::format(context))));
+        emit(
+            TRACEPARENT,
+            Some(traceparent::write(context, &mut [0; traceparent::LEN])),
+        );
         // §3.3: never an empty tracestate header.
-        out.push((TRACESTATE, tracestate.header_value()));
+        emit(TRACESTATE, tracestate.header_value().as_deref());
     } else if stale(Propagator::Tracecontext) {
-        out.push((TRACEPARENT, None));
-        out.push((TRACESTATE, None));
+        emit(TRACEPARENT, None);
+        emit(TRACESTATE, None);
     }
     if injects(Propagator::B3) {
-        out.push((b3::SINGLE, Some(b3::format_single(context))));
+        emit(b3::SINGLE, Some(&b3::format_single(context)));
     } else if stale(Propagator::B3) {
-        out.push((b3::SINGLE, None));
+        emit(b3::SINGLE, None);
     }
     if injects(Propagator::B3multi) {
-        out.extend(b3::format_multi(context));
+        for (name, value) in b3::format_multi(context) {
+            emit(name, value.as_deref());
+        }
     } else if stale(Propagator::B3multi) {
-        out.extend(b3::MULTI_HEADERS.iter().map(|h| (*h, None)));
+        for name in b3::MULTI_HEADERS {
+            emit(name, None);
+        }
     }
     // Baggage is the application's data, not a context: it is only rewritten (normalized) when
     // both read and written, and otherwise left as it came.
     if injects(Propagator::Baggage) && extract.contains(&Propagator::Baggage) {
-        out.push((BAGGAGE, baggage.map(str::to_string)));
+        emit(BAGGAGE, baggage);
     }
-    out
 }
 
 #[cfg(test)]

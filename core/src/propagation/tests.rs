@@ -120,6 +120,21 @@ fn ctx() -> SpanContext {
     }
 }
 
+/// What [`super::inject`] hands its callback, in order.
+fn inject(
+    context: &SpanContext,
+    tracestate: &TraceState,
+    baggage: Option<&str>,
+    injected: &[Propagator],
+    extracted: &[Propagator],
+) -> Vec<(&'static str, Option<String>)> {
+    let mut out = Vec::new();
+    super::inject(context, tracestate, baggage, injected, extracted, |k, v| {
+        out.push((k, v.map(str::to_string)))
+    });
+    out
+}
+
 #[test]
 fn inject_writes_configured_formats_and_clears_stale_ones() {
     let state = TraceState::parse(["congo=1"].into_iter()).unwrap();

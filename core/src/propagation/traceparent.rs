@@ -1,7 +1,7 @@
 //! The `traceparent` header (W3C Trace Context Level 2 §3.2).
 
 use crate::context::{SpanContext, TraceFlags};
-use crate::ids::{decode_hex_lower, push_hex, SpanId, TraceId};
+use crate::ids::{decode_hex_lower, write_hex, SpanId, TraceId, TRACE_ID_LEN};
 
 /// §3.2.2: `version-traceid-parentid-flags` is 2+1+32+1+16+1+2 characters.
 const VERSION_00_LEN: usize = 55;
@@ -102,14 +102,31 @@ pub fn parse_all<'a>(
 /// Version 00, which is what we emit (§3.2.4: "send the version this implementation knows").
 /// Only the flags we understand are written (§3.2.2.5).
 pub fn format(context: &SpanContext) -> String {
-    let mut s = String::with_capacity(55);
-    s.push_str("00-");
-    push_hex(&mut s, &context.trace_id.0);
-    s.push('-');
-    push_hex(&mut s, &context.span_id.0);
-    s.push('-');
-    push_hex(&mut s, &[context.flags.known().0]);
-    s
+    write(context, &mut [0; LEN]).to_string()
+}
+
+/// Bytes of a version-00 `traceparent` (§3.2: 2 + 1 + 32 + 1 + 16 + 1 + 2).
+pub const LEN: usize = 55;
+
+/// [`format`] into a buffer on the caller's stack: the request path sends it without a heap
+/// allocation.
+pub fn write<'a>(context: &SpanContext, buf: &'a mut [u8; LEN]) -> &'a str {
+    let mut at = 0;
+    let mut put = |part: &[u8]| {
+        if let Some(dst) = buf.get_mut(at..at + part.len()) {
+            dst.copy_from_slice(part);
+            at += part.len();
+        }
+    };
+    let mut hex = [0u8; 2 * TRACE_ID_LEN];
+    put(b"00-");
+    put(write_hex(&mut hex, &context.trace_id.0));
+    put(b"-");
+    put(write_hex(&mut hex, &context.span_id.0));
+    put(b"-");
+    put(write_hex(&mut hex, &[context.flags.known().0]));
+    // Hex digits and dashes: ASCII, always UTF-8.
+    std::str::from_utf8(buf.get(..at).unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]

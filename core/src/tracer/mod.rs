@@ -5,7 +5,7 @@ use crate::config::{Config, ContextValue, CustomTag, ExportProtocol, WaypointSpa
 use crate::context::{SpanContext, TraceFlags};
 use crate::headers::HeaderMap;
 use crate::host::Host;
-use crate::ids::{push_hex, IdGenerator, SpanId};
+use crate::ids::{write_hex, IdGenerator, SpanId, TRACE_ID_LEN};
 use crate::metrics::{Metric, Metrics};
 use crate::naming;
 use crate::node::NodeInfo;
@@ -390,23 +390,24 @@ impl Tracer {
         incoming: &Extracted,
     ) {
         let prop = &self.config.propagation;
-        for (name, value) in propagation::inject(
+        propagation::inject(
             context,
             &incoming.tracestate,
             incoming.baggage.as_deref(),
             &prop.inject,
             &prop.extract,
-        ) {
-            let mut present = headers.get_all(name);
-            let unchanged = match (&value, present.next(), present.next()) {
-                (None, None, _) => true,
-                (Some(v), Some(old), None) => v == old,
-                _ => false,
-            };
-            if !unchanged {
-                host.set_request_header(name, value.as_deref());
-            }
-        }
+            |name, value| {
+                let mut present = headers.get_all(name);
+                let unchanged = match (value, present.next(), present.next()) {
+                    (None, None, _) => true,
+                    (Some(v), Some(old), None) => v == old,
+                    _ => false,
+                };
+                if !unchanged {
+                    host.set_request_header(name, value);
+                }
+            },
+        );
     }
 
     /// Step 3: forwards a trusted, well-formed `x-request-id` (`None`); otherwise generates a UUIDv4,
@@ -445,24 +446,14 @@ impl Tracer {
         if published.is_empty() {
             return;
         }
-        // One buffer for both ids, no allocation per value.
-        let mut hex = String::with_capacity(64);
+        // One buffer on the stack for the ids: no allocation at all.
+        let mut hex = [0u8; 2 * TRACE_ID_LEN];
         for value in published {
-            hex.clear();
             let bytes: &[u8] = match value {
-                ContextValue::TraceId => {
-                    push_hex(&mut hex, &context.trace_id.0);
-                    hex.as_bytes()
-                }
-                ContextValue::SpanId => {
-                    push_hex(&mut hex, &context.span_id.0);
-                    hex.as_bytes()
-                }
+                ContextValue::TraceId => write_hex(&mut hex, &context.trace_id.0),
+                ContextValue::SpanId => write_hex(&mut hex, &context.span_id.0),
                 ContextValue::ParentSpanId => match parent {
-                    Some(p) => {
-                        push_hex(&mut hex, &p.0);
-                        hex.as_bytes()
-                    }
+                    Some(p) => write_hex(&mut hex, &p.0),
                     None => continue,
                 },
                 ContextValue::Sampled => {

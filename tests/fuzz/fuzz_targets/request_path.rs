@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
             for span in finished {
                 assert!(span.attributes.len() <= limits.max_attributes);
                 assert!(span.name.len() <= limits.max_span_name_length);
-                exporter.enqueue(span, &Metrics::none());
+                exporter.enqueue(span, &host, &Metrics::none());
             }
             exporter.on_tick(&host, &Metrics::none(), 0);
             exporter.on_tick(&host, &Metrics::none(), 10_000_000_000);
