@@ -6,7 +6,6 @@
 //! reported at `on_configure` instead of silently ignored. These names are a public contract:
 //! keep them stable.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -27,8 +26,9 @@ pub struct Config {
     pub service_name: Option<String>,
     /// Which side of the workload this proxy's spans describe.
     pub role: RoleSetting,
-    /// Istio-style custom tags added to every span: name → source.
-    pub custom_tags: BTreeMap<String, CustomTag>,
+    /// Istio-style custom tags added to every span: name → source, sorted by name, each once
+    /// (a JSON object's keys). A list, not a map: read once, only iterated.
+    pub custom_tags: Vec<(String, CustomTag)>,
     /// How span names are made (bounded in every mode).
     pub span_name: SpanNameMode,
     /// Envoy's `spawn_upstream_span`: a CLIENT child of this proxy's span, whose id is sent
@@ -39,8 +39,9 @@ pub struct Config {
     pub waypoint: WaypointConfig,
     /// Which attributes spans carry beyond the OTel semantic conventions.
     pub attributes: AttributesConfig,
-    /// Extra resource attributes, as `OTEL_RESOURCE_ATTRIBUTES` would give them.
-    pub resource_attributes: BTreeMap<String, String>,
+    /// Extra resource attributes, as `OTEL_RESOURCE_ATTRIBUTES` would give them: name → value,
+    /// sorted by name, each once.
+    pub resource_attributes: Vec<(String, String)>,
     pub sampling: SamplingConfig,
     pub propagation: PropagationConfig,
     pub exporter: ExporterConfig,
@@ -54,12 +55,12 @@ impl Default for Config {
             tracing_service_name: ServiceNameMode::default(),
             service_name: None,
             role: RoleSetting::Auto,
-            custom_tags: BTreeMap::new(),
+            custom_tags: Vec::new(),
             span_name: SpanNameMode::default(),
             spawn_upstream_span: None,
             waypoint: WaypointConfig::default(),
             attributes: AttributesConfig::default(),
-            resource_attributes: BTreeMap::new(),
+            resource_attributes: Vec::new(),
             sampling: SamplingConfig::default(),
             propagation: PropagationConfig::default(),
             exporter: ExporterConfig::default(),

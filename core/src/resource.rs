@@ -3,7 +3,6 @@
 
 use crate::node::{NodeInfo, LABEL_CANONICAL_REVISION, LABEL_K8S_VERSION, LABEL_VERSION};
 use crate::span::{AttrValue, PeerResource};
-use std::collections::BTreeMap;
 
 /// `extra` are `OTEL_RESOURCE_ATTRIBUTES`-style attributes from the configuration; they add to
 /// or replace the detected ones, except `service.name`, which `serviceName` and
@@ -11,7 +10,7 @@ use std::collections::BTreeMap;
 pub(crate) fn build_resource(
     node: &NodeInfo,
     service_name: &str,
-    extra: &BTreeMap<String, String>,
+    extra: &[(String, String)],
 ) -> Vec<(String, AttrValue)> {
     let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(12 + extra.len());
     let mut put = |key: &str, value: &str| {
@@ -130,7 +129,7 @@ mod tests {
             mesh_id: "cluster.local".into(),
             ..NodeInfo::default()
         };
-        let extra = BTreeMap::from([("deployment.environment.name".into(), "prod".into())]);
+        let extra = [("deployment.environment.name".into(), "prod".into())];
         let own = build_resource(&node, "waypoint.ambient", &extra);
         let peer = PeerResource {
             service_name: "reviews.default".into(),
@@ -184,14 +183,14 @@ mod tests {
             ],
             ..NodeInfo::default()
         };
-        let extra = BTreeMap::from([
+        let extra = [
             (
                 "deployment.environment.name".to_string(),
                 "prod".to_string(),
             ),
             ("service.name".to_string(), "ignored".to_string()),
             ("k8s.cluster.name".to_string(), "east".to_string()),
-        ]);
+        ];
         let r = build_resource(&node, "reviews.default", &extra);
         let cases = [
             (
@@ -232,13 +231,13 @@ mod tests {
         for (key, want, why) in cases {
             assert_eq!(get(&r, key), want, "{key}: {why}");
         }
-        let canonical = build_resource(&node, "reviews", &BTreeMap::new());
+        let canonical = build_resource(&node, "reviews", &[]);
         assert_eq!(
             get(&canonical, "service.namespace"),
             Some("default"),
             "CANONICAL_NAME_ONLY: the namespace qualifies the name, as an OTel SDK's does"
         );
-        let empty = build_resource(&NodeInfo::default(), "istio-proxy", &BTreeMap::new());
+        let empty = build_resource(&NodeInfo::default(), "istio-proxy", &[]);
         assert_eq!(
             get(&empty, "k8s.namespace.name"),
             None,

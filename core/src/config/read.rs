@@ -14,7 +14,6 @@ use super::{
     WaypointSpans,
 };
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -102,21 +101,21 @@ impl<'a> Object<'a> {
         })
     }
 
-    /// A JSON object used as a map from names to values.
+    /// A JSON object used as a map from names to values: `(name, value)` pairs in the object's
+    /// order (serde_json's `Map` is sorted, keys once). A `Vec`, not a `BTreeMap`: the result is
+    /// only iterated, and each `BTreeMap` value type brought ~5 KB of tree code into the module.
     fn map<T>(
         &self,
         key: &str,
         value: &dyn Fn(&'a Value, &str) -> Result<T>,
-    ) -> Result<Option<BTreeMap<String, T>>> {
+    ) -> Result<Option<Vec<(String, T)>>> {
         self.read(key, &|v, path| {
             let map = v
                 .as_object()
                 .ok_or_else(|| expected(path, v, "an object"))?;
-            // Inserted one by one: collecting into a BTreeMap sorts first (the keys already come
-            // sorted) and brings a sort routine per value type into the module.
-            let mut out = BTreeMap::new();
+            let mut out = Vec::with_capacity(map.len());
             for (name, x) in map {
-                out.insert(name.clone(), value(x, &join(path, name))?);
+                out.push((name.clone(), value(x, &join(path, name))?));
             }
             Ok(out)
         })

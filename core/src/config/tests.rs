@@ -57,11 +57,14 @@ fn full_configuration_parses() {
     assert_eq!(c.tracing_service_name, ServiceNameMode::CanonicalNameOnly);
     assert_eq!(c.role, RoleSetting::Server);
     assert_eq!(
-        c.custom_tags["pod"],
-        CustomTag::Environment {
+        c.custom_tags
+            .iter()
+            .find(|(name, _)| name == "pod")
+            .map(|(_, tag)| tag),
+        Some(&CustomTag::Environment {
             name: "POD_NAME".into(),
             default_value: Some("unknown".into())
-        }
+        })
     );
     assert!(!c.sampling.trust_incoming);
     assert_eq!(c.sampling.rules.len(), 3);
