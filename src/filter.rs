@@ -23,7 +23,6 @@ use meshtrace_core::metrics::{Metric, Metrics};
 use meshtrace_core::node::NodeInfo;
 use meshtrace_core::tracer::{Pending, RequestState, Tracer};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// State shared by the root context and every request of one VM (one worker thread).
@@ -324,8 +323,58 @@ impl Request {
 /// only a skipped callback, not a trap.
 #[derive(Default)]
 struct Contexts {
-    roots: BTreeMap<u32, Root>,
-    requests: BTreeMap<u32, Request>,
+    roots: ById<Root>,
+    requests: ById<Request>,
+}
+
+/// Contexts by id: the ids in one dense list scanned linearly, the contexts beside them. A worker
+/// holds one root and its in-flight requests, so a scan of 4-byte ids costs what a tree lookup
+/// does; a `BTreeMap` per context type cost ~10 KB of module for it.
+struct ById<T> {
+    ids: Vec<u32>,
+    items: Vec<T>,
+}
+
+impl<T> Default for ById<T> {
+    fn default() -> Self {
+        ById {
+            ids: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl<T> ById<T> {
+    fn position(&self, id: u32) -> Option<usize> {
+        self.ids.iter().position(|&i| i == id)
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.position(id).and_then(|at| self.items.get(at))
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.position(id).and_then(|at| self.items.get_mut(at))
+    }
+
+    /// Replaces the context of a reused id, as the host starts it afresh.
+    fn insert(&mut self, id: u32, item: T) {
+        match self.position(id).and_then(|at| self.items.get_mut(at)) {
+            Some(slot) => *slot = item,
+            None => {
+                self.ids.push(id);
+                self.items.push(item);
+            }
+        }
+    }
+
+    /// Order is not kept: the last context takes the removed one's place.
+    fn remove(&mut self, id: u32) {
+        if let Some(at) = self.position(id) {
+            self.ids.swap_remove(at);
+            self.items.swap_remove(at);
+        }
+    }
 }
 
 thread_local! {
@@ -341,11 +390,11 @@ fn with_contexts<T: Default>(f: impl FnOnce(&mut Contexts) -> T) -> T {
 }
 
 fn with_root<T: Default>(id: u32, f: impl FnOnce(&mut Root) -> T) -> T {
-    with_contexts(|c| c.roots.get_mut(&id).map(f).unwrap_or_default())
+    with_contexts(|c| c.roots.get_mut(id).map(f).unwrap_or_default())
 }
 
 fn with_request(id: u32, f: impl FnOnce(&mut Request)) {
-    with_contexts(|c| c.requests.get_mut(&id).map(f));
+    with_contexts(|c| c.requests.get_mut(id).map(f));
 }
 
 /// A root context has no parent; an HTTP context's parent is its plugin's root.
@@ -355,7 +404,7 @@ pub fn on_context_create(context_id: u32, parent_id: u32) {
             c.roots.insert(context_id, Root::new());
         } else if let Some(request) = c
             .roots
-            .get(&parent_id)
+            .get(parent_id)
             .and_then(|root| root.create_http_context(context_id))
         {
             c.requests.insert(context_id, request);
@@ -405,13 +454,13 @@ pub fn on_log(context_id: u32) {
 
 /// A root may defer its deletion; any other context is done at once.
 pub fn on_done(context_id: u32) -> bool {
-    with_contexts(|c| c.roots.get_mut(&context_id).map(Root::on_done)).unwrap_or(true)
+    with_contexts(|c| c.roots.get_mut(context_id).map(Root::on_done)).unwrap_or(true)
 }
 
 pub fn on_delete(context_id: u32) {
     with_contexts(|c| {
-        c.roots.remove(&context_id);
-        c.requests.remove(&context_id);
+        c.roots.remove(context_id);
+        c.requests.remove(context_id);
     });
 }
 
