@@ -113,7 +113,7 @@ cmd_test() {
   cargo test --workspace
   say "core unit tests compiled to $WASM_TARGET, run under wasmtime"
   CARGO_TARGET_WASM32_WASIP1_RUNNER="$VENV/bin/python $ROOT/tests/wasi_runner.py" \
-    cargo test -p meshtrace-core --target "$WASM_TARGET"
+    cargo test -p meshtrace-core -p meshtrace-config --target "$WASM_TARGET"
   cmd_build
   # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
   # saturates a worker (tests/e2e/test_saturation.py).
@@ -131,12 +131,12 @@ cmd_unit() {
   done
   ensure_rust
   say "core unit and property tests (native)"
-  cargo test -p meshtrace-core "${args[@]}"
+  cargo test -p meshtrace-core -p meshtrace-config "${args[@]}"
   if $wasi; then
     ensure_venv
     say "core unit tests compiled to $WASM_TARGET, run under wasmtime"
     CARGO_TARGET_WASM32_WASIP1_RUNNER="$VENV/bin/python $ROOT/tests/wasi_runner.py" \
-      cargo test -p meshtrace-core --target "$WASM_TARGET" "${args[@]}"
+      cargo test -p meshtrace-core -p meshtrace-config --target "$WASM_TARGET" "${args[@]}"
   fi
 }
 

@@ -47,32 +47,30 @@ impl Rule {
 
     /// Whether this rule applies to the request.
     pub(super) fn matches(&self, request: &RequestInfo<'_>) -> bool {
-        self.matcher.matches(request)
+        rule_matches(&self.matcher, request)
     }
 }
 
-impl RuleMatch {
-    /// Every given condition must hold; an empty match matches every request.
-    pub(crate) fn matches(&self, request: &RequestInfo<'_>) -> bool {
-        let path = path_only(request.path);
-        self.method.as_deref().is_none_or(|m| m == request.method)
-            && self.path.as_ref().is_none_or(|p| match p {
-                PathMatch::Exact(e) => path == e,
-                PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            })
-            && self.host.as_deref().is_none_or(|h| {
-                // `reviews:9080` matches that port only; `reviews`, `::1` or `[::1]` any port.
-                let (want_host, want_port) = split_authority(h);
-                let (host, port) = split_authority(request.host);
-                host.eq_ignore_ascii_case(want_host) && want_port.is_none_or(|p| port == Some(p))
-            })
-            && self.headers.iter().all(|want| {
-                request
-                    .headers
-                    .get_all(&want.name)
-                    .any(|v| want.value.as_deref().is_none_or(|w| w == v))
-            })
-    }
+/// Every given condition of `rule` must hold; an empty match matches every request.
+pub(crate) fn rule_matches(rule: &RuleMatch, request: &RequestInfo<'_>) -> bool {
+    let path = path_only(request.path);
+    rule.method.as_deref().is_none_or(|m| m == request.method)
+        && rule.path.as_ref().is_none_or(|p| match p {
+            PathMatch::Exact(e) => path == e,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        })
+        && rule.host.as_deref().is_none_or(|h| {
+            // `reviews:9080` matches that port only; `reviews`, `::1` or `[::1]` any port.
+            let (want_host, want_port) = split_authority(h);
+            let (host, port) = split_authority(request.host);
+            host.eq_ignore_ascii_case(want_host) && want_port.is_none_or(|p| port == Some(p))
+        })
+        && rule.headers.iter().all(|want| {
+            request
+                .headers
+                .get_all(&want.name)
+                .any(|v| want.value.as_deref().is_none_or(|w| w == v))
+        })
 }
 
 pub(super) fn is_probe(request: &RequestInfo<'_>) -> bool {
@@ -110,7 +108,7 @@ mod tests {
         for (rule_host, authority, want, reason) in cases {
             let rule = RuleMatch { host: Some(rule_host.to_string()), ..RuleMatch::default() };
             let request = RequestInfo { method: "GET", path: "/", host: authority, headers: &headers };
-            assert_eq!(rule.matches(&request), want, "{reason}");
+            assert_eq!(rule_matches(&rule, &request), want, "{reason}");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Default OTLP/HTTP collector cluster, named the way Istio names outbound clusters, for the
 /// collector of the seed walkthrough (`opentelemetry-collector` in `observability`).
-pub(crate) const DEFAULT_COLLECTOR_CLUSTER: &str =
+pub const DEFAULT_COLLECTOR_CLUSTER: &str =
     "outbound|4318||opentelemetry-collector.observability.svc.cluster.local";
 
 /// Parsed, validated configuration. Built once per `on_configure` and shared, never cloned per
@@ -221,7 +221,7 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
-    pub(crate) fn matches(self, status: u16) -> bool {
+    pub fn matches(self, status: u16) -> bool {
         match self {
             StatusClass::Class(hundreds) => status / 100 == hundreds,
             StatusClass::Code(code) => status == code,
@@ -335,7 +335,7 @@ pub enum ContextValue {
 
 impl ContextValue {
     /// Every value, in the order they are published.
-    pub(crate) const ALL: [ContextValue; 5] = [
+    pub const ALL: [ContextValue; 5] = [
         ContextValue::TraceId,
         ContextValue::SpanId,
         ContextValue::ParentSpanId,
@@ -344,7 +344,7 @@ impl ContextValue {
     ];
 
     /// The name in `propagation.publishContext`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ContextValue::TraceId => "trace_id",
             ContextValue::SpanId => "span_id",
@@ -358,7 +358,7 @@ impl ContextValue {
     /// (envoy source/extensions/common/wasm/context.cc, `Context::setProperty`), which an access
     /// log reads as `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`. A path of two segments
     /// would be joined with a NUL byte into a key no format string can name.
-    pub(crate) fn property(self) -> &'static str {
+    pub fn property(self) -> &'static str {
         match self {
             ContextValue::TraceId => "meshtrace.trace_id",
             ContextValue::SpanId => "meshtrace.span_id",
@@ -444,7 +444,7 @@ impl Default for ExporterConfig {
 impl ExporterConfig {
     /// `:authority` for export requests: the configured one, else the host of an Istio-style
     /// cluster name (`outbound|4318||collector.ns.svc.cluster.local`), else the cluster name.
-    pub(crate) fn effective_authority(&self) -> &str {
+    pub fn effective_authority(&self) -> &str {
         if let Some(a) = &self.authority {
             return a;
         }

@@ -198,7 +198,7 @@ fn one_of<'a>(v: &'a Value, path: &str, known: &[&str]) -> Result<(&'a str, &'a 
 
 /// Protobuf-JSON durations as Istio writes them (`"5s"`, `"0.25s"`), plus `"250ms"`; at most a
 /// day. Integer arithmetic only: no float parsing in the plugin for this.
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let (number, unit_nanos) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1_000_000u64)
     } else if let Some(n) = s.strip_suffix('s') {
