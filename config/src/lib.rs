@@ -448,8 +448,10 @@ impl ExporterConfig {
         if let Some(a) = &self.authority {
             return a;
         }
-        match self.cluster.rsplit("||").next() {
-            Some(host) if !host.is_empty() && host != self.cluster => host,
+        // The text after the last `||`, by a plain scan (no substring-search code in the module).
+        let last = self.cluster.as_bytes().windows(2).rposition(|w| w == b"||");
+        match last.and_then(|i| self.cluster.get(i + 2..)) {
+            Some(host) if !host.is_empty() => host,
             _ => &self.cluster,
         }
     }

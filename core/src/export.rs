@@ -417,7 +417,11 @@ impl Exporter {
         let grpc_timeout;
         let mut headers = vec![(":method", "POST")];
         if grpc {
-            grpc_timeout = format!("{}m", self.timeout.as_millis());
+            // Milliseconds as u64: formatting the u128 `as_millis` brought u128 printing (1.4 KB).
+            grpc_timeout = format!(
+                "{}m",
+                u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+            );
             headers.extend([
                 (":path", GRPC_PATH),
                 (":authority", self.authority.as_str()),

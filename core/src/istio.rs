@@ -5,6 +5,7 @@
 //! `listener_waypoint.go` `buildWaypointInternal`: `inbound-vip|PORT|http|HOST`), and the
 //! endpoint metadata a waypoint's clusters carry (`istio.workload`).
 
+use crate::http::split_once_str;
 use crate::node::ListenerDirection;
 
 /// The direction of a sidecar listener from the name Istio gives the upstream cluster: inbound
@@ -109,8 +110,8 @@ pub(crate) fn parse_endpoint_workload(value: &str) -> Option<EndpointWorkload<'_
 /// in filter state `io.istio.peer_principal`: `pilot/pkg/xds/filters/filters.go`).
 pub(crate) fn parse_principal(principal: &str) -> Option<(&str, &str)> {
     let path = principal.strip_prefix("spiffe://")?;
-    let (_, rest) = path.split_once("/ns/")?;
-    let (namespace, account) = rest.split_once("/sa/")?;
+    let (_, rest) = split_once_str(path, "/ns/")?;
+    let (namespace, account) = split_once_str(rest, "/sa/")?;
     (!namespace.is_empty() && !account.is_empty() && !account.contains('/'))
         .then_some((namespace, account))
 }
@@ -123,8 +124,8 @@ pub(crate) fn peer_service(host: &str) -> Option<&str> {
     if host.is_empty() {
         return None;
     }
-    Some(match host.find(".svc.") {
-        Some(i) if host.get(..i).is_some_and(|s| s.contains('.')) => host.get(..i)?,
+    Some(match split_once_str(host, ".svc.") {
+        Some((name_ns, _)) if name_ns.contains('.') => name_ns,
         _ => host,
     })
 }

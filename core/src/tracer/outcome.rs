@@ -262,8 +262,12 @@ impl Tracer {
         Outcome {
             kind,
             status,
-            protocol_version: text(host.property(&["request", "protocol"]))
-                .map(|p| p.trim_start_matches("HTTP/").to_string()),
+            protocol_version: text(host.property(&["request", "protocol"])).map(|p| {
+                match p.strip_prefix("HTTP/") {
+                    Some(version) => version.to_string(),
+                    None => p,
+                }
+            }),
             route_name: if names_from_route && !sidecar_inbound {
                 text(xds.read(host, "route_name"))
             } else {

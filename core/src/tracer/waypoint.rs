@@ -164,7 +164,7 @@ fn read_destination(
         }
     }
     let host_name = parse_subset_key(upstream_cluster?)?.host;
-    let (service, namespace) = match host_name.split_once(".svc.") {
+    let (service, namespace) = match crate::http::split_once_str(host_name, ".svc.") {
         Some((name_ns, _)) => name_ns.split_once('.')?,
         None => (host_name, ""),
     };
