@@ -53,7 +53,7 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors (its own crate, `config/`, built for size) |
+//! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors (its own crate, `core/config/`, built for size) |
 //! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
 //! | [`istio`] | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough; ambient `inbound-vip|…`, `main_internal`, `encap`), endpoint `istio.workload`, SPIFFE principals, `peer.service`, Envoy's response flags |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
@@ -71,7 +71,7 @@
 // The map above links the crate-private steps of the lifecycle on purpose.
 #![allow(rustdoc::private_intra_doc_links)]
 
-/// The configuration contract lives in its own crate (`config/`), built for size: see its
+/// The configuration contract lives in its own crate (`core/config/`), built for size: see its
 /// `Cargo.toml`.
 pub use meshtrace_config as config;
 pub mod context;

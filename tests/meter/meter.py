@@ -34,7 +34,7 @@ from abi_host import Cost, Host, Stream  # noqa: E402
 BUDGET = Path(__file__).resolve().parent / "budget.json"
 WINDOW = 1000
 REQUEST_INTERVAL_NS = 1_000_000
-# exporter.flushInterval's default (config/src/lib.rs, ExporterConfig); no case changes it.
+# exporter.flushInterval's default (core/config/src/lib.rs, ExporterConfig); no case changes it.
 FLUSH_INTERVAL_MS = 1000
 # Fuel may grow this much over the measured figure before the gate fails; host calls not at all.
 FUEL_HEADROOM = 0.05

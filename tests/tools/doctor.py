@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PLUGIN_NAME = "meshtrace"
-# Mirrors the plugin's default exporter (config/src/lib.rs DEFAULT_COLLECTOR_CLUSTER).
+# Mirrors the plugin's default exporter (core/config/src/lib.rs DEFAULT_COLLECTOR_CLUSTER).
 DEFAULT_CLUSTER = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
