@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import (OUTBOUND, INBOUND, Node, Stack, Upstream, free_port, http_get, listener,
+from harness import (OUTBOUND, INBOUND, Node, RefusedPort, Stack, Upstream, free_port, http_get, listener,
                      plugin_filter, static_cluster, wasm_path)
 
 PORT = 9080
@@ -116,7 +116,7 @@ class Ambient:
         self.productpage = stack.upstream(forward_to=through_waypoint, headers={
             "host": f"{host_of('reviews')}:{PORT}",
             "x-test-peer-principal": PRINCIPAL.format(ns="default", sa="productpage")})
-        dead = free_port()  # ratings: nothing listens
+        dead = stack._own(RefusedPort()).port  # ratings: connection refused
         vhosts = [{"name": f"{host_of(s)}:{PORT}",
                    "domains": [host_of(s), f"{host_of(s)}:{PORT}", s, f"{s}:{PORT}"],
                    "routes": [{"name": "default", "match": {"prefix": "/"},

@@ -57,6 +57,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class RefusedPort:
+    """A loopback port that refuses connections while it is held: bound, never listening, so no
+    server started later in the run can take it (a port that was merely free once could be
+    handed out again)."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Polls `cond` until it returns something truthy; raises with `what` on timeout."""
     deadline = time.monotonic() + timeout

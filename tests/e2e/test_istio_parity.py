@@ -11,7 +11,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from harness import (INBOUND, OUTBOUND, Node, Sidecar, free_port, http_get, listener,
+from harness import (INBOUND, OUTBOUND, Node, RefusedPort, Sidecar, free_port, http_get, listener,
                      plugin_filter, routed_listener, static_cluster, wait_for_port, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -229,7 +229,7 @@ def rejecting(stack):
     app = stack.upstream()
     hanging = Hanging()
     stack._own(hanging)
-    closed_port = free_port()  # nothing listens: connection refused
+    closed_port = stack._own(RefusedPort()).port  # connection refused
     filt = plugin_filter(wasm_path(), ALL)
     rbac = {"name": "envoy.filters.http.rbac", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
