@@ -51,10 +51,20 @@ def rotel_bin() -> str:
     return str(Path(rotel.__file__).parent / "rotel-agent")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, never handed out twice in this run: the kernel
+    may offer a port it just gave (and we closed) again at once, and two listeners of one Envoy
+    on the same port stop it from starting."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class RefusedPort:
