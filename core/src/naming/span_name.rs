@@ -40,6 +40,9 @@ pub(crate) struct NameParts<'a> {
     pub grpc: bool,
     /// Envoy found no route (`NR`): the path is whatever a client or scanner sent.
     pub no_route: bool,
+    /// This proxy's own service (its canonical name), named for an inbound request whose
+    /// authority is an IP address rather than a host.
+    pub local_service: &'a str,
 }
 
 /// Segments of a path kept by `templatedPath`; deeper paths end in `/*`.
@@ -97,22 +100,41 @@ fn istio_operation(parts: &NameParts<'_>) -> Option<String> {
     match key {
         Some(k) if !k.host.is_empty() => Some(format!("{}:{}/*", k.host, k.port)),
         _ if authority_host.is_empty() => None,
-        key => {
-            let port = authority_port.or(key.map(|k| k.port));
-            let mut name = String::with_capacity(64);
-            name.push_str(authority_host);
-            if !authority_host.contains('.') && !parts.dns_domain.is_empty() {
-                name.push('.');
-                name.push_str(parts.dns_domain);
-            }
-            if let Some(port) = port {
-                name.push(':');
-                name.push_str(&port.to_string());
-            }
-            name.push_str("/*");
-            Some(name)
-        }
+        // An inbound request addressed to an IP (a pod IP, a gateway's rewritten upstream, a
+        // probe): Istio names inbound routes after the service, never the address, and one name
+        // per pod IP would be a name per pod. This proxy's service and the cluster's port.
+        Some(k) if is_ip_literal(authority_host) && !parts.local_service.is_empty() => Some(
+            qualified(parts.local_service, parts.dns_domain, Some(k.port)),
+        ),
+        key => Some(qualified(
+            authority_host,
+            parts.dns_domain,
+            authority_port.or(key.map(|k| k.port)),
+        )),
     }
+}
+
+/// An IPv4 or IPv6 literal (`split_authority` leaves IPv6 without brackets), not a host name.
+fn is_ip_literal(host: &str) -> bool {
+    host.contains(':')
+        || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+}
+
+/// `host[.domain][:port]/*`: a short host qualified with the mesh domain, the way Istio names a
+/// service (`reviews` → `reviews.default.svc.cluster.local`).
+fn qualified(host: &str, dns_domain: &str, port: Option<u16>) -> String {
+    let mut name = String::with_capacity(64);
+    name.push_str(host);
+    if !host.contains('.') && !dns_domain.is_empty() {
+        name.push('.');
+        name.push_str(dns_domain);
+    }
+    if let Some(port) = port {
+        name.push(':');
+        name.push_str(&port.to_string());
+    }
+    name.push_str("/*");
+    name
 }
 
 /// `{METHOD} {path}` with id-like segments replaced by `{id}`, at most
@@ -200,7 +222,7 @@ mod tests {
         let p = |mode, cluster, authority, path, route, grpc, no_route| {
             let parts = NameParts {
                 method: "GET", path, authority, route_name: route, upstream_cluster: cluster,
-                dns_domain: "default.svc.cluster.local", grpc, no_route,
+                dns_domain: "default.svc.cluster.local", grpc, no_route, local_service: "productpage",
             };
             span_name(mode, &parts, 128)
         };
@@ -208,6 +230,9 @@ mod tests {
             (p(Istio, out,  "reviews:9080", "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "outbound: the cluster's host and port"),
             (p(Istio, inb,  "reviews:9080", "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "inbound: the authority, qualified"),
             (p(Istio, inb,  "reviews",      "/r/1", None, false, false),             "reviews.default.svc.cluster.local:9080/*", "inbound without port: the cluster's"),
+            (p(Istio, inb,  "10.1.2.3:55097", "/r/1", None, false, false),           "productpage.default.svc.cluster.local:9080/*", "inbound to an IP: this proxy's service, the cluster's port"),
+            (p(Istio, inb,  "[fd00::7]:9080", "/r/1", None, false, false),           "productpage.default.svc.cluster.local:9080/*", "inbound to an IPv6 literal too"),
+            (p(Istio, out,  "10.1.2.3:9080", "/r/1", None, false, false),            "reviews.default.svc.cluster.local:9080/*", "outbound: the cluster names the service"),
             (p(Istio, None, "",             "/r/1", None, false, false),             "GET",                                      "nothing known: the method"),
             (p(Istio, out,  "x",            "/scan/9f8e7d", None, false, true),      "GET",                                      "no route: never the path"),
             (p(TemplatedPath, None, "x",    "/scan/abc-def", None, false, true),     "GET",                                      "no route in templatedPath too"),

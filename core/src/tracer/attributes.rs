@@ -111,6 +111,7 @@ impl Tracer {
             dns_domain: self.node.dns_domain(),
             grpc: outcome.grpc.is_some(),
             no_route: outcome.no_route(),
+            local_service: self.node.label(LABEL_CANONICAL_NAME).unwrap_or(""),
         };
         span_name(
             self.config.span_name,
