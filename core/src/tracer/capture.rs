@@ -8,6 +8,7 @@
 //! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
 //! outcome, and its start from Envoy's `request.time` when the clock was not read.
 
+use super::outcome::int_property;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
 use crate::headers::HeaderMap;
@@ -155,13 +156,6 @@ impl Tracer {
             is_client: &|| self.read_kind(host).0 == SpanKind::Client,
         })
     }
-}
-
-/// An integer, timestamp or duration property: Envoy serialises them as 8 little-endian bytes
-/// (`serializeValue` in `source/extensions/common/wasm/context.cc`; timestamps as Unix nanos).
-fn int_property(host: &dyn Host, path: &[&str]) -> Option<i64> {
-    let bytes: [u8; 8] = host.property(path)?.try_into().ok()?;
-    Some(i64::from_le_bytes(bytes))
 }
 
 #[cfg(test)]

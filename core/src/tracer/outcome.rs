@@ -167,10 +167,18 @@ impl Outcome {
     }
 }
 
-/// Reads an int64 property (the ABI's 8-byte little-endian form).
-fn int_property(bytes: Option<Vec<u8>>) -> Option<i64> {
-    let bytes = <[u8; 8]>::try_from(bytes?.as_slice()).ok()?;
+/// An integer, timestamp or duration property: Envoy serialises them as 8 little-endian bytes
+/// (`serializeValue` in `source/extensions/common/wasm/context.cc`; timestamps as Unix nanos).
+pub(super) fn int_property(host: &dyn Host, path: &[&str]) -> Option<i64> {
+    let bytes: [u8; 8] = host.property(path)?.try_into().ok()?;
     Some(i64::from_le_bytes(bytes))
+}
+
+/// A string property; absent when empty or not UTF-8.
+fn text(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
 }
 
 impl Tracer {
@@ -198,10 +206,7 @@ impl Tracer {
     /// `upstream_cluster`).
     pub(super) fn read_kind(&self, host: &dyn Host) -> (SpanKind, Option<String>) {
         let xds = self.node.xds;
-        let upstream_cluster = xds
-            .read(host, "cluster_name")
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty());
+        let upstream_cluster = text(xds.read(host, "cluster_name"));
         let kind = self.kind(|| {
             cluster_direction(upstream_cluster.as_deref())
                 .unwrap_or_else(|| ListenerDirection::read(host, xds))
@@ -225,11 +230,6 @@ impl Tracer {
     /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
     pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
         let xds = self.node.xds;
-        let text = |bytes: Option<Vec<u8>>| {
-            bytes
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| !s.is_empty())
-        };
         let (kind, upstream_cluster) = self.read_kind(host);
         let sidecar_inbound = kind == SpanKind::Server && self.node.is_sidecar();
         let peers = self
@@ -250,7 +250,7 @@ impl Tracer {
             .get("content-type")
             .is_some_and(is_grpc_content_type)
             .then(|| {
-                let status = int_property(host.property(&["response", "grpc_status"]))
+                let status = int_property(host, &["response", "grpc_status"])
                     .and_then(|c| u32::try_from(c).ok());
                 let message = status.filter(|c| *c != GRPC_OK).and_then(|_| {
                     host.response_trailer("grpc-message")
@@ -278,7 +278,7 @@ impl Tracer {
             } else {
                 None
             },
-            response_flags: int_property(host.property(&["response", "flags"]))
+            response_flags: int_property(host, &["response", "flags"])
                 .and_then(|f| u64::try_from(f).ok())
                 .unwrap_or(0),
             grpc,
@@ -293,12 +293,12 @@ impl Tracer {
                 headers
                     .get("content-length")
                     .and_then(|v| v.trim().parse().ok())
-                    .or_else(|| int_property(host.property(&["request", "size"])))
+                    .or_else(|| int_property(host, &["request", "size"]))
             } else {
                 None
             },
             response_size: if compat {
-                int_property(host.property(&["response", "size"]))
+                int_property(host, &["response", "size"])
             } else {
                 None
             },
