@@ -11,8 +11,9 @@ from concurrent import futures
 import grpc
 import pytest
 
-from harness import (INBOUND, OUTBOUND, Node, RefusedPort, Sidecar, free_port, http_get, listener,
-                     plugin_filter, routed_listener, static_cluster, wait_for_port, wasm_path)
+from helpers.harness import (INBOUND, OUTBOUND, Node, RefusedPort, Sidecar, free_port, http_get,
+                             listener, plugin_filter, routed_listener, static_cluster,
+                             wait_for_port, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

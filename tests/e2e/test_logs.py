@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import (INBOUND, ROOT, Node, Stack, file_access_log, http_get, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, ROOT, Node, Stack, file_access_log, http_get, listener,
+                             plugin_filter, static_cluster, wait_until, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
