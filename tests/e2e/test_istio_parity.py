@@ -397,7 +397,7 @@ def test_kiali_finds_every_span_of_its_workload(stack, grpc_mesh):
 
 # ---------------------------------------------------------------------------------------------
 # 6. One service, one name: the namespace is never counted twice, and an app's OTel SDK set up
-#    as the README says names the same service.
+#    as docs/spans.md says names the same service.
 
 @pytest.mark.parametrize("mode,name,namespace", [
     ("APP_LABEL_AND_NAMESPACE", "reviews.default", None),

@@ -26,7 +26,7 @@ DOWN = "outbound|9080||down.default.svc.cluster.local"
 
 def recipe() -> dict:
     """The chart's access-log recipe (deploy/meshtrace/values.yaml `accessLogging.file`): the text
-    line and the JSON labels the README tells users to configure."""
+    line and the JSON labels docs/configuration.md tells users to configure."""
     values = yaml.safe_load((ROOT / "deploy" / "meshtrace" / "values.yaml").read_text())
     return values["accessLogging"]["file"]
 
