@@ -3,7 +3,7 @@ build.sh does the same for the scripts it runs):
 
 - harness.py   a Stack of local Envoys, apps and a rotel collector on 127.0.0.1 (e2e, demo, bench)
 - chain.py     a chain of sidecars (gateway -> a -> b -> c) for the capture tests
-- ambient.py   an ambient mesh: ztunnel-less waypoint in front of services
+- ambient.py   an ambient mesh of real Envoys: a waypoint in front of the apps, no sidecars
 - load.py      an Envoy under load: direct-response upstream, wrk (bench, saturation test)
 - abi_host.py  a proxy-wasm ABI host on wasmtime that meters the plugin (meter, ABI tests)
 - scenarios.py what the plugin sees in a sidecar and a waypoint, for the ABI host
