@@ -1023,3 +1023,83 @@ fn a_captured_error_at_a_waypoint_gives_the_pair_too() {
     assert_eq!(client.status, StatusCode::Error, "and the source's");
     assert_eq!(attr(client, "meshtrace.capture").as_deref(), Some("error"));
 }
+
+/// Every attribute of a gateway's spans, in the order they are written: the order of importance
+/// under `limits.maxAttributes` (HTTP conventions, RPC, Istio's tags, its duplicates, the custom
+/// tags); the CLIENT child has the upstream's tags, not the request's own.
+#[test]
+#[rustfmt::skip]
+fn attributes_are_written_convention_by_convention_in_order_of_importance() {
+    let gateway = |json: &str| {
+        let mut t = tracer(json);
+        t.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+        Tracer::new(t.config.clone(), t.node.clone(), &|_| None)
+    };
+    let config = r#"{"randomSamplingPercentage": 100, "customTags": {
+        "team": {"literal": {"value": "books"}},
+        "tenant": {"header": {"name": "x-tenant", "defaultValue": "none"}}}}"#;
+    let finish = |t: &Tracer| {
+        let host = MockHost::new()
+            .with_header(":method", "POST")
+            .with_header(":path", "/shop.Cart/Add?x=1")
+            .with_header(":authority", "cart:9080")
+            .with_header(":scheme", "http")
+            .with_header("content-type", "application/grpc")
+            .with_header("grpc-timeout", "1S")
+            .with_header("user-agent", "grpc-go/1.60")
+            .with_header("x-forwarded-for", "203.0.113.7, 10.0.0.2")
+            .with_header("x-envoy-downstream-service-cluster", "gw");
+        let active = request(&host, t).unwrap();
+        let outcome = Outcome {
+            kind: SpanKind::Server,
+            status: Some(200),
+            protocol_version: Some("2".into()),
+            upstream_cluster: Some("outbound|9080||cart.shop.svc.cluster.local".into()),
+            grpc: Some(GrpcOutcome {
+                status: Some(14),
+                message: Some("backend down".into()),
+            }),
+            downstream_address: Some("10.0.0.2:51234".into()),
+            upstream_address: Some("10.0.0.9:9080".into()),
+            request_size: Some(12),
+            response_size: Some(34),
+            ..Outcome::default()
+        };
+        t.finish(active, outcome, 1_700_000_000_000_500_000)
+    };
+    let keys = |s: &Span| s.attributes.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    let http = [
+        "http.request.method", "url.path", "url.query", "url.scheme", "server.address",
+        "server.port", "http.response.status_code", "network.protocol.version",
+        "user_agent.original", "error.type", "network.peer.address", "network.peer.port",
+    ];
+    let rpc = [
+        "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "grpc.status_code",
+        "grpc.message",
+    ];
+    let istio = [
+        "istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
+        "istio.cluster_id", "node_id", "zone", "component", "response_flags", "upstream_cluster",
+        "upstream_cluster.name", "upstream_address", "guid:x-request-id",
+    ];
+    let duplicates = ["http.status_code", "http.protocol", "error", "peer.address"];
+    let request_duplicates = [
+        "http.method", "http.url", "user_agent", "request_size", "http.request.body.size",
+        "response_size", "http.response.body.size", "grpc.path", "grpc.authority",
+        "grpc.content_type", "grpc.timeout",
+    ];
+    let custom = ["team", "tenant"];
+    let finished = finish(&gateway(config));
+    let server = [
+        &http[..], &["client.address"], &rpc, &istio, &["downstream_cluster"], &duplicates,
+        &request_duplicates, &custom,
+    ];
+    assert_eq!(keys(&finished.span), server.concat(), "the SERVER span");
+    let client = [&http[..], &["url.full", "peer.service"], &rpc, &istio, &duplicates, &custom];
+    assert_eq!(keys(finished.upstream.as_ref().unwrap()), client.concat(), "its CLIENT child");
+
+    let limited = config.replacen('{', r#"{"limits": {"maxAttributes": 14},"#, 1);
+    let span = finish(&gateway(&limited)).span;
+    assert_eq!(keys(&span), server.concat()[..14], "the first ones kept");
+    assert_eq!(span.dropped_attributes as usize, server.concat().len() - 14, "the rest counted");
+}
