@@ -64,6 +64,7 @@
 //! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | [`http`] | one parser of `:authority` and `:path` for rules and attributes |
+//! | [`grpc`] | which requests are gRPC (Envoy's test) and what their status codes mean, for the span's status, `error.type`, Envoy's `error` tag and error capture |
 //! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs` |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
@@ -81,6 +82,7 @@ pub use meshtrace_config as config;
 pub(crate) mod clock;
 pub mod context;
 pub mod export;
+pub(crate) mod grpc;
 pub mod headers;
 pub mod host;
 pub(crate) mod http;
