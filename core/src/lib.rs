@@ -65,7 +65,7 @@
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | [`http`] | one parser of `:authority` and `:path` for rules and attributes |
 //! | [`grpc`] | which requests are gRPC (Envoy's test) and what their status codes mean, for the span's status, `error.type`, Envoy's `error` tag and error capture |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs` |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs`, their tests beside it (`tracer/waypoint/tests.rs`, as `tracer/capture/tests.rs`) |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
 //! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); export as OpenTelemetry's SDK divides it: the `Exporter` (the batch span processor: schedule, retirement) over a queue (`export/queue.rs`: sampled and captured lanes and their bytes, batching), a sender (`export/sender.rs`: in flight, retries, back-off, answers), settings derived once (`export/settings.rs`) and the cache of peer resources (`export/resources.rs`) |
