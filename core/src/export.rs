@@ -5,19 +5,20 @@
 //!
 //! Tracing must never hurt traffic, so nothing here blocks a request or grows without bound:
 //! the queue drops its oldest spans when full, at most [`sender::MAX_IN_FLIGHT`] requests are
-//! outstanding, at most [`sender::MAX_RETRY_BATCHES`] batches wait for a retry, and every span that does
-//! not reach the collector is counted by reason.
+//! outstanding, at most [`sender::MAX_RETRY_BATCHES`] batches wait for a retry, and every span
+//! that does not reach the collector is counted by reason.
 //!
 //! The parts, as OpenTelemetry's SDK divides them (its batch span processor owns the queue and
 //! the schedule, its exporter sends a batch and reports how it went):
 //!
 //! ```text
-//!  Tracer::end ─ span ─▶ Exporter (the processor: when a batch leaves; retirement)
-//!                          │ encode once (otlp::BatchEncoder; PeerResources: other services' resources)
+//!  Tracer::end ─ span ─▶ Exporter: the processor (when a batch leaves; retirement)
+//!                          │ encoded once (otlp::BatchEncoder; PeerResources: the
+//!                          │ resources of other services)
 //!                          ▼
 //!                        SpanQueue ── next_batch ──▶ Sender ── Host::dispatch ──▶ collector
-//!                        (sampled lane, captured      (in flight, retries, back-off,
-//!                         lane, their bytes)           answers: ExportResponse)
+//!                        (sampled lane, captured      (in flight, retries,
+//!                         lane, their bytes)           back-off, ExportResponse)
 //! ```
 //!
 //! [`ExportSettings`] are derived once per configuration and read by all three.

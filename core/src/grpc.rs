@@ -1,5 +1,5 @@
 //! gRPC as a proxy sees it: which requests are gRPC, and what their status codes mean
-//! (`grpc/doc/statuscodes.md`) — one place for the tracer's span status, its `error.type`, Envoy's
+//! (`grpc/doc/statuscodes.md`) — one place for the span's status, its `error.type`, Envoy's
 //! `error` tag and error capture.
 
 /// The status of a successful call.
@@ -32,7 +32,8 @@ pub(crate) fn code_name(code: u32) -> Option<&'static str> {
 
 /// Is a request gRPC? Envoy's test (`source/common/grpc/common.cc`,
 /// `Grpc::Common::isGrpcRequestHeaders`): `content-type` `application/grpc`, or a `+codec` /
-/// `;parameter` form of it — not `application/grpc-web`, which Envoy's gRPC-Web filter translates.
+/// `;parameter` form of it — not `application/grpc-web`, which Envoy's gRPC-Web filter
+/// translates.
 pub(crate) fn is_grpc_content_type(content_type: &str) -> bool {
     content_type
         .strip_prefix("application/grpc")
@@ -88,7 +89,8 @@ mod tests {
             (17, false, false, None),
         ];
         for (code, fault, envoy, name) in cases {
-            assert_eq!((is_server_fault(code), is_envoy_error(code), code_name(code)), (fault, envoy, name), "code {code}");
+            let got = (is_server_fault(code), is_envoy_error(code), code_name(code));
+            assert_eq!(got, (fault, envoy, name), "code {code}");
         }
     }
 }
