@@ -99,6 +99,22 @@ cmd_build() {
   size=$(stat -c %s "$DIST/meshtrace.wasm")
   sha=$(sha256sum "$DIST/meshtrace.wasm" | cut -d' ' -f1)
   echo "dist/meshtrace.wasm  $size bytes  sha256:$sha"
+  build_native
+}
+
+# The native adapter (native/, an Envoy dynamic module): its own profile, `native` (panic =
+# "unwind", so each exported hook can catch a panic), copied to the name Envoy looks for:
+# dynamic_module_config.name meshtrace -> libmeshtrace.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+build_native() {
+  say "building the native adapter (profile native)"
+  MESHTRACE_GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+    cargo build --quiet --profile native -p meshtrace-native
+  mkdir -p "$DIST"
+  cp target/native/libmeshtrace_native.so "$DIST/libmeshtrace.so"
+  local size sha
+  size=$(stat -c %s "$DIST/libmeshtrace.so")
+  sha=$(sha256sum "$DIST/libmeshtrace.so" | cut -d' ' -f1)
+  echo "dist/libmeshtrace.so  $size bytes  sha256:$sha"
 }
 
 cmd_test() {

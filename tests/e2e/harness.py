@@ -36,6 +36,51 @@ def wasm_path() -> Path:
     return p
 
 
+# Which adapter `plugin_filter` renders: "wasm" (the WasmPlugin) or "native" (the dynamic module,
+# dist/libmeshtrace.so). `MESHTRACE_ADAPTER=native ./build.sh e2e FILE` runs a file on the native
+# adapter; `./build.sh test` runs the files of NATIVE_E2E (build.sh) on both.
+ADAPTER = os.environ.get("MESHTRACE_ADAPTER", "wasm")
+# Where dynamic modules are looked up (Envoy `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
+NATIVE_DIR = Path(os.environ.get("MESHTRACE_NATIVE_DIR", ROOT / "dist"))
+# The stats namespace Envoy puts a module's stats under: `wasmcustom` for Wasm, the
+# DynamicModuleFilter's `metrics_namespace` (default `dynamicmodulescustom`) for a dynamic
+# module; Prometheus output drops either prefix, so scraped names are the same.
+NATIVE_STATS_NAMESPACE = "dynamicmodulescustom"
+
+
+def native_module_path() -> Path:
+    p = NATIVE_DIR / "libmeshtrace.so"
+    if not p.is_file():
+        raise RuntimeError(f"{p} is missing: build the native adapter first (./build.sh build)")
+    return p
+
+
+def native_filter(plugin_config: dict[str, Any] | str) -> dict:
+    """The native adapter exactly as its contract states (issue 23, docs/native.md): the
+    dynamic-modules HTTP filter loading `libmeshtrace.so` by name, the same JSON `pluginConfig`
+    as a `google.protobuf.StringValue`."""
+    native_module_path()
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "meshtrace"},
+            "filter_name": "meshtrace",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": value},
+        },
+    }
+
+
+def stat_name(name: str) -> str:
+    """A stat named as the Wasm plugin's (`wasmcustom.meshtrace_…`), as the adapter under test
+    names it."""
+    if ADAPTER == "native" and name.startswith("wasmcustom."):
+        return NATIVE_STATS_NAMESPACE + name[len("wasmcustom"):]
+    return name
+
+
 def envoy_bin() -> str:
     env = os.environ.get("ENVOY_BIN")
     if env:
@@ -506,6 +551,8 @@ def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = 
     `google.protobuf.StringValue`, fail-open. `host_env_keys` is what Istio renders from
     `spec.vmConfig.env` entries with `valueFrom: HOST` (pilot/pkg/model/extensions.go
     `buildVMConfig`): the only host variables the VM can read."""
+    if ADAPTER == "native":
+        return native_filter(plugin_config)
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     vm_config: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": str(wasm)}}}
@@ -620,7 +667,8 @@ class Envoy:
              "--use-dynamic-base-id", "-l", log_level, "--disable-hot-restart",
              *(extra_args or [])],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **env} if env else None)
+            env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR),
+                 **(env or {})})
         if wait_ready:
             self.wait_ready()
 
@@ -650,6 +698,15 @@ class Envoy:
         raise RuntimeError("no VmRSS in /proc status")
 
     def stats(self, filter_: str = "") -> dict[str, int]:
+        """Stats matching `filter_`; a `wasmcustom.` name is the native adapter's own under its
+        namespace when the native adapter is under test (`stat_name`), and keyed as asked."""
+        native = stat_name(filter_)
+        if native != filter_:
+            return {k.replace(NATIVE_STATS_NAMESPACE + ".", "wasmcustom.", 1): v
+                    for k, v in self._stats(native).items()}
+        return self._stats(filter_)
+
+    def _stats(self, filter_: str) -> dict[str, int]:
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()

@@ -1,0 +1,462 @@
+//! The core's [`Host`] over the dynamic-module ABI, in its two places:
+//!
+//! - [`StreamHost`], on a worker thread, inside one stream's event hook: headers, filter state,
+//!   end-of-stream attributes. Its counters go to the configuration's atomic tallies
+//!   ([`crate::filter::Shared::tallies`]), never to Envoy: the request path makes no stats call.
+//! - [`ConfigHost`], on the main thread (configuration, scheduler, callout answers): defines the
+//!   stats, hands the tallies and its own counts to Envoy, sends export batches as
+//!   configuration-level callouts (they outlive any stream).
+//!
+//! A failed or refused callback means "absent" (the core degrades), never a panic.
+
+use crate::abi::{self, EnvoyBuffer, ModuleBuffer, ModuleHeader};
+use crate::filter::Shared;
+use crate::node::Node;
+use meshtrace_core::headers::{self, HeaderMap};
+use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Filter state keys: the Wasm plugin's `set_property("meshtrace.trace_id")` is stored by Envoy
+/// as `wasm.meshtrace.trace_id` (Envoy `source/extensions/common/wasm/context.cc`,
+/// `Context::setProperty`: `WasmStateKeyPrefix`); the native adapter writes that same key, so
+/// `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%` reads the same in either. Envoy stores the
+/// bytes as a `Router::StringAccessorImpl` (`abi_impl.cc`,
+/// `envoy_dynamic_module_callback_http_set_filter_state_bytes`), whose PLAIN serialization is
+/// the string itself.
+const FILTER_STATE_PREFIX: &str = "wasm.";
+
+pub fn now_unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The host inside one stream's event hook.
+pub struct StreamHost<'a> {
+    pub filter: abi::FilterEnvoyPtr,
+    pub shared: &'a Shared,
+}
+
+impl StreamHost<'_> {
+    fn header(&self, map: u32, name: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::empty();
+        // SAFETY: `filter` is the stream's pointer, valid during this event hook; Envoy writes
+        // one buffer into `value` and reads `name` only during the call.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                self.filter,
+                map,
+                ModuleBuffer::of(name.as_bytes()),
+                &mut value,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        // SAFETY: Envoy's buffer, valid until the end of this hook.
+        unsafe { abi::envoy_str(value.ptr, value.len) }
+    }
+
+    fn set_header(&self, map: u32, name: &str, value: Option<&str>) {
+        let value = value.map_or(ModuleBuffer::null(), |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: the stream's pointer; both buffers are read during the call only.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                map,
+                ModuleBuffer::of(name.as_bytes()),
+                value,
+            );
+        }
+    }
+
+    pub fn attr_string(&self, id: u32) -> Option<String> {
+        let mut value = EnvoyBuffer::empty();
+        // SAFETY: the stream's pointer; Envoy writes one buffer.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                id,
+                &mut value,
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        // SAFETY: Envoy's buffer, valid until the end of this hook.
+        unsafe { abi::envoy_str(value.ptr, value.len) }.filter(|s| !s.is_empty())
+    }
+
+    pub fn attr_int(&self, id: u32) -> Option<i64> {
+        let mut value = 0u64;
+        // SAFETY: the stream's pointer; Envoy writes one u64.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(
+                self.filter,
+                id,
+                &mut value,
+            )
+        };
+        (ok != 0).then(|| i64::try_from(value).unwrap_or(i64::MAX))
+    }
+
+    fn host_metadata(&self, ns: &str, key: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::empty();
+        // SAFETY: the stream's pointer; Envoy writes one buffer.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_metadata_string(
+                self.filter,
+                abi::metadata_source::HOST,
+                ModuleBuffer::of(ns.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                &mut value,
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        // SAFETY: Envoy's buffer, valid until the end of this hook.
+        unsafe { abi::envoy_str(value.ptr, value.len) }
+    }
+
+    fn filter_state(&self, key: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::empty();
+        // SAFETY: the stream's pointer; Envoy writes one buffer.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(key.as_bytes()),
+                &mut value,
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        // SAFETY: Envoy's buffer, valid until the end of this hook.
+        unsafe { abi::envoy_str(value.ptr, value.len) }
+    }
+}
+
+fn int_bytes(v: i64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+/// `xds.node.*` (or `node.*`) from the process's node ([`Node`]).
+fn node_property(rest: &[&str]) -> Option<Vec<u8>> {
+    let node = Node::get();
+    let text = match rest {
+        ["id"] => Some(node.id.clone()),
+        ["locality", "zone"] => Some(node.zone.clone()),
+        ["metadata", "LABELS", label] => node.label(label),
+        ["metadata", key] => node.metadata(key),
+        _ => None,
+    }?;
+    (!text.is_empty()).then(|| text.into_bytes())
+}
+
+impl Host for StreamHost<'_> {
+    fn now_unix_nanos(&self) -> u64 {
+        now_unix_nanos()
+    }
+
+    fn request_headers(&self) -> HeaderMap {
+        let map = abi::header_type::REQUEST_HEADER;
+        // SAFETY: the stream's pointer.
+        let count =
+            unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, map) };
+        // A request has at most Envoy's header count limit (100 by default, 8192 at most):
+        // a count beyond is not believed.
+        if count == 0 || count > MAX_HEADERS {
+            return HeaderMap::new();
+        }
+        let mut pairs = vec![abi::EnvoyHeader::empty(); count];
+        // SAFETY: `pairs` holds `count` entries, the size Envoy reported.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers(
+                self.filter,
+                map,
+                pairs.as_mut_ptr(),
+            )
+        };
+        if ok == 0 {
+            return HeaderMap::new();
+        }
+        let mut text: Vec<(&[u8], &[u8])> = Vec::with_capacity(count);
+        for h in &pairs {
+            // SAFETY: Envoy's buffers, valid until the end of this hook.
+            let (Some(k), Some(v)) = (unsafe { abi::envoy_bytes(h.key_ptr, h.key_len) }, unsafe {
+                abi::envoy_bytes(h.value_ptr, h.value_len)
+            }) else {
+                continue;
+            };
+            text.push((k, v));
+        }
+        HeaderMap::from_serialized_vec(headers::serialize(&text))
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.set_header(abi::header_type::REQUEST_HEADER, name, value);
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.header(abi::header_type::RESPONSE_HEADER, name)
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) {
+        self.set_header(abi::header_type::RESPONSE_HEADER, name, Some(value));
+    }
+
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        self.header(abi::header_type::RESPONSE_TRAILER, name)
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        use abi::attribute as a;
+        let text = |id| self.attr_string(id).map(String::into_bytes);
+        let int = |id| self.attr_int(id).map(int_bytes);
+        match path {
+            ["xds", "node", rest @ ..] | ["node", rest @ ..] => node_property(rest),
+            ["xds", "listener_direction"] => int(a::XDS_LISTENER_DIRECTION),
+            ["xds", "cluster_name"] => text(a::XDS_CLUSTER_NAME),
+            ["xds", "route_name"] => text(a::XDS_ROUTE_NAME),
+            ["xds", "upstream_host_metadata", "filter_metadata", ns, key] => {
+                self.host_metadata(ns, key).map(String::into_bytes)
+            }
+            ["request", "protocol"] => text(a::REQUEST_PROTOCOL),
+            ["request", "size"] => int(a::REQUEST_SIZE),
+            ["request", "time"] => int(a::REQUEST_TIME),
+            ["response", "code"] => int(a::RESPONSE_CODE),
+            ["response", "code_details"] => text(a::RESPONSE_CODE_DETAILS),
+            ["response", "flags"] => int(a::RESPONSE_FLAGS),
+            ["response", "grpc_status"] => int(a::RESPONSE_GRPC_STATUS),
+            ["response", "size"] => int(a::RESPONSE_SIZE),
+            ["source", "address"] => text(a::SOURCE_ADDRESS),
+            ["upstream", "address"] => text(a::UPSTREAM_ADDRESS),
+            ["filter_state", key] => self.filter_state(key).map(String::into_bytes),
+            _ => None,
+        }
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) {
+        let mut key = String::with_capacity(FILTER_STATE_PREFIX.len() + name.len());
+        key.push_str(FILTER_STATE_PREFIX);
+        key.push_str(name);
+        // SAFETY: the stream's pointer; both buffers are copied by Envoy during the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value),
+            );
+        }
+    }
+
+    /// Export leaves from the main thread ([`ConfigHost`]); a stream never sends.
+    fn dispatch(&self, _call: Outgoing<'_>) -> Result<u32, HostError> {
+        Err(HostError::BAD_ARGUMENT)
+    }
+
+    fn define_metric(&self, _kind: MetricKind, _name: &str) -> Result<u32, HostError> {
+        Err(HostError::BAD_ARGUMENT)
+    }
+
+    /// Counted in the configuration's atomic tally; the main thread hands it to Envoy.
+    fn increment_metric(&self, id: u32, delta: i64) {
+        if let Some(tally) = self.shared.tallies.get(id as usize) {
+            tally.fetch_add(u64::try_from(delta).unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    fn record_metric(&self, _id: u32, _value: u64) {}
+}
+
+/// Envoy's default limit of request headers is 100 (`max_headers_count`), configurable up to
+/// a few thousand; a count beyond this is taken as a broken answer.
+pub const MAX_HEADERS: usize = 16 * 1024;
+
+/// One defined stat: its kind and Envoy's id for it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyStat {
+    pub kind: MetricKind,
+    pub id: usize,
+}
+
+/// The host on the main thread, for one configuration.
+pub struct ConfigHost {
+    pub config: abi::ConfigEnvoyPtr,
+    /// Stats by the core's metric id (the index), `None` where Envoy refused one.
+    pub stats: RefCell<Vec<Option<EnvoyStat>>>,
+    /// Callouts in flight: Envoy's callout id and the core's token for it.
+    pub callouts: RefCell<Vec<(u64, u32)>>,
+    next_token: std::cell::Cell<u32>,
+}
+
+impl ConfigHost {
+    pub fn new(config: abi::ConfigEnvoyPtr) -> ConfigHost {
+        ConfigHost {
+            config,
+            stats: RefCell::new(Vec::new()),
+            callouts: RefCell::new(Vec::new()),
+            next_token: std::cell::Cell::new(1),
+        }
+    }
+
+    /// The core's token for Envoy's callout id, forgotten once answered.
+    pub fn take_token(&self, callout_id: u64) -> Option<u32> {
+        let mut callouts = self.callouts.borrow_mut();
+        let at = callouts.iter().position(|&(id, _)| id == callout_id)?;
+        Some(callouts.swap_remove(at).1)
+    }
+
+    /// Defines a stat by name (only while Envoy creates the configuration: it freezes stat
+    /// creation after `on_http_filter_config_new`).
+    pub fn define_stat(&self, kind: MetricKind, name: &str) -> Option<EnvoyStat> {
+        let mut id = 0usize;
+        // SAFETY: the configuration's pointer, during `on_http_filter_config_new`; no labels.
+        let result = unsafe {
+            match kind {
+                MetricKind::Counter => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                        self.config,
+                        ModuleBuffer::of(name.as_bytes()),
+                        std::ptr::null_mut(),
+                        0,
+                        &mut id,
+                    )
+                }
+                MetricKind::Gauge => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                        self.config,
+                        ModuleBuffer::of(name.as_bytes()),
+                        std::ptr::null_mut(),
+                        0,
+                        &mut id,
+                    )
+                }
+            }
+        };
+        (result == abi::metrics_result::SUCCESS).then_some(EnvoyStat { kind, id })
+    }
+
+    pub fn add_to_stat(&self, stat: EnvoyStat, delta: u64) {
+        if delta == 0 || stat.kind != MetricKind::Counter {
+            return;
+        }
+        // SAFETY: the configuration's pointer and a stat it defined; no labels.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.config,
+                stat.id,
+                std::ptr::null_mut(),
+                0,
+                delta,
+            );
+        }
+    }
+
+    fn stat(&self, id: u32) -> Option<EnvoyStat> {
+        self.stats.borrow().get(id as usize).copied().flatten()
+    }
+}
+
+impl Host for ConfigHost {
+    fn now_unix_nanos(&self) -> u64 {
+        now_unix_nanos()
+    }
+
+    fn request_headers(&self) -> HeaderMap {
+        HeaderMap::new()
+    }
+
+    fn set_request_header(&self, _name: &str, _value: Option<&str>) {}
+
+    fn response_header(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn set_response_header(&self, _name: &str, _value: &str) {}
+
+    /// Only the node is known outside a stream.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["xds", "node", rest @ ..] | ["node", rest @ ..] => node_property(rest),
+            _ => None,
+        }
+    }
+
+    fn set_property(&self, _name: &str, _value: &[u8]) {}
+
+    fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
+        let Outgoing::Http {
+            cluster,
+            headers,
+            body,
+            timeout,
+        } = call;
+        let mut module_headers: Vec<ModuleHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHeader {
+                key_ptr: k.as_ptr(),
+                key_len: k.len(),
+                value_ptr: v.as_ptr(),
+                value_len: v.len(),
+            })
+            .collect();
+        let mut callout_id = 0u64;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // SAFETY: the configuration's pointer; every buffer lives across the call, which copies
+        // them into the request it builds.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.config,
+                &mut callout_id,
+                ModuleBuffer::of(cluster.as_bytes()),
+                module_headers.as_mut_ptr(),
+                module_headers.len(),
+                ModuleBuffer::of(body),
+                timeout_ms,
+            )
+        };
+        if result != abi::callout_init::SUCCESS {
+            // Init results (ClusterNotFound 2, CannotCreateRequest 4, …) as a host error.
+            return Err(HostError(100 + result));
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token.wrapping_add(1).max(1));
+        self.callouts.borrow_mut().push((callout_id, token));
+        Ok(token)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let stat = self.define_stat(kind, name);
+        let mut stats = self.stats.borrow_mut();
+        stats.push(stat);
+        u32::try_from(stats.len() - 1).map_err(|_| HostError::BAD_ARGUMENT)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) {
+        if let Some(stat) = self.stat(id) {
+            self.add_to_stat(stat, u64::try_from(delta).unwrap_or(0));
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        if let Some(stat) = self.stat(id).filter(|s| s.kind == MetricKind::Gauge) {
+            // SAFETY: the configuration's pointer and a gauge it defined; no labels.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                    self.config,
+                    stat.id,
+                    std::ptr::null_mut(),
+                    0,
+                    value,
+                );
+            }
+        }
+    }
+}
