@@ -150,7 +150,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
         }
         // SAFETY: returned by `config_new` as a `Box<ModuleConfig>`; Envoy destroys it once.
         let module = unsafe { Box::from_raw(config_module.cast::<ModuleConfig>().cast_mut()) };
-        module.shared.retire();
+        module.destroy();
     })
 }
 
@@ -346,14 +346,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     guard((), || {
         // SAFETY: Envoy's pointer to our configuration.
         if let Some(config) = unsafe { config(config_module) } {
-            config.shared.on_scheduled(event_id);
+            config.hub.on_scheduled(event_id);
         }
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    _config_envoy: abi::ConfigEnvoyPtr,
+    config_envoy: abi::ConfigEnvoyPtr,
     config_module: *const c_void,
     callout_id: u64,
     result: u32,
@@ -372,8 +372,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
         // SAFETY: as above.
         let body = unsafe { envoy_slice(body_chunks, body_chunks_size) };
         config
-            .shared
-            .on_callout_done(callout_id, result, headers, body);
+            .hub
+            .on_callout_done(config_envoy as usize, callout_id, result, headers, body);
     })
 }
 

@@ -3,20 +3,27 @@
 //! created and destroyed on the main thread and shared by every worker; one filter per stream,
 //! on the worker that owns the stream.
 //!
+//! - **One [`Hub`] per configuration content.** Filter configurations with the same
+//!   `pluginConfig` (the inbound and outbound listeners of a sidecar; the old and new copy
+//!   across a listener update) share one hub, as Wasm filters with one configuration share one
+//!   VM per worker: one exporter, one queue, one set of caps. A configuration update that keeps
+//!   the content hands the queue to the new configuration: nothing is lost.
 //! - **Request path, per worker, without locks.** Each worker builds its own [`Worker`] — the
-//!   core's [`Tracer`], [`Metrics`] and id generator — the first time it sees a configuration,
-//!   and keeps it in a thread-local list. A stream reads and writes headers and filter state
-//!   through [`StreamHost`]; its counters go to atomic tallies.
+//!   core's [`Tracer`], [`Metrics`] and id generator — the first time it sees a hub, and keeps it
+//!   in a thread-local list. A stream reads and writes headers and filter state through
+//!   [`StreamHost`]; its counters go to the hub's atomic tallies.
 //! - **Export, on the main thread.** Configuration-level callouts live as long as the
 //!   configuration (a stream-level callout dies with its stream), and Envoy's table of them
 //!   is the main thread's, so the [`Exporter`] lives there. A finished span crosses over by a
-//!   channel (a lock-free send); the configuration's scheduler wakes the main thread when a
-//!   batch is full, and a small timer thread commits a tick every flush interval (the ABI has no
-//!   timer for HTTP filters), where partial batches, retries and the counters go out.
+//!   channel (a lock-free send); the configuration scheduler wakes the main thread when a batch
+//!   is full, and a small timer thread commits a tick every flush interval (the ABI has no timer
+//!   for HTTP filters), where partial batches, retries and the counters go out.
 //! - **Nothing lost uncounted.** A span that cannot cross (the channel holds a queue's worth)
-//!   is counted `spans_dropped_queue_full`; when Envoy destroys the configuration it cancels
-//!   every callout still pending (`~DynamicModuleHttpFilterConfig`), so what is still queued or
-//!   unanswered then is counted `spans_dropped_shutdown` before the counters' last flush.
+//!   is counted `spans_dropped_queue_full`. When Envoy destroys a configuration it cancels its
+//!   pending callouts (`~DynamicModuleHttpFilterConfig`): their batches go back to the hub's
+//!   retry queue while another configuration shares the hub; when the last one goes, what is
+//!   still queued or unanswered is counted `spans_dropped_shutdown` before the counters' last
+//!   flush.
 
 use crate::abi;
 use crate::host::{now_unix_nanos, ConfigHost, EnvoyStat, StreamHost};
@@ -34,7 +41,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,10 +51,12 @@ pub const EVENT_BATCH_READY: u64 = 2;
 
 /// Panics caught at the FFI boundary since the module was loaded (all configurations).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
-/// Configurations alive (for the harness: every one created is destroyed).
+/// Configurations alive (the harness checks every one created is destroyed).
 pub static LIVE_CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
-static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
+/// Hubs alive, by content (a handful: one per distinct `pluginConfig`).
+static HUBS: Mutex<Vec<Weak<Hub>>> = Mutex::new(Vec::new());
+static NEXT_HUB_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// A span on its way from a worker to the main thread's exporter.
 struct Handoff {
@@ -55,9 +64,10 @@ struct Handoff {
     captured: bool,
 }
 
-/// What one configuration shares between the main thread and every worker.
-pub struct Shared {
-    id: u64,
+/// What the configurations of one content share between the main thread and every worker.
+pub struct Hub {
+    key: u64,
+    bytes: Vec<u8>,
     config: Config,
     node: NodeInfo,
     /// Counts from the request path, by the core's metric id: the main thread hands them to
@@ -70,27 +80,32 @@ pub struct Shared {
     waiting: AtomicUsize,
     max_waiting: usize,
     batch_size: usize,
-    /// The configuration scheduler (`http_filter_config_scheduler_new`), as an address.
-    scheduler: usize,
     retired: AtomicBool,
     main: Mutex<MainOnly>,
     ticker: Arc<Ticker>,
     tick_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// One Envoy filter configuration of a hub: its pointer, stats, callouts and scheduler.
+struct Owner {
+    host: ConfigHost,
+    scheduler: usize,
+    panic_stat: Option<EnvoyStat>,
+}
+
 /// The main thread's part: the exporter and what feeds it.
 struct MainState {
-    host: ConfigHost,
+    /// The configurations sharing the hub, oldest first; the first one sends and counts.
+    owners: Vec<Owner>,
     metrics: Metrics,
     exporter: Exporter,
     spans: Receiver<Handoff>,
-    panic_stat: Option<EnvoyStat>,
     panics_reported: u64,
 }
 
-/// `MainState` holds `Rc`s (the exporter's encoded resources) and Envoy's configuration pointer,
-/// so it is not `Send` by itself. It is only ever touched under `Shared::main`'s mutex — by the
-/// main thread's hooks, and once by the configuration's destruction — and none of its `Rc`s is
+/// `MainState` holds `Rc`s (the exporter's encoded resources) and Envoy's configuration
+/// pointers, so it is not `Send` by itself. It is only ever touched under `Hub::main`'s mutex —
+/// by the main thread's hooks, and by a configuration's destruction — and none of its `Rc`s is
 /// ever handed out of it, so no two threads touch one of their counts at once.
 struct MainOnly(MainState);
 // SAFETY: see above — every access is serialized by the mutex that owns the value.
@@ -98,7 +113,8 @@ unsafe impl Send for MainOnly {}
 
 /// The module's configuration object: what `on_http_filter_config_new` returns to Envoy.
 pub struct ModuleConfig {
-    pub shared: Arc<Shared>,
+    pub hub: Arc<Hub>,
+    config_envoy: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,12 +139,45 @@ fn thread_salt() -> u64 {
     std::ptr::addr_of!(local) as usize as u64
 }
 
+fn live_hub(bytes: &[u8], gateway: bool) -> Option<Arc<Hub>> {
+    let mut hubs = lock(&HUBS);
+    hubs.retain(|h| h.strong_count() > 0);
+    hubs.iter().filter_map(Weak::upgrade).find(|h| {
+        h.bytes == bytes && h.node.is_gateway() == gateway && !h.retired.load(Ordering::Relaxed)
+    })
+}
+
+fn hub_is_live(key: u64) -> bool {
+    lock(&HUBS)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|h| h.key == key && !h.retired.load(Ordering::Relaxed))
+}
+
+/// A configuration's own part: its stats (Envoy freezes stat creation once
+/// `on_http_filter_config_new` returns, so every configuration defines them now) and its
+/// scheduler.
+fn new_owner(config_envoy: abi::ConfigEnvoyPtr) -> (Owner, Metrics) {
+    let host = ConfigHost::new(config_envoy);
+    let metrics = Metrics::define(&host);
+    let panic_stat = host.define_stat(MetricKind::Counter, "meshtrace_native_panics");
+    // SAFETY: the configuration's pointer, on the main thread during its creation.
+    let scheduler = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
+    };
+    let owner = Owner {
+        host,
+        scheduler: scheduler as usize,
+        panic_stat,
+    };
+    (owner, metrics)
+}
+
 /// `on_http_filter_config_new`, on the main thread. `None` rejects the configuration (Envoy
 /// refuses the listener), after one error naming the key.
 pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Option<ModuleConfig> {
     logger::refresh_level();
-    let host = ConfigHost::new(config_envoy);
-    let node = NodeInfo::read(&host);
+    let node = NodeInfo::read(&ConfigHost::new(config_envoy));
     let config = match Config::parse_for(bytes, node.is_gateway()) {
         Ok(config) => config,
         Err(e) => {
@@ -136,6 +185,15 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
             return None;
         }
     };
+    let (owner, metrics) = new_owner(config_envoy);
+    if let Some(hub) = live_hub(bytes, node.is_gateway()) {
+        hub.join(owner);
+        LIVE_CONFIGS.fetch_add(1, Ordering::Relaxed);
+        return Some(ModuleConfig {
+            hub,
+            config_envoy: config_envoy as usize,
+        });
+    }
     let exporting = config.exporter.protocol != ExportProtocol::None;
     let tracer = Tracer::new(config.clone(), node.clone(), &env_var);
     let exporter = Exporter::new(
@@ -143,12 +201,6 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
         &tracer.config.limits,
         tracer.resource.clone(),
     );
-    // Envoy freezes stat creation once this hook returns: every stat is defined now.
-    let metrics = Metrics::define(&host);
-    let panic_stat = host.define_stat(MetricKind::Counter, "meshtrace_native_panics");
-    let tallies = (0..host.stats.borrow().len())
-        .map(|_| AtomicU64::new(0))
-        .collect();
     info!(
         "meshtrace configured: service {}, sampling {}%, export {}",
         tracer.service_name,
@@ -160,14 +212,15 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
         }
     );
     let period = exporter.tick_period();
+    let tallies = (0..owner.host.stats.borrow().len())
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let scheduler = owner.scheduler;
     let (tx, rx) = mpsc::channel();
-    // SAFETY: the configuration's pointer, on the main thread during its creation.
-    let scheduler = unsafe {
-        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
-    };
-    let ticker = Arc::new(Ticker::default());
-    let shared = Arc::new(Shared {
-        id: NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed),
+    let ticker = Arc::new(Ticker::new(scheduler));
+    let hub = Arc::new(Hub {
+        key: NEXT_HUB_KEY.fetch_add(1, Ordering::Relaxed),
+        bytes: bytes.to_vec(),
         max_waiting: config.exporter.max_queue_size.max(1),
         batch_size: config.exporter.max_batch_size.max(1),
         config,
@@ -176,43 +229,48 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
         metrics_template: Mutex::new(metrics.clone()),
         spans: tx,
         waiting: AtomicUsize::new(0),
-        scheduler: scheduler as usize,
         retired: AtomicBool::new(false),
         main: Mutex::new(MainOnly(MainState {
-            host,
+            owners: vec![owner],
             metrics,
             exporter,
             spans: rx,
-            panic_stat,
             panics_reported: PANICS.load(Ordering::Relaxed),
         })),
         ticker: ticker.clone(),
         tick_thread: Mutex::new(None),
     });
-    if !scheduler.is_null() {
-        match ticker.start(scheduler as usize, period) {
-            Ok(handle) => *lock(&shared.tick_thread) = Some(handle),
+    if scheduler == 0 {
+        warn!("meshtrace: Envoy gave no configuration scheduler: spans are not exported");
+    } else {
+        match ticker.start(period) {
+            Ok(handle) => *lock(&hub.tick_thread) = Some(handle),
             Err(e) => warn!("meshtrace: no tick thread ({e}): partial batches wait for full ones"),
         }
-    } else {
-        warn!("meshtrace: Envoy gave no configuration scheduler: spans are not exported");
     }
+    lock(&HUBS).push(Arc::downgrade(&hub));
     LIVE_CONFIGS.fetch_add(1, Ordering::Relaxed);
-    Some(ModuleConfig { shared })
+    Some(ModuleConfig {
+        hub,
+        config_envoy: config_envoy as usize,
+    })
 }
 
-impl Shared {
-    fn wake(&self, event: u64) {
-        if self.scheduler != 0 {
-            // SAFETY: the scheduler lives until the configuration's destruction, which happens
-            // after every stream of it (each holds the configuration) and joins the tick thread.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-                    self.scheduler as abi::SchedulerPtr,
-                    event,
-                );
-            }
-        }
+impl ModuleConfig {
+    /// `on_http_filter_config_destroy`.
+    pub fn destroy(self) {
+        self.hub.leave(self.config_envoy);
+        LIVE_CONFIGS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    fn join(&self, owner: Owner) {
+        lock(&self.main).0.owners.push(owner);
+    }
+
+    fn wake(&self) {
+        self.ticker.commit(EVENT_BATCH_READY);
     }
 
     /// A finished span leaves the worker: counted and dropped when a queue's worth is already
@@ -237,40 +295,45 @@ impl Shared {
             return;
         }
         if waiting % self.batch_size == 0 {
-            self.wake(EVENT_BATCH_READY);
+            self.wake();
         }
     }
 
     /// The main thread: spans waiting in the channel go to the exporter (which sends full
     /// batches at once).
     fn take_handoffs(&self, main: &mut MainState) {
+        let Some(owner) = main.owners.first() else {
+            return;
+        };
         while let Ok(h) = main.spans.try_recv() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             if h.captured {
                 main.exporter
-                    .enqueue_captured(h.span, &main.host, &main.metrics);
+                    .enqueue_captured(h.span, &owner.host, &main.metrics);
             } else {
-                main.exporter.enqueue(h.span, &main.host, &main.metrics);
+                main.exporter.enqueue(h.span, &owner.host, &main.metrics);
             }
         }
     }
 
     /// The request path's tallies, the main thread's own counts and the panics caught go to
-    /// Envoy's stats.
-    fn flush_counters(&self, main: &mut MainState) {
+    /// Envoy's stats, through `host` (stats of one name are one stat, whichever configuration
+    /// defined them).
+    fn flush_counters(&self, main: &mut MainState, owner: &Owner) {
         for (id, tally) in self.tallies.iter().enumerate() {
             let n = tally.swap(0, Ordering::Relaxed);
             if n > 0 {
-                main.host.increment_metric(
+                owner.host.increment_metric(
                     u32::try_from(id).unwrap_or(u32::MAX),
                     i64::try_from(n).unwrap_or(i64::MAX),
                 );
             }
         }
-        main.metrics.flush(&main.host);
+        main.metrics.flush(&owner.host);
         let panics = PANICS.load(Ordering::Relaxed);
-        if let Some(stat) = main.panic_stat {
-            main.host
+        if let Some(stat) = owner.panic_stat {
+            owner
+                .host
                 .add_to_stat(stat, panics.saturating_sub(main.panics_reported));
         }
         main.panics_reported = panics;
@@ -281,20 +344,27 @@ impl Shared {
         let mut guard = lock(&self.main);
         let main = &mut guard.0;
         self.take_handoffs(main);
-        if event == EVENT_TICK {
-            logger::refresh_level();
+        if event != EVENT_TICK {
+            return;
+        }
+        logger::refresh_level();
+        let owners = std::mem::take(&mut main.owners);
+        if let Some(owner) = owners.first() {
             let now = now_unix_nanos();
-            main.exporter.on_tick(&main.host, &main.metrics, now);
-            self.flush_counters(main);
+            main.exporter.on_tick(&owner.host, &main.metrics, now);
+            self.flush_counters(main, owner);
             let depth = main.exporter.queue_len() + self.waiting.load(Ordering::Relaxed);
             main.metrics
-                .set(&main.host, Metric::QueueDepth, depth as u64);
+                .set(&owner.host, Metric::QueueDepth, depth as u64);
         }
+        main.owners = owners;
     }
 
-    /// `on_http_filter_config_http_callout_done`, on the main thread: the collector's answer.
+    /// `on_http_filter_config_http_callout_done`, on the main thread: the collector's answer
+    /// to a callout of the configuration `config_envoy`.
     pub fn on_callout_done(
         &self,
+        config_envoy: usize,
         callout_id: u64,
         result: u32,
         headers: &[abi::EnvoyHeader],
@@ -302,7 +372,12 @@ impl Shared {
     ) {
         let mut guard = lock(&self.main);
         let main = &mut guard.0;
-        let Some(token) = main.host.take_token(callout_id) else {
+        let Some(token) = main
+            .owners
+            .iter()
+            .find(|o| o.host.config as usize == config_envoy)
+            .and_then(|o| o.host.take_token(callout_id))
+        else {
             return;
         };
         let header = |name: &str| {
@@ -316,8 +391,7 @@ impl Shared {
                 unsafe { abi::envoy_str(h.value_ptr, h.value_len) }
             })
         };
-        let delivered = result == abi::callout_result::SUCCESS;
-        let status = delivered
+        let status = (result == abi::callout_result::SUCCESS)
             .then(|| header(":status"))
             .flatten()
             .and_then(|s| s.parse::<u16>().ok());
@@ -336,106 +410,179 @@ impl Shared {
                 body.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
             }
         }
-        let now = now_unix_nanos();
-        main.exporter.on_response(
-            token,
-            &ExportResponse {
-                status,
-                grpc_status,
-                retry_after: retry_after.as_deref(),
-                body: &body,
-            },
-            &main.host,
-            &main.metrics,
-            now,
-        );
+        let response = ExportResponse {
+            status,
+            grpc_status,
+            retry_after: retry_after.as_deref(),
+            body: &body,
+        };
+        self.answer(main, token, &response);
     }
 
-    /// `on_http_filter_config_destroy`: Envoy cancels every pending callout right after, so
-    /// what is still queued or unanswered is counted lost, and the counters flushed a last time.
-    pub fn retire(&self) {
+    fn answer(&self, main: &mut MainState, token: u32, response: &ExportResponse<'_>) {
+        let owners = std::mem::take(&mut main.owners);
+        if let Some(owner) = owners.first() {
+            let now = now_unix_nanos();
+            main.exporter
+                .on_response(token, response, &owner.host, &main.metrics, now);
+        }
+        main.owners = owners;
+    }
+
+    /// A configuration of this hub is destroyed. Envoy cancels its pending callouts right
+    /// after, without an answer: their batches are answered "no response" now, so the exporter
+    /// retries them through another configuration of the hub. The last one retires the hub:
+    /// what is still queued or unanswered is counted lost, the counters flushed a last time.
+    fn leave(&self, config_envoy: usize) {
+        let mut guard = lock(&self.main);
+        let main = &mut guard.0;
+        let Some(at) = main
+            .owners
+            .iter()
+            .position(|o| o.host.config as usize == config_envoy)
+        else {
+            return;
+        };
+        self.take_handoffs(main);
+        let leaving = main.owners.remove(at);
+        let cancelled: Vec<(u64, u32)> = leaving.host.callouts.borrow_mut().drain(..).collect();
+        if let Some(next) = main.owners.first() {
+            if leaving.scheduler == self.ticker.scheduler() {
+                self.ticker.switch_to(next.scheduler);
+            }
+            delete_scheduler(leaving.scheduler);
+            let lost = ExportResponse {
+                status: None,
+                grpc_status: None,
+                retry_after: None,
+                body: &[],
+            };
+            for (_, token) in cancelled {
+                self.answer(main, token, &lost);
+            }
+            return;
+        }
+        // The last configuration: the hub retires.
         self.retired.store(true, Ordering::Relaxed);
+        drop(guard);
         self.ticker.stop();
         if let Some(handle) = lock(&self.tick_thread).take() {
             let _ = handle.join();
         }
-        {
-            let mut guard = lock(&self.main);
-            let main = &mut guard.0;
-            self.take_handoffs(main);
+        let mut guard = lock(&self.main);
+        let main = &mut guard.0;
+        main.owners.push(leaving);
+        self.take_handoffs(main);
+        let owners = std::mem::take(&mut main.owners);
+        if let Some(owner) = owners.first() {
             let queued = main.exporter.queue_len();
             let in_flight = main.exporter.in_flight();
-            main.exporter.abandon(&main.host, &main.metrics);
-            self.flush_counters(main);
-            main.metrics.set(&main.host, Metric::QueueDepth, 0);
+            main.exporter.abandon(&owner.host, &main.metrics);
+            self.flush_counters(main, owner);
+            main.metrics.set(&owner.host, Metric::QueueDepth, 0);
             if queued + in_flight > 0 {
                 warn!(
                     "meshtrace: configuration destroyed with {queued} span(s) queued and \
                      {in_flight} export request(s) unanswered: counted as spans_dropped_shutdown"
                 );
             }
+            delete_scheduler(owner.scheduler);
         }
-        if self.scheduler != 0 {
-            // SAFETY: created in `config_new`; the tick thread is joined, and no stream of this
-            // configuration is left to commit.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
-                    self.scheduler as abi::SchedulerPtr,
-                );
-            }
-        }
-        LIVE_CONFIGS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// The tick: a thread that commits [`EVENT_TICK`] to the configuration scheduler every period,
-/// until stopped. It commits while holding the stop flag's lock, so once [`Ticker::stop`]
-/// returns it commits no more.
-#[derive(Default)]
+fn delete_scheduler(scheduler: usize) {
+    if scheduler != 0 {
+        // SAFETY: created by `scheduler_new` for this configuration, deleted once, after the
+        // tick thread stopped using it.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                scheduler as abi::SchedulerPtr,
+            );
+        }
+    }
+}
+
+/// The hub's scheduler and its tick: a thread that commits [`EVENT_TICK`] every period, until
+/// stopped. Every commit — the tick's and a worker's batch wake-up — happens under the lock
+/// that guards the scheduler's address, so once [`Ticker::stop`] or [`Ticker::switch_to`]
+/// returns, the old scheduler receives no more commits and may be deleted.
 struct Ticker {
-    stopped: Mutex<bool>,
+    state: Mutex<TickerState>,
     wake: Condvar,
 }
 
+struct TickerState {
+    stopped: bool,
+    scheduler: usize,
+}
+
 impl Ticker {
-    fn start(
-        self: &Arc<Self>,
-        scheduler: usize,
-        period: Duration,
-    ) -> std::io::Result<JoinHandle<()>> {
+    fn new(scheduler: usize) -> Ticker {
+        Ticker {
+            state: Mutex::new(TickerState {
+                stopped: false,
+                scheduler,
+            }),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn start(self: &Arc<Self>, period: Duration) -> std::io::Result<JoinHandle<()>> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("meshtrace-tick".to_string())
             .spawn(move || {
-                let mut stopped = lock(&me.stopped);
+                let mut state = lock(&me.state);
                 loop {
-                    stopped = match me.wake.wait_timeout(stopped, period) {
+                    state = match me.wake.wait_timeout(state, period) {
                         Ok((g, _)) => g,
                         Err(poisoned) => poisoned.into_inner().0,
                     };
-                    if *stopped {
+                    if state.stopped {
                         return;
                     }
-                    // SAFETY: the scheduler is deleted only after `stop` and a join.
-                    unsafe {
-                        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-                            scheduler as abi::SchedulerPtr,
-                            EVENT_TICK,
-                        );
-                    }
+                    commit(state.scheduler, EVENT_TICK);
                 }
             })
     }
 
+    fn commit(&self, event: u64) {
+        let state = lock(&self.state);
+        if !state.stopped {
+            commit(state.scheduler, event);
+        }
+    }
+
+    fn scheduler(&self) -> usize {
+        lock(&self.state).scheduler
+    }
+
+    fn switch_to(&self, scheduler: usize) {
+        lock(&self.state).scheduler = scheduler;
+    }
+
     fn stop(&self) {
-        *lock(&self.stopped) = true;
+        lock(&self.state).stopped = true;
         self.wake.notify_all();
     }
 }
 
-/// One worker's state for one configuration.
+fn commit(scheduler: usize, event: u64) {
+    if scheduler != 0 {
+        // SAFETY: the ticker's current scheduler; deleted only after the ticker moved off it.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                scheduler as abi::SchedulerPtr,
+                event,
+            );
+        }
+    }
+}
+
+/// One worker's state for one hub.
 pub struct Worker {
-    shared: Arc<Shared>,
+    key: u64,
     tracer: Tracer,
     metrics: Metrics,
     ids: RefCell<IdGenerator>,
@@ -445,19 +592,19 @@ thread_local! {
     static WORKERS: RefCell<Vec<Rc<Worker>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// This worker's state for the configuration, built the first time (configurations retired
-/// since are forgotten then).
-fn worker_for(shared: &Arc<Shared>) -> Option<Rc<Worker>> {
+/// This worker's state for the hub, built the first time (state of hubs retired since is
+/// forgotten then).
+fn worker_for(hub: &Hub) -> Option<Rc<Worker>> {
     WORKERS.with(|workers| {
         let mut workers = workers.try_borrow_mut().ok()?;
-        if let Some(w) = workers.iter().find(|w| w.shared.id == shared.id) {
+        if let Some(w) = workers.iter().find(|w| w.key == hub.key) {
             return Some(w.clone());
         }
-        workers.retain(|w| !w.shared.retired.load(Ordering::Relaxed));
+        workers.retain(|w| hub_is_live(w.key));
         let worker = Rc::new(Worker {
-            shared: shared.clone(),
-            tracer: Tracer::new(shared.config.clone(), shared.node.clone(), &env_var),
-            metrics: lock(&shared.metrics_template).clone(),
+            key: hub.key,
+            tracer: Tracer::new(hub.config.clone(), hub.node.clone(), &env_var),
+            metrics: lock(&hub.metrics_template).clone(),
             ids: RefCell::new(IdGenerator::from_seed(os_seed())),
         });
         workers.push(worker.clone());
@@ -467,6 +614,7 @@ fn worker_for(shared: &Arc<Shared>) -> Option<Rc<Worker>> {
 
 /// One stream's filter.
 pub struct Stream {
+    hub: Arc<Hub>,
     worker: Rc<Worker>,
     state: RequestState,
 }
@@ -474,7 +622,8 @@ pub struct Stream {
 impl Stream {
     pub fn new(config: &ModuleConfig) -> Option<Stream> {
         Some(Stream {
-            worker: worker_for(&config.shared)?,
+            worker: worker_for(&config.hub)?,
+            hub: config.hub.clone(),
             state: RequestState::default(),
         })
     }
@@ -482,7 +631,7 @@ impl Stream {
     fn host(&self, filter: abi::FilterEnvoyPtr) -> StreamHost<'_> {
         StreamHost {
             filter,
-            shared: &self.worker.shared,
+            hub: &self.hub,
         }
     }
 
@@ -512,7 +661,7 @@ impl Stream {
         if let Some(finished) = finished {
             let captured = finished.captured;
             for span in finished {
-                w.shared.hand_over(span, captured, &host, &w.metrics);
+                self.hub.hand_over(span, captured, &host, &w.metrics);
             }
         }
         // The request path's deferred counts to the atomic tallies (no Envoy call).

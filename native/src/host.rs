@@ -2,7 +2,7 @@
 //!
 //! - [`StreamHost`], on a worker thread, inside one stream's event hook: headers, filter state,
 //!   end-of-stream attributes. Its counters go to the configuration's atomic tallies
-//!   ([`crate::filter::Shared::tallies`]), never to Envoy: the request path makes no stats call.
+//!   ([`crate::filter::Hub::tallies`]), never to Envoy: the request path makes no stats call.
 //! - [`ConfigHost`], on the main thread (configuration, scheduler, callout answers): defines the
 //!   stats, hands the tallies and its own counts to Envoy, sends export batches as
 //!   configuration-level callouts (they outlive any stream).
@@ -10,7 +10,7 @@
 //! A failed or refused callback means "absent" (the core degrades), never a panic.
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, ModuleHeader};
-use crate::filter::Shared;
+use crate::filter::Hub;
 use crate::node::Node;
 use meshtrace_core::headers::{self, HeaderMap};
 use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
@@ -37,7 +37,7 @@ pub fn now_unix_nanos() -> u64 {
 /// The host inside one stream's event hook.
 pub struct StreamHost<'a> {
     pub filter: abi::FilterEnvoyPtr,
-    pub shared: &'a Shared,
+    pub hub: &'a Hub,
 }
 
 impl StreamHost<'_> {
@@ -267,7 +267,7 @@ impl Host for StreamHost<'_> {
 
     /// Counted in the configuration's atomic tally; the main thread hands it to Envoy.
     fn increment_metric(&self, id: u32, delta: i64) {
-        if let Some(tally) = self.shared.tallies.get(id as usize) {
+        if let Some(tally) = self.hub.tallies.get(id as usize) {
             tally.fetch_add(u64::try_from(delta).unwrap_or(0), Ordering::Relaxed);
         }
     }

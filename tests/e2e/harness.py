@@ -73,6 +73,21 @@ def native_filter(plugin_config: dict[str, Any] | str) -> dict:
     }
 
 
+def native_log_args(args: list[str]) -> list[str]:
+    """The Wasm plugin logs through Envoy's `wasm` logger, the native adapter through its
+    `dynamic_modules` logger: a `--component-log-level wasm:LEVEL` also sets the latter when
+    the native adapter is under test."""
+    if ADAPTER != "native":
+        return args
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--component-log-level":
+            levels = out[i + 1].split(",")
+            out[i + 1] = ",".join(levels + [lv.replace("wasm:", "dynamic_modules:", 1)
+                                            for lv in levels if lv.startswith("wasm:")])
+    return out
+
+
 def stat_name(name: str) -> str:
     """A stat named as the Wasm plugin's (`wasmcustom.meshtrace_…`), as the adapter under test
     names it."""
@@ -661,6 +676,7 @@ class Envoy:
         self.config_path = workdir / f"envoy-{name}.json"
         self.config_path.write_text(json.dumps(bootstrap, indent=1))
         self.log_path = workdir / f"envoy-{name}.log"
+        extra_args = native_log_args(extra_args or [])
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [envoy_bin(), "-c", str(self.config_path), "--concurrency", str(concurrency),
@@ -700,11 +716,10 @@ class Envoy:
     def stats(self, filter_: str = "") -> dict[str, int]:
         """Stats matching `filter_`; a `wasmcustom.` name is the native adapter's own under its
         namespace when the native adapter is under test (`stat_name`), and keyed as asked."""
-        native = stat_name(filter_)
-        if native != filter_:
-            return {k.replace(NATIVE_STATS_NAMESPACE + ".", "wasmcustom.", 1): v
-                    for k, v in self._stats(native).items()}
-        return self._stats(filter_)
+        if ADAPTER != "native":
+            return self._stats(filter_)
+        return {k.replace(NATIVE_STATS_NAMESPACE + ".", "wasmcustom.", 1): v
+                for k, v in self._stats(stat_name(filter_)).items()}
 
     def _stats(self, filter_: str) -> dict[str, int]:
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
