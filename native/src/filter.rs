@@ -101,6 +101,26 @@ struct MainState {
     exporter: Exporter,
     spans: Receiver<Handoff>,
     panics_reported: u64,
+    /// Tokens of callouts Envoy cancelled with a configuration that left: answered "no
+    /// response" at the next tick, on the main thread, so their batches are retried.
+    cancelled: Vec<u32>,
+    /// Exporters of retired hubs this hub sends out (below).
+    orphans: Vec<Orphan>,
+}
+
+/// A retired hub's exporter, adopted by a live hub: a configuration push that changes the
+/// content destroys the old configuration once its last stream ends, and Envoy cancels that
+/// configuration's callouts right after. The old spans keep their own resource (already
+/// encoded), so any live configuration can send them: the adopter's next tick answers the
+/// cancelled batches "no response" (retry), takes the spans still in the channel, and drains
+/// the whole queue through its own callouts, waiting for the answers at most the export
+/// timeout — the native counterpart of the Wasm plugin's `proxy_on_done` drain.
+struct Orphan {
+    exporter: Exporter,
+    metrics: Metrics,
+    spans: Receiver<Handoff>,
+    cancelled: Vec<u32>,
+    draining: bool,
 }
 
 /// `MainState` holds `Rc`s (the exporter's encoded resources) and Envoy's configuration
@@ -236,6 +256,8 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
             exporter,
             spans: rx,
             panics_reported: PANICS.load(Ordering::Relaxed),
+            cancelled: Vec::new(),
+            orphans: Vec::new(),
         })),
         ticker: ticker.clone(),
         tick_thread: Mutex::new(None),
@@ -351,13 +373,27 @@ impl Hub {
         let owners = std::mem::take(&mut main.owners);
         if let Some(owner) = owners.first() {
             let now = now_unix_nanos();
+            for token in std::mem::take(&mut main.cancelled) {
+                main.exporter
+                    .on_response(token, &NO_RESPONSE, &owner.host, &main.metrics, now);
+            }
             main.exporter.on_tick(&owner.host, &main.metrics, now);
+            tend_orphans(&mut main.orphans, owner, now);
             self.flush_counters(main, owner);
             let depth = main.exporter.queue_len() + self.waiting.load(Ordering::Relaxed);
             main.metrics
                 .set(&owner.host, Metric::QueueDepth, depth as u64);
         }
         main.owners = owners;
+    }
+
+    /// Takes a retired hub's exporter (see [`Orphan`]); the work happens at the next tick.
+    fn adopt(&self, orphan: Box<Orphan>) -> Result<(), Box<Orphan>> {
+        if self.retired.load(Ordering::Relaxed) {
+            return Err(orphan);
+        }
+        lock(&self.main).0.orphans.push(*orphan);
+        Ok(())
     }
 
     /// `on_http_filter_config_http_callout_done`, on the main thread: the collector's answer
@@ -419,20 +455,29 @@ impl Hub {
         self.answer(main, token, &response);
     }
 
+    /// An answer to one of this hub's callouts — its own exporter's or an orphan's (tokens
+    /// are unique per configuration host; an exporter ignores a token it did not send).
     fn answer(&self, main: &mut MainState, token: u32, response: &ExportResponse<'_>) {
         let owners = std::mem::take(&mut main.owners);
         if let Some(owner) = owners.first() {
             let now = now_unix_nanos();
             main.exporter
                 .on_response(token, response, &owner.host, &main.metrics, now);
+            for orphan in &mut main.orphans {
+                orphan
+                    .exporter
+                    .on_response(token, response, &owner.host, &orphan.metrics, now);
+            }
         }
         main.owners = owners;
     }
 
-    /// A configuration of this hub is destroyed. Envoy cancels its pending callouts right
-    /// after, without an answer: their batches are answered "no response" now, so the exporter
-    /// retries them through another configuration of the hub. The last one retires the hub:
-    /// what is still queued or unanswered is counted lost, the counters flushed a last time.
+    /// A configuration of this hub is destroyed — on whatever thread Envoy drops it last, so
+    /// nothing here sends: Envoy cancels its pending callouts right after, and their batches
+    /// are answered "no response" at the next tick on the main thread, through another
+    /// configuration of the hub. The last configuration retires the hub: its exporter goes to
+    /// another live hub to be drained ([`Orphan`]), or, when there is none (Envoy is shutting
+    /// down), what is still queued or unanswered is counted lost.
     fn leave(&self, config_envoy: usize) {
         let mut guard = lock(&self.main);
         let main = &mut guard.0;
@@ -443,25 +488,26 @@ impl Hub {
         else {
             return;
         };
-        self.take_handoffs(main);
         let leaving = main.owners.remove(at);
-        let cancelled: Vec<(u64, u32)> = leaving.host.callouts.borrow_mut().drain(..).collect();
+        let cancelled: Vec<u32> = leaving
+            .host
+            .callouts
+            .borrow_mut()
+            .drain(..)
+            .map(|(_, t)| t)
+            .collect();
         if let Some(next) = main.owners.first() {
+            main.cancelled.extend(cancelled);
             if leaving.scheduler == self.ticker.scheduler() {
                 self.ticker.switch_to(next.scheduler);
             }
             delete_scheduler(leaving.scheduler);
-            let lost = ExportResponse {
-                status: None,
-                grpc_status: None,
-                retry_after: None,
-                body: &[],
-            };
-            for (_, token) in cancelled {
-                self.answer(main, token, &lost);
-            }
             return;
         }
+        let cancelled: Vec<u32> = cancelled
+            .into_iter()
+            .chain(main.cancelled.drain(..))
+            .collect();
         // The last configuration: the hub retires.
         self.retired.store(true, Ordering::Relaxed);
         drop(guard);
@@ -469,26 +515,106 @@ impl Hub {
         if let Some(handle) = lock(&self.tick_thread).take() {
             let _ = handle.join();
         }
+        delete_scheduler(leaving.scheduler);
         let mut guard = lock(&self.main);
         let main = &mut guard.0;
-        main.owners.push(leaving);
-        self.take_handoffs(main);
-        let owners = std::mem::take(&mut main.owners);
-        if let Some(owner) = owners.first() {
-            let queued = main.exporter.queue_len();
-            let in_flight = main.exporter.in_flight();
-            main.exporter.abandon(&owner.host, &main.metrics);
-            self.flush_counters(main, owner);
-            main.metrics.set(&owner.host, Metric::QueueDepth, 0);
-            if queued + in_flight > 0 {
-                warn!(
-                    "meshtrace: configuration destroyed with {queued} span(s) queued and \
-                     {in_flight} export request(s) unanswered: counted as spans_dropped_shutdown"
-                );
-            }
-            delete_scheduler(owner.scheduler);
+        let (tx, rx) = mpsc::channel();
+        drop(tx);
+        let orphan = Box::new(Orphan {
+            exporter: std::mem::replace(
+                &mut main.exporter,
+                Exporter::new(&self.config.exporter, &self.config.limits, Vec::new()),
+            ),
+            metrics: main.metrics.clone(),
+            spans: std::mem::replace(&mut main.spans, rx),
+            cancelled,
+            draining: false,
+        });
+        // The counts made so far leave with this configuration's stats; the orphan's start
+        // from zero.
+        self.flush_counters(main, &leaving);
+        let mut orphans: Vec<Box<Orphan>> = std::mem::take(&mut main.orphans)
+            .into_iter()
+            .map(Box::new)
+            .collect();
+        orphans.push(orphan);
+        for orphan in orphans {
+            let adopter = lock(&HUBS)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|h| h.key != self.key && !h.retired.load(Ordering::Relaxed));
+            let orphan = match adopter {
+                Some(hub) => match hub.adopt(orphan) {
+                    Ok(()) => continue,
+                    Err(orphan) => orphan,
+                },
+                None => orphan,
+            };
+            abandon(orphan, &leaving);
         }
+        main.metrics.set(&leaving.host, Metric::QueueDepth, 0);
     }
+}
+
+const NO_RESPONSE: ExportResponse<'static> = ExportResponse {
+    status: None,
+    grpc_status: None,
+    retry_after: None,
+    body: &[],
+};
+
+/// No live configuration can send an orphan's spans: they are counted lost.
+fn abandon(mut orphan: Box<Orphan>, owner: &Owner) {
+    let mut waiting = 0u64;
+    while orphan.spans.try_recv().is_ok() {
+        waiting += 1;
+    }
+    let queued = orphan.exporter.queue_len() as u64 + waiting;
+    let in_flight = orphan.exporter.in_flight();
+    orphan.exporter.abandon(&owner.host, &orphan.metrics);
+    for _ in 0..waiting {
+        orphan.metrics.inc(&owner.host, Metric::SpansRecorded);
+        orphan
+            .metrics
+            .inc(&owner.host, Metric::SpansDroppedShutdown);
+    }
+    orphan.metrics.flush(&owner.host);
+    if queued > 0 || in_flight > 0 {
+        warn!(
+            "meshtrace: configuration destroyed with {queued} span(s) queued and {in_flight} \
+             export request(s) unanswered, and no other configuration to send them: counted as \
+             spans_dropped_shutdown"
+        );
+    }
+}
+
+/// The adopter's tick, on the main thread: an orphan's cancelled batches are retried, its
+/// last spans taken, its queue drained; once every answer is in (or the export timeout has
+/// passed, the rest counted lost) it is gone.
+fn tend_orphans(orphans: &mut Vec<Orphan>, owner: &Owner, now: u64) {
+    orphans.retain_mut(|o| {
+        if !o.draining {
+            for token in std::mem::take(&mut o.cancelled) {
+                o.exporter
+                    .on_response(token, &NO_RESPONSE, &owner.host, &o.metrics, now);
+            }
+            while let Ok(h) = o.spans.try_recv() {
+                if h.captured {
+                    o.exporter.enqueue_captured(h.span, &owner.host, &o.metrics);
+                } else {
+                    o.exporter.enqueue(h.span, &owner.host, &o.metrics);
+                }
+            }
+            o.exporter.drain(&owner.host, &o.metrics, now);
+            o.draining = true;
+        }
+        let done = o.exporter.drained();
+        if !done && o.exporter.drain_overdue(now) {
+            o.exporter.abandon(&owner.host, &o.metrics);
+        }
+        o.metrics.flush(&owner.host);
+        !(done || o.exporter.drained())
+    });
 }
 
 fn delete_scheduler(scheduler: usize) {
