@@ -13,7 +13,7 @@ use crate::abi::{self, EnvoyBuffer, ModuleBuffer, ModuleHeader};
 use crate::filter::Hub;
 use crate::node::Node;
 use meshtrace_core::headers::{self, HeaderMap};
-use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
+use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -142,21 +142,17 @@ impl StreamHost<'_> {
     }
 }
 
-fn int_bytes(v: i64) -> Vec<u8> {
-    v.to_le_bytes().to_vec()
-}
-
-/// `xds.node.*` (or `node.*`) from the process's node ([`Node`]).
-fn node_property(rest: &[&str]) -> Option<Vec<u8>> {
+/// A fact about this proxy, from its node ([`Node`]: the bootstrap or pilot-agent's
+/// environment).
+fn node_fact(fact: NodeFact<'_>) -> Option<String> {
     let node = Node::get();
-    let text = match rest {
-        ["id"] => Some(node.id.clone()),
-        ["locality", "zone"] => Some(node.zone.clone()),
-        ["metadata", "LABELS", label] => node.label(label),
-        ["metadata", key] => node.metadata(key),
-        _ => None,
+    let text = match fact {
+        NodeFact::Id => Some(node.id.clone()),
+        NodeFact::LocalityZone => Some(node.zone.clone()),
+        NodeFact::Label(name) => node.label(name),
+        NodeFact::Metadata(key) => node.metadata(key),
     }?;
-    (!text.is_empty()).then(|| text.into_bytes())
+    (!text.is_empty()).then_some(text)
 }
 
 impl Host for StreamHost<'_> {
@@ -215,30 +211,41 @@ impl Host for StreamHost<'_> {
         self.header(abi::header_type::RESPONSE_TRAILER, name)
     }
 
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+    fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {
+        node_fact(fact)
+    }
+
+    /// Each fact from the attribute Envoy's dynamic-module ABI has for it (abi.h
+    /// `envoy_dynamic_module_type_attribute_id`, the names of Envoy's attribute vocabulary, as the
+    /// Wasm adapter's property paths), the endpoint's `istio.workload` from its metadata, the
+    /// peer principal from Istio's filter state. Istio's peer object (`downstream_peer_obj`) is
+    /// not readable through this ABI: those facts are unknown here (docs/native.md).
+    fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
         use abi::attribute as a;
-        let text = |id| self.attr_string(id).map(String::into_bytes);
-        let int = |id| self.attr_int(id).map(int_bytes);
-        match path {
-            ["xds", "node", rest @ ..] | ["node", rest @ ..] => node_property(rest),
-            ["xds", "listener_direction"] => int(a::XDS_LISTENER_DIRECTION),
-            ["xds", "cluster_name"] => text(a::XDS_CLUSTER_NAME),
-            ["xds", "route_name"] => text(a::XDS_ROUTE_NAME),
-            ["xds", "upstream_host_metadata", "filter_metadata", ns, key] => {
-                self.host_metadata(ns, key).map(String::into_bytes)
+        let text = |id| self.attr_string(id).map(Fact::Text);
+        let int = |id| self.attr_int(id).map(Fact::Int);
+        match fact {
+            StreamFact::UpstreamCluster => text(a::XDS_CLUSTER_NAME),
+            StreamFact::RouteName => text(a::XDS_ROUTE_NAME),
+            StreamFact::ListenerDirection => int(a::XDS_LISTENER_DIRECTION),
+            StreamFact::Protocol => text(a::REQUEST_PROTOCOL),
+            StreamFact::ResponseCodeDetails => text(a::RESPONSE_CODE_DETAILS),
+            StreamFact::ResponseFlags => int(a::RESPONSE_FLAGS),
+            StreamFact::GrpcStatus => int(a::RESPONSE_GRPC_STATUS),
+            StreamFact::DownstreamAddress => text(a::SOURCE_ADDRESS),
+            StreamFact::UpstreamAddress => text(a::UPSTREAM_ADDRESS),
+            StreamFact::RequestSize => int(a::REQUEST_SIZE),
+            StreamFact::ResponseSize => int(a::RESPONSE_SIZE),
+            StreamFact::RequestStartTime => int(a::REQUEST_TIME),
+            StreamFact::UpstreamWorkload => self.host_metadata("istio", "workload").map(Fact::Text),
+            StreamFact::PeerPrincipal => {
+                self.filter_state("io.istio.peer_principal").map(Fact::Text)
             }
-            ["request", "protocol"] => text(a::REQUEST_PROTOCOL),
-            ["request", "size"] => int(a::REQUEST_SIZE),
-            ["request", "time"] => int(a::REQUEST_TIME),
-            ["response", "code"] => int(a::RESPONSE_CODE),
-            ["response", "code_details"] => text(a::RESPONSE_CODE_DETAILS),
-            ["response", "flags"] => int(a::RESPONSE_FLAGS),
-            ["response", "grpc_status"] => int(a::RESPONSE_GRPC_STATUS),
-            ["response", "size"] => int(a::RESPONSE_SIZE),
-            ["source", "address"] => text(a::SOURCE_ADDRESS),
-            ["upstream", "address"] => text(a::UPSTREAM_ADDRESS),
-            ["filter_state", key] => self.filter_state(key).map(String::into_bytes),
-            _ => None,
+            StreamFact::PeerWorkload
+            | StreamFact::PeerNamespace
+            | StreamFact::PeerService
+            | StreamFact::PeerRevision
+            | StreamFact::PeerCluster => None,
         }
     }
 
@@ -381,12 +388,13 @@ impl Host for ConfigHost {
 
     fn set_response_header(&self, _name: &str, _value: &str) {}
 
-    /// Only the node is known outside a stream.
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match path {
-            ["xds", "node", rest @ ..] | ["node", rest @ ..] => node_property(rest),
-            _ => None,
-        }
+    fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {
+        node_fact(fact)
+    }
+
+    /// No stream outside a stream.
+    fn stream_fact(&self, _fact: StreamFact) -> Option<Fact> {
+        None
     }
 
     fn set_property(&self, _name: &str, _value: &[u8]) {}

@@ -561,12 +561,12 @@ class Node:
 
 
 def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = "meshtrace",
-                  host_env_keys: tuple[str, ...] = ()) -> dict:
+                  host_env_keys: tuple[str, ...] = (), adapter: str | None = None) -> dict:
     """The Wasm HTTP filter exactly as Istio renders a WasmPlugin: configuration is a JSON
     `google.protobuf.StringValue`, fail-open. `host_env_keys` is what Istio renders from
     `spec.vmConfig.env` entries with `valueFrom: HOST` (pilot/pkg/model/extensions.go
     `buildVMConfig`): the only host variables the VM can read."""
-    if ADAPTER == "native":
+    if (adapter or ADAPTER) == "native":
         return native_filter(plugin_config)
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     vm_config: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
@@ -776,6 +776,8 @@ class Sidecar:
     # Host variables the plugin may read (WasmPlugin vmConfig.env HOST), and Envoy's environment.
     host_env_keys: tuple[str, ...] = ()
     env: dict[str, str] | None = None
+    # "wasm" or "native"; None: the adapter under test (ADAPTER).
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         s = self.stack
@@ -785,7 +787,8 @@ class Sidecar:
         self.app = s.upstream(forward_to=f"http://127.0.0.1:{self.outbound_port}"
                               if self.app_propagates else None)
         wasm = wasm_path()
-        filt = [plugin_filter(wasm, self.plugin_config, host_env_keys=self.host_env_keys)]
+        filt = [plugin_filter(wasm, self.plugin_config, host_env_keys=self.host_env_keys,
+                              adapter=self.adapter)]
         app_port = self.app.port
         clusters = [
             static_cluster(f"inbound|{app_port}||", app_port),
