@@ -392,3 +392,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_wr
 ) {
     guard((), || ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a hook is caught, counted, and answered with the fail-open value: the
+    /// request goes on. (The shipped build is the `native` profile, `panic = "unwind"`;
+    /// tests/test_build_sh.py checks the profile.)
+    #[test]
+    fn a_panic_in_a_hook_is_caught_counted_and_answered_with_continue() {
+        let before = PANICS.load(Ordering::Relaxed);
+        let status = guard(CONTINUE, || -> u32 { panic!("a bug in a hook") });
+        assert_eq!(status, CONTINUE, "the request continues");
+        assert_eq!(PANICS.load(Ordering::Relaxed), before + 1, "counted");
+        assert_eq!(guard(7u32, || 3u32), 3, "no panic: the hook's own answer");
+        assert!(!inert().is_null(), "the inert filter is never null");
+    }
+}

@@ -539,10 +539,12 @@ impl Hub {
             .collect();
         orphans.push(orphan);
         for orphan in orphans {
+            // The newest live hub: after a push, the configuration that replaced this one.
             let adopter = lock(&HUBS)
                 .iter()
                 .filter_map(Weak::upgrade)
-                .find(|h| h.key != self.key && !h.retired.load(Ordering::Relaxed));
+                .filter(|h| h.key != self.key && !h.retired.load(Ordering::Relaxed))
+                .last();
             let orphan = match adopter {
                 Some(hub) => match hub.adopt(orphan) {
                     Ok(()) => continue,
