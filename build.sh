@@ -136,7 +136,19 @@ cmd_test() {
   ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
+  say "the behaviours again, on the native adapter (dist/libmeshtrace.so)"
+  MESHTRACE_ADAPTER=native MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q \
+    "${NATIVE_E2E[@]}" "$@"
 }
+
+# The e2e files whose behaviours the native adapter must show too (`./build.sh test` runs them
+# a second time with MESHTRACE_ADAPTER=native; tests/e2e/test_native.py runs in both passes).
+# Not here: what is Wasm-only (test_foundation: the .wasm's exports; test_doctor: WasmPlugin
+# config dumps; test_install: the chart).
+NATIVE_E2E=(tests/e2e/test_propagation.py tests/e2e/test_sampling.py tests/e2e/test_export.py
+  tests/e2e/test_logs.py tests/e2e/test_capture.py tests/e2e/test_istio_parity.py
+  tests/e2e/test_reliability.py tests/e2e/test_configuration.py tests/e2e/test_retirement.py
+  tests/e2e/test_partial_success.py tests/e2e/test_ambient.py)
 
 # The fast inner loop: core tests natively; `--wasi` adds the same tests under wasmtime. Other
 # arguments are cargo test's (a name filter, `-- --nocapture`).
@@ -167,10 +179,17 @@ cmd_e2e() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q "${where[@]}" "$@"
 }
 
+# `--native`: the mesh's proxies load the native adapter (dist/libmeshtrace.so) instead of the
+# Wasm plugin; the rest of the arguments are the demo's.
 cmd_demo() {
+  local adapter=wasm args=()
+  for a in "$@"; do
+    if [ "$a" = --native ]; then adapter=native; else args+=("$a"); fi
+  done
   cmd_build
   ensure_venv
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "$@"
+  MESHTRACE_ADAPTER=$adapter MESHTRACE_WASM="$DIST/meshtrace.wasm" \
+    "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "${args[@]}"
 }
 
 cmd_image() { cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"; }
@@ -196,14 +215,16 @@ usage() {
   cat <<'EOF'
 Usage: ./build.sh SUBCOMMAND [ARGS]
 
-  build                   release .wasm -> dist/meshtrace.wasm (size and sha256 printed)
+  build                   release .wasm -> dist/meshtrace.wasm, native adapter ->
+                          dist/libmeshtrace.so (sizes and sha256 printed)
   test [PYTEST ARGS]      every suite: fmt, clippy, unit (native and wasm32-wasip1), release
                           build, end-to-end, demo and deployment tests (about 5 minutes)
   unit [--wasi] [FILTER]  core unit and property tests, natively, in seconds; --wasi runs them
                           compiled to wasm32-wasip1 under wasmtime as well
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
-  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
+  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint,
+                          no sidecars; --native: the native adapter instead of the Wasm plugin)
   image                   OCI image layout of the plugin (Istio's Wasm image format)
   push REF                push that image with skopeo
   bench                   what meshtrace costs per request, against Envoy's own tracer
