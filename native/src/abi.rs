@@ -282,6 +282,17 @@ extern "C" {
         timeout_milliseconds: u64,
     ) -> u32;
 
+    pub fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+        config: ConfigEnvoyPtr,
+        stream_id_out: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        end_stream: bool,
+        timeout_milliseconds: u64,
+    ) -> u32;
+
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
         config: ConfigEnvoyPtr,
     ) -> SchedulerPtr;
@@ -295,7 +306,7 @@ extern "C" {
 }
 
 /// Every callback above, for the harness and the symbol test.
-pub const IMPORTED: [&str; 19] = [
+pub const IMPORTED: [&str; 20] = [
     "envoy_dynamic_module_callback_log",
     "envoy_dynamic_module_callback_log_enabled",
     "envoy_dynamic_module_callback_http_get_headers_size",
@@ -312,6 +323,7 @@ pub const IMPORTED: [&str; 19] = [
     "envoy_dynamic_module_callback_http_filter_config_increment_counter",
     "envoy_dynamic_module_callback_http_filter_config_set_gauge",
     "envoy_dynamic_module_callback_http_filter_config_http_callout",
+    "envoy_dynamic_module_callback_http_filter_config_start_http_stream",
     "envoy_dynamic_module_callback_http_filter_config_scheduler_new",
     "envoy_dynamic_module_callback_http_filter_config_scheduler_commit",
     "envoy_dynamic_module_callback_http_filter_config_scheduler_delete",

@@ -13,7 +13,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader};
-use crate::filter::{self, ModuleConfig, Stream, PANICS};
+use crate::filter::{self, ModuleConfig, Stream, StreamEvent, PANICS};
 use crate::logger;
 use log::{info, warn};
 use std::ffi::{c_char, c_void};
@@ -32,7 +32,7 @@ fn inert() -> *const c_void {
 }
 
 /// The hooks Envoy resolves, in abi.h's order; the harness and the symbol test read this list.
-pub const HOOKS: [&str; 23] = [
+pub const HOOKS: [&str; 28] = [
     "envoy_dynamic_module_on_program_init",
     "envoy_dynamic_module_on_http_filter_config_new",
     "envoy_dynamic_module_on_http_filter_config_destroy",
@@ -54,6 +54,11 @@ pub const HOOKS: [&str; 23] = [
     "envoy_dynamic_module_on_http_filter_scheduled",
     "envoy_dynamic_module_on_http_filter_config_scheduled",
     "envoy_dynamic_module_on_http_filter_config_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_reset",
     "envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark",
     "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
 ];
@@ -374,6 +379,124 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
         config
             .hub
             .on_callout_done(config_envoy as usize, callout_id, result, headers, body);
+    })
+}
+
+/// The configuration's gRPC export streams (`host::StreamAnswer`).
+unsafe fn stream_event(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    event: StreamEvent<'_>,
+) {
+    // SAFETY: Envoy's pointer to our configuration.
+    if let Some(config) = unsafe { config(config_module) } {
+        config
+            .hub
+            .on_stream_event(config_envoy as usize, stream_id, event);
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    _end_stream: u8,
+) {
+    guard((), || {
+        // SAFETY: Envoy's array, valid until the end of this hook.
+        let headers = unsafe { envoy_slice(headers, headers_size) };
+        // SAFETY: Envoy's pointers.
+        unsafe {
+            stream_event(
+                config_envoy,
+                config_module,
+                stream_id,
+                StreamEvent::Headers(headers),
+            )
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    data: *const EnvoyBuffer,
+    data_count: usize,
+    _end_stream: u8,
+) {
+    guard((), || {
+        // SAFETY: Envoy's array, valid until the end of this hook.
+        let data = unsafe { envoy_slice(data, data_count) };
+        // SAFETY: Envoy's pointers.
+        unsafe {
+            stream_event(
+                config_envoy,
+                config_module,
+                stream_id,
+                StreamEvent::Data(data),
+            )
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    trailers: *const EnvoyHeader,
+    trailers_size: usize,
+) {
+    guard((), || {
+        // SAFETY: Envoy's array, valid until the end of this hook.
+        let trailers = unsafe { envoy_slice(trailers, trailers_size) };
+        // SAFETY: Envoy's pointers.
+        unsafe {
+            stream_event(
+                config_envoy,
+                config_module,
+                stream_id,
+                StreamEvent::Headers(trailers),
+            )
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+) {
+    guard((), || {
+        // SAFETY: Envoy's pointers.
+        unsafe {
+            stream_event(
+                config_envoy,
+                config_module,
+                stream_id,
+                StreamEvent::Complete,
+            )
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+    config_envoy: abi::ConfigEnvoyPtr,
+    config_module: *const c_void,
+    stream_id: u64,
+    _reason: u32,
+) {
+    guard((), || {
+        // SAFETY: Envoy's pointers.
+        unsafe { stream_event(config_envoy, config_module, stream_id, StreamEvent::Reset) }
     })
 }
 

@@ -26,7 +26,7 @@
 //!   flush.
 
 use crate::abi;
-use crate::host::{now_unix_nanos, ConfigHost, EnvoyStat, StreamHost};
+use crate::host::{now_unix_nanos, ConfigHost, EnvoyStat, StreamAnswer, StreamHost};
 use crate::logger;
 use log::{error, info, warn};
 use meshtrace_core::config::{percentage, Config, ExportProtocol};
@@ -455,6 +455,49 @@ impl Hub {
         self.answer(main, token, &response);
     }
 
+    /// An event of a gRPC export stream of the configuration `config_envoy`: headers, body or
+    /// trailers gathered; at its end (`done`: complete, or `None` for a reset) the answer goes
+    /// to the exporter.
+    pub fn on_stream_event(&self, config_envoy: usize, stream_id: u64, event: StreamEvent<'_>) {
+        let mut guard = lock(&self.main);
+        let main = &mut guard.0;
+        let Some(owner) = main
+            .owners
+            .iter()
+            .find(|o| o.host.config as usize == config_envoy)
+        else {
+            return;
+        };
+        let answer = match event {
+            StreamEvent::Headers(h) => {
+                owner.host.with_stream(stream_id, |a| a.add_headers(h));
+                return;
+            }
+            StreamEvent::Data(d) => {
+                owner
+                    .host
+                    .with_stream(stream_id, |a| a.add_body(d, MAX_RESPONSE_BODY));
+                return;
+            }
+            StreamEvent::Complete => owner.host.take_stream(stream_id),
+            StreamEvent::Reset => owner
+                .host
+                .take_stream(stream_id)
+                .map(|_| StreamAnswer::default()),
+        };
+        let Some(token) = owner.host.take_token(stream_id) else {
+            return;
+        };
+        let answer = answer.unwrap_or_default();
+        let response = ExportResponse {
+            status: answer.status,
+            grpc_status: answer.grpc_status,
+            retry_after: answer.retry_after.as_deref(),
+            body: &answer.body,
+        };
+        self.answer(main, token, &response);
+    }
+
     /// An answer to one of this hub's callouts — its own exporter's or an orphan's (tokens
     /// are unique per configuration host; an exporter ignores a token it did not send).
     fn answer(&self, main: &mut MainState, token: u32, response: &ExportResponse<'_>) {
@@ -706,6 +749,15 @@ fn commit(scheduler: usize, event: u64) {
             );
         }
     }
+}
+
+/// What a gRPC export stream delivers (`on_http_filter_config_http_stream_*`); trailers are
+/// headers here (both may carry `grpc-status`).
+pub enum StreamEvent<'a> {
+    Headers(&'a [abi::EnvoyHeader]),
+    Data(&'a [abi::EnvoyBuffer]),
+    Complete,
+    Reset,
 }
 
 /// One worker's state for one hub.

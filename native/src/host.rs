@@ -300,7 +300,55 @@ pub struct ConfigHost {
     pub stats: RefCell<Vec<Option<EnvoyStat>>>,
     /// Callouts in flight: Envoy's callout id and the core's token for it.
     pub callouts: RefCell<Vec<(u64, u32)>>,
+    /// Answers of gRPC exports, gathered from their stream's events (by Envoy's stream id).
+    pub streams: RefCell<Vec<(u64, StreamAnswer)>>,
     next_token: std::cell::Cell<u32>,
+}
+
+/// An OTLP/gRPC answer as its stream delivers it: a one-shot callout's answer has no trailers
+/// (Envoy `filter_config.cc`, `HttpCalloutCallback::onSuccess` passes the headers and body
+/// only), and gRPC puts its status there ("gRPC over HTTP2": Trailers), so gRPC exports go as
+/// configuration-level streams (`start_http_stream`), whose trailers arrive.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StreamAnswer {
+    pub status: Option<u16>,
+    pub grpc_status: Option<u32>,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl StreamAnswer {
+    /// Headers or trailers: `:status`, `grpc-status` (trailers, or a trailers-only answer's
+    /// headers), `retry-after`.
+    pub fn add_headers(&mut self, headers: &[abi::EnvoyHeader]) {
+        for h in headers {
+            // SAFETY: Envoy's buffers, valid until the end of the hook.
+            let (Some(k), Some(v)) = (unsafe { abi::envoy_bytes(h.key_ptr, h.key_len) }, unsafe {
+                abi::envoy_str(h.value_ptr, h.value_len)
+            }) else {
+                continue;
+            };
+            match k {
+                b":status" => self.status = v.parse().ok(),
+                b"grpc-status" => self.grpc_status = v.parse().ok(),
+                b"retry-after" => self.retry_after = Some(v),
+                _ => {}
+            }
+        }
+    }
+
+    /// Body chunks, at most `max` bytes kept.
+    pub fn add_body(&mut self, chunks: &[abi::EnvoyBuffer], max: usize) {
+        for chunk in chunks {
+            // SAFETY: Envoy's buffers, valid until the end of the hook.
+            let Some(bytes) = (unsafe { abi::envoy_bytes(chunk.ptr, chunk.len) }) else {
+                continue;
+            };
+            let room = max.saturating_sub(self.body.len());
+            self.body
+                .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
+    }
 }
 
 impl ConfigHost {
@@ -309,8 +357,28 @@ impl ConfigHost {
             config,
             stats: RefCell::new(Vec::new()),
             callouts: RefCell::new(Vec::new()),
+            streams: RefCell::new(Vec::new()),
             next_token: std::cell::Cell::new(1),
         }
+    }
+
+    /// The answer gathered so far of a gRPC export stream.
+    pub fn with_stream(&self, stream_id: u64, f: impl FnOnce(&mut StreamAnswer)) {
+        if let Some((_, answer)) = self
+            .streams
+            .borrow_mut()
+            .iter_mut()
+            .find(|(id, _)| *id == stream_id)
+        {
+            f(answer);
+        }
+    }
+
+    /// A gRPC export stream's answer, forgotten once taken.
+    pub fn take_stream(&self, stream_id: u64) -> Option<StreamAnswer> {
+        let mut streams = self.streams.borrow_mut();
+        let at = streams.iter().position(|&(id, _)| id == stream_id)?;
+        Some(streams.swap_remove(at).1)
     }
 
     /// The core's token for Envoy's callout id, forgotten once answered.
@@ -417,18 +485,34 @@ impl Host for ConfigHost {
             .collect();
         let mut callout_id = 0u64;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let grpc = headers
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v.starts_with("application/grpc"));
         // SAFETY: the configuration's pointer; every buffer lives across the call, which copies
         // them into the request it builds.
         let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.config,
-                &mut callout_id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                module_headers.as_mut_ptr(),
-                module_headers.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
+            if grpc {
+                abi::envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+                    self.config,
+                    &mut callout_id,
+                    ModuleBuffer::of(cluster.as_bytes()),
+                    module_headers.as_mut_ptr(),
+                    module_headers.len(),
+                    ModuleBuffer::of(body),
+                    true,
+                    timeout_ms,
+                )
+            } else {
+                abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    self.config,
+                    &mut callout_id,
+                    ModuleBuffer::of(cluster.as_bytes()),
+                    module_headers.as_mut_ptr(),
+                    module_headers.len(),
+                    ModuleBuffer::of(body),
+                    timeout_ms,
+                )
+            }
         };
         if result != abi::callout_init::SUCCESS {
             // Init results (ClusterNotFound 2, CannotCreateRequest 4, …) as a host error.
@@ -437,6 +521,11 @@ impl Host for ConfigHost {
         let token = self.next_token.get();
         self.next_token.set(token.wrapping_add(1).max(1));
         self.callouts.borrow_mut().push((callout_id, token));
+        if grpc {
+            self.streams
+                .borrow_mut()
+                .push((callout_id, StreamAnswer::default()));
+        }
         Ok(token)
     }
 

@@ -14,11 +14,16 @@
 //!   cases of the Wasm meter (tests/meter); gated by tests/meter/native_budget.json.
 #![allow(clippy::missing_safety_doc)]
 // A test binary: its helpers may unwrap and index (clippy.toml allows it in #[test]s only).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use meshtrace_native::abi::{EnvoyBuffer, EnvoyHeader, ModuleBuffer, ModuleHeader};
 use meshtrace_native::exports::*;
-use meshtrace_native::filter::{EVENT_TICK, LIVE_CONFIGS, PANICS};
+use meshtrace_native::filter::{EVENT_BATCH_READY, EVENT_TICK, LIVE_CONFIGS, PANICS};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -415,6 +420,31 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_c
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
+    config: *mut c_void,
+    stream_id: *mut u64,
+    cluster: ModuleBuffer,
+    headers: *mut ModuleHeader,
+    headers_size: usize,
+    body: ModuleBuffer,
+    _end_stream: bool,
+    timeout_ms: u64,
+) -> u32 {
+    count("start_http_stream");
+    unsafe {
+        envoy_dynamic_module_callback_http_filter_config_http_callout(
+            config,
+            stream_id,
+            cluster,
+            headers,
+            headers_size,
+            body,
+            timeout_ms,
+        )
+    }
+}
+
+#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
     _config: *mut c_void,
 ) -> *mut c_void {
@@ -504,6 +534,17 @@ fn new_config(json: &str) -> Option<Config> {
 }
 
 impl Config {
+    /// What a worker's commit does when a batch's worth of spans waits.
+    fn wake(&self) {
+        unsafe {
+            envoy_dynamic_module_on_http_filter_config_scheduled(
+                self.envoy,
+                self.module,
+                EVENT_BATCH_READY,
+            )
+        };
+    }
+
     fn tick(&self) {
         unsafe {
             envoy_dynamic_module_on_http_filter_config_scheduled(
@@ -1002,5 +1043,113 @@ fn meter_callbacks_per_request_stay_within_the_budget() {
         "native_budget.json lists exactly the meter's cases"
     );
     println!("native meter ({n} requests per case):\n{report}");
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn grpc_exports_read_their_status_from_the_streams_trailers() {
+    let _turn = serial();
+    let config = new_config(&config_json(
+        r#", "randomSamplingPercentage": 100, "exporter": {"protocol": "grpc", "maxBatchSize": 2}"#,
+    ))
+    .unwrap();
+    set_attributes();
+    let stream = |id: u64, status: &[u8], grpc: Option<&[u8]>, reset: bool| unsafe {
+        let (k, v) = (b":status", status);
+        let headers = [EnvoyHeader {
+            key_ptr: k.as_ptr(),
+            key_len: k.len(),
+            value_ptr: v.as_ptr(),
+            value_len: v.len(),
+        }];
+        envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+            config.envoy,
+            config.module,
+            id,
+            headers.as_ptr(),
+            1,
+            0,
+        );
+        let frame = [0u8; 5]; // an empty ExportTraceServiceResponse, gRPC-framed
+        let body = [
+            EnvoyBuffer {
+                ptr: frame.as_ptr(),
+                len: 5,
+            },
+            EnvoyBuffer {
+                ptr: std::ptr::null(),
+                len: 3,
+            },
+        ];
+        envoy_dynamic_module_on_http_filter_config_http_stream_data(
+            config.envoy,
+            config.module,
+            id,
+            body.as_ptr(),
+            2,
+            0,
+        );
+        if let Some(g) = grpc {
+            let (k, v) = (b"grpc-status", g);
+            let trailers = [EnvoyHeader {
+                key_ptr: k.as_ptr(),
+                key_len: k.len(),
+                value_ptr: v.as_ptr(),
+                value_len: v.len(),
+            }];
+            envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+                config.envoy,
+                config.module,
+                id,
+                trailers.as_ptr(),
+                1,
+            );
+        }
+        if reset {
+            envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+                config.envoy,
+                config.module,
+                id,
+                0,
+            );
+        } else {
+            envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+                config.envoy,
+                config.module,
+                id,
+            );
+        }
+    };
+    request(&config, &basic_headers(), "200"); // a SERVER span: one per request here
+    request(&config, &basic_headers(), "200");
+    config.wake();
+    let sent = with(|f| std::mem::take(&mut f.callouts));
+    assert_eq!(sent.len(), 1, "a full batch of 2 leaves at once");
+    assert_eq!(
+        with(|f| f.calls.get("start_http_stream").copied()),
+        Some(1),
+        "as a stream"
+    );
+    stream(sent[0].0, b"200", Some(b"0"), false);
+    config.tick();
+    assert_eq!(
+        stat("meshtrace_spans_exported"),
+        2,
+        "grpc-status 0 in the trailers: delivered"
+    );
+    request(&config, &basic_headers(), "200");
+    request(&config, &basic_headers(), "200");
+    config.wake();
+    let sent = with(|f| std::mem::take(&mut f.callouts));
+    stream(sent[0].0, b"200", Some(b"14"), false); // UNAVAILABLE: retryable
+    stream(999, b"200", Some(b"0"), false); // a stream the module never started: ignored
+    config.tick();
+    assert_eq!(stat("meshtrace_export_failures"), 1);
+    assert_eq!(
+        stat("meshtrace_spans_dropped_export_failed"),
+        0,
+        "kept for a retry"
+    );
+    config.destroy();
     assert_eq!(PANICS.load(Ordering::Relaxed), 0);
 }

@@ -159,3 +159,27 @@ def test_envoy_stops_cleanly_with_the_module_loaded(stack):
     log = car.envoy.log_path.read_text(errors="replace")
     assert car.envoy.proc.returncode == 0, log[-3000:]
     assert "Caught" not in log, "no signal caught (segfault, abort)"
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_spans_the_collector_accepts_are_counted_exported(stack, protocol):
+    """OTLP/HTTP goes as a configuration-level callout; OTLP/gRPC as a configuration-level
+    stream, whose trailers carry `grpc-status` (a one-shot callout's answer has none, and a 200
+    without it would count delivered spans as failed)."""
+    from harness import Sidecar
+    cluster = Sidecar.collector_cluster if protocol == "http/protobuf" else \
+        Sidecar.collector_grpc_cluster
+    car = stack.sidecar({"randomSamplingPercentage": 100, "exporter": {
+        "protocol": protocol, "cluster": cluster, "flushInterval": "200ms"}}, adapter="native")
+    for _ in range(3):
+        assert car.request("/")[0] == 200
+    assert stack.sink is not None
+    stack.sink.wait_for_spans(6)
+    ns = NATIVE_STATS_NAMESPACE
+
+    def counted():
+        stats = car.envoy._stats("meshtrace_")
+        return stats if stats.get(f"{ns}.meshtrace_spans_exported") == 6 else None
+    stats = wait_until(counted, 10, "6 spans counted exported")
+    assert stats[f"{ns}.meshtrace_export_failures"] == 0
+    assert stats[f"{ns}.meshtrace_spans_dropped_export_failed"] == 0
