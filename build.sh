@@ -148,7 +148,7 @@ cmd_test() {
 NATIVE_E2E=(tests/e2e/test_propagation.py tests/e2e/test_sampling.py tests/e2e/test_export.py
   tests/e2e/test_logs.py tests/e2e/test_capture.py tests/e2e/test_istio_parity.py
   tests/e2e/test_reliability.py tests/e2e/test_configuration.py tests/e2e/test_retirement.py
-  tests/e2e/test_partial_success.py tests/e2e/test_ambient.py)
+  tests/e2e/test_partial_success.py tests/e2e/test_ambient.py tests/e2e/test_saturation.py)
 
 # The fast inner loop: core tests natively; `--wasi` adds the same tests under wasmtime. Other
 # arguments are cargo test's (a name filter, `-- --nocapture`).

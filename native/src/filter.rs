@@ -49,6 +49,14 @@ use std::time::Duration;
 pub const EVENT_TICK: u64 = 1;
 pub const EVENT_BATCH_READY: u64 = 2;
 
+/// A worker wakes the main thread once this many spans wait in the channel (or a batch's worth,
+/// if smaller). A span crossing over is the core's `Span` — its attributes as separate strings,
+/// a few KiB — until the exporter encodes it (a few hundred bytes): letting a whole batch (512)
+/// pile up kept megabytes of them alive at saturation, and the allocator kept the peak
+/// (`--concurrency 2`, 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every
+/// 512, +6.2 every 32, +4.9 every 8). A wake-up is one event on the main thread's dispatcher.
+const WAKE_EVERY: usize = 8;
+
 /// Panics caught at the FFI boundary since the module was loaded (all configurations).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Configurations alive (the harness checks every one created is destroyed).
@@ -79,7 +87,8 @@ pub struct Hub {
     /// Spans in the channel, bounded by the exporter's queue size.
     waiting: AtomicUsize,
     max_waiting: usize,
-    batch_size: usize,
+    /// Spans waiting that wake the main thread (see [`WAKE_EVERY`]).
+    wake_every: usize,
     retired: AtomicBool,
     main: Mutex<MainOnly>,
     ticker: Arc<Ticker>,
@@ -242,7 +251,7 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
         key: NEXT_HUB_KEY.fetch_add(1, Ordering::Relaxed),
         bytes: bytes.to_vec(),
         max_waiting: config.exporter.max_queue_size.max(1),
-        batch_size: config.exporter.max_batch_size.max(1),
+        wake_every: config.exporter.max_batch_size.clamp(1, WAKE_EVERY),
         config,
         node,
         tallies,
@@ -316,7 +325,7 @@ impl Hub {
             metrics.inc(host, Metric::SpansDroppedShutdown);
             return;
         }
-        if waiting % self.batch_size == 0 {
+        if waiting % self.wake_every == 0 {
             self.wake();
         }
     }

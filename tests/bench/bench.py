@@ -86,7 +86,8 @@ def build_minimal() -> Path:
 
 
 def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace",
-              capture: bool = True, adapter: str = "wasm") -> dict:
+              capture: bool = True, adapter: str | None = None) -> dict:
+    """meshtrace's filter; `adapter` None: the one under test (MESHTRACE_ADAPTER)."""
     config = {"randomSamplingPercentage": percentage,
               "exporter": {"cluster": COLLECTOR_HTTP} if export else {"protocol": "none"}}
     if not capture:
@@ -108,10 +109,10 @@ def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | Non
     return {
         "none": ([], None),
         "native": ([], native_tracing()),
-        "mt-100": ([meshtrace(100, True, "mt-100")], None),
-        "mt-1": ([meshtrace(1, True, "mt-1")], None),
-        "mt-1-nocap": ([meshtrace(1, True, "mt-1-nocap", capture=False)], None),
-        "mt-none": ([meshtrace(100, False, "mt-none")], None),
+        "mt-100": ([meshtrace(100, True, "mt-100", adapter="wasm")], None),
+        "mt-1": ([meshtrace(1, True, "mt-1", adapter="wasm")], None),
+        "mt-1-nocap": ([meshtrace(1, True, "mt-1-nocap", capture=False, adapter="wasm")], None),
+        "mt-none": ([meshtrace(100, False, "mt-none", adapter="wasm")], None),
         "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal", adapter="wasm")], None),
         "mtn-100": ([meshtrace(100, True, adapter="native")], None),
         "mtn-1": ([meshtrace(1, True, adapter="native")], None),
