@@ -21,662 +21,14 @@
     clippy::indexing_slicing
 )]
 
-use meshtrace_native::abi::{EnvoyBuffer, EnvoyHeader, ModuleBuffer, ModuleHeader};
+mod fake;
+
+use fake::*;
+use meshtrace_native::abi::{EnvoyBuffer, EnvoyHeader};
 use meshtrace_native::exports::*;
-use meshtrace_native::filter::{EVENT_BATCH_READY, EVENT_TICK, LIVE_CONFIGS, PANICS};
-use std::cell::RefCell;
+use meshtrace_native::filter::{EVENT_TICK, LIVE_CONFIGS, PANICS};
 use std::collections::BTreeMap;
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-// ---------------------------------------------------------------------------------------------
-// The fake Envoy: one per test thread.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    None,
-    /// Every callback fails: false, 0, null, an error result.
-    AllFail,
-    /// Success, with null pointers and non-zero lengths.
-    NullBuffers,
-    /// Success, with lengths no allocation can have.
-    HugeLengths,
-    /// Success, with bytes that are not UTF-8.
-    InvalidUtf8,
-    /// Header counts beyond any limit.
-    HugeCounts,
-    /// Integers at the edge of their type.
-    GarbageInts,
-}
-
-const ALL_FAULTS: [Fault; 7] = [
-    Fault::None,
-    Fault::AllFail,
-    Fault::NullBuffers,
-    Fault::HugeLengths,
-    Fault::InvalidUtf8,
-    Fault::HugeCounts,
-    Fault::GarbageInts,
-];
-
-#[derive(Default)]
-struct Fake {
-    fault: Option<Fault>,
-    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    response_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    filter_state: BTreeMap<Vec<u8>, Vec<u8>>,
-    attrs_text: BTreeMap<u32, Vec<u8>>,
-    attrs_int: BTreeMap<u32, u64>,
-    stats: Vec<(String, u64)>,
-    callouts: Vec<(u64, String, usize)>,
-    calls: BTreeMap<&'static str, u64>,
-    logs: Vec<String>,
-    /// Bytes handed to the module, kept valid until the next hook.
-    arena: Vec<Vec<u8>>,
-}
-
-thread_local! {
-    static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
-}
-
-/// Scheduler commits from any thread (the module's tick thread too).
-static COMMITS: AtomicU64 = AtomicU64::new(0);
-
-fn with<T>(f: impl FnOnce(&mut Fake) -> T) -> T {
-    FAKE.with(|fake| f(&mut fake.borrow_mut()))
-}
-
-fn fault() -> Fault {
-    with(|f| f.fault.unwrap_or(Fault::None))
-}
-
-fn count(name: &'static str) {
-    with(|f| *f.calls.entry(name).or_default() += 1);
-}
-
-unsafe fn bytes_of(b: ModuleBuffer) -> Vec<u8> {
-    if b.ptr.is_null() {
-        return Vec::new();
-    }
-    unsafe { std::slice::from_raw_parts(b.ptr, b.len) }.to_vec()
-}
-
-/// Hands `value` to the module as Envoy would, or the fault's version of it.
-fn answer(value: &[u8]) -> EnvoyBuffer {
-    match fault() {
-        Fault::NullBuffers => EnvoyBuffer {
-            ptr: std::ptr::null(),
-            len: 7,
-        },
-        Fault::HugeLengths => EnvoyBuffer {
-            ptr: b"x".as_ptr(),
-            len: usize::MAX - 3,
-        },
-        Fault::InvalidUtf8 => keep(vec![0xff, 0xfe, b'a', 0xc3]),
-        _ => keep(value.to_vec()),
-    }
-}
-
-fn keep(bytes: Vec<u8>) -> EnvoyBuffer {
-    with(|f| {
-        f.arena.push(bytes);
-        let b = f
-            .arena
-            .last()
-            .map(|b| (b.as_ptr(), b.len()))
-            .unwrap_or((std::ptr::null(), 0));
-        EnvoyBuffer { ptr: b.0, len: b.1 }
-    })
-}
-
-fn ok(v: bool) -> u8 {
-    u8::from(v && fault() != Fault::AllFail)
-}
-
-const REQUEST: u32 = 0;
-const RESPONSE: u32 = 2;
-
-fn map_of(f: &mut Fake, kind: u32) -> Option<&mut Vec<(Vec<u8>, Vec<u8>)>> {
-    match kind {
-        REQUEST => Some(&mut f.request_headers),
-        RESPONSE => Some(&mut f.response_headers),
-        _ => None,
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_log(_level: u32, message: ModuleBuffer) {
-    count("log");
-    let text = String::from_utf8_lossy(&unsafe { bytes_of(message) }).into_owned();
-    with(|f| f.logs.push(text));
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_log_enabled(level: u32) -> u8 {
-    count("log_enabled");
-    u8::from(level >= 2) // info and above, as Envoy's default
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(
-    _filter: *mut c_void,
-    kind: u32,
-) -> usize {
-    count("get_headers_size");
-    match fault() {
-        Fault::AllFail => 0,
-        Fault::HugeCounts => 1 << 40,
-        _ => with(|f| map_of(f, kind).map_or(0, |m| m.len())),
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_headers(
-    _filter: *mut c_void,
-    kind: u32,
-    out: *mut EnvoyHeader,
-) -> u8 {
-    count("get_headers");
-    let pairs = with(|f| map_of(f, kind).cloned().unwrap_or_default());
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        let (k, v) = (answer(k), answer(v));
-        unsafe {
-            *out.add(i) = EnvoyHeader {
-                key_ptr: k.ptr,
-                key_len: k.len,
-                value_ptr: v.ptr,
-                value_len: v.len,
-            }
-        };
-    }
-    ok(true)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
-    _filter: *mut c_void,
-    kind: u32,
-    key: ModuleBuffer,
-    result: *mut EnvoyBuffer,
-    index: usize,
-    optional_size: *mut usize,
-) -> u8 {
-    count("get_header");
-    let key = unsafe { bytes_of(key) };
-    let values: Vec<Vec<u8>> = with(|f| {
-        map_of(f, kind)
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| *k == key)
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    if !optional_size.is_null() {
-        unsafe { *optional_size = values.len() };
-    }
-    match values.get(index) {
-        Some(v) => {
-            unsafe { *result = answer(v) };
-            ok(true)
-        }
-        None => 0,
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_set_header(
-    _filter: *mut c_void,
-    kind: u32,
-    key: ModuleBuffer,
-    value: ModuleBuffer,
-) -> u8 {
-    count("set_header");
-    let (key, remove) = (unsafe { bytes_of(key) }, value.ptr.is_null());
-    let value = unsafe { bytes_of(value) };
-    with(|f| {
-        if let Some(m) = map_of(f, kind) {
-            m.retain(|(k, _)| *k != key);
-            if !remove {
-                m.push((key, value));
-            }
-        }
-    });
-    ok(true)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
-    _filter: *mut c_void,
-    key: ModuleBuffer,
-    value: ModuleBuffer,
-) -> u8 {
-    count("set_filter_state_bytes");
-    let (k, v) = unsafe { (bytes_of(key), bytes_of(value)) };
-    with(|f| f.filter_state.insert(k, v));
-    ok(true)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
-    _filter: *mut c_void,
-    key: ModuleBuffer,
-    result: *mut EnvoyBuffer,
-) -> u8 {
-    count("get_filter_state_bytes");
-    let key = unsafe { bytes_of(key) };
-    match with(|f| f.filter_state.get(&key).cloned()) {
-        Some(v) => {
-            unsafe { *result = answer(&v) };
-            ok(true)
-        }
-        None => 0,
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
-    _filter: *mut c_void,
-    id: u32,
-    result: *mut EnvoyBuffer,
-) -> u8 {
-    count("get_attribute_string");
-    match with(|f| f.attrs_text.get(&id).cloned()) {
-        Some(v) => {
-            unsafe { *result = answer(&v) };
-            ok(true)
-        }
-        None => 0,
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
-    _filter: *mut c_void,
-    id: u32,
-    result: *mut u64,
-) -> u8 {
-    count("get_attribute_int");
-    let value = match fault() {
-        Fault::GarbageInts => Some(u64::MAX),
-        _ => with(|f| f.attrs_int.get(&id).copied()),
-    };
-    match value {
-        Some(v) => {
-            unsafe { *result = v };
-            ok(true)
-        }
-        None => 0,
-    }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_metadata_string(
-    _filter: *mut c_void,
-    _source: u32,
-    _ns: ModuleBuffer,
-    _key: ModuleBuffer,
-    result: *mut EnvoyBuffer,
-) -> u8 {
-    count("get_metadata_string");
-    unsafe { *result = answer(b"reviews-v2;default;reviews;v2;Kubernetes") };
-    ok(fault() != Fault::None)
-}
-
-unsafe fn define(name: ModuleBuffer, id: *mut usize) -> u32 {
-    let name = String::from_utf8_lossy(&unsafe { bytes_of(name) }).into_owned();
-    if fault() == Fault::AllFail {
-        return 1;
-    }
-    with(|f| {
-        f.stats.push((name, 0));
-        unsafe { *id = f.stats.len() - 1 };
-    });
-    0
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
-    _config: *mut c_void,
-    name: ModuleBuffer,
-    _labels: *mut ModuleBuffer,
-    _labels_len: usize,
-    id: *mut usize,
-) -> u32 {
-    count("define_counter");
-    unsafe { define(name, id) }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
-    _config: *mut c_void,
-    name: ModuleBuffer,
-    _labels: *mut ModuleBuffer,
-    _labels_len: usize,
-    id: *mut usize,
-) -> u32 {
-    count("define_gauge");
-    unsafe { define(name, id) }
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
-    _config: *mut c_void,
-    id: usize,
-    _labels: *mut ModuleBuffer,
-    _labels_len: usize,
-    value: u64,
-) -> u32 {
-    count("increment_counter");
-    with(|f| match f.stats.get_mut(id) {
-        Some(s) => {
-            s.1 += value;
-            0
-        }
-        None => 1,
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
-    _config: *mut c_void,
-    id: usize,
-    _labels: *mut ModuleBuffer,
-    _labels_len: usize,
-    value: u64,
-) -> u32 {
-    count("set_gauge");
-    with(|f| match f.stats.get_mut(id) {
-        Some(s) => {
-            s.1 = value;
-            0
-        }
-        None => 1,
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
-    _config: *mut c_void,
-    callout_id: *mut u64,
-    cluster: ModuleBuffer,
-    _headers: *mut ModuleHeader,
-    _headers_size: usize,
-    body: ModuleBuffer,
-    _timeout_ms: u64,
-) -> u32 {
-    count("http_callout");
-    if fault() == Fault::AllFail {
-        return 2; // ClusterNotFound
-    }
-    let cluster = String::from_utf8_lossy(&unsafe { bytes_of(cluster) }).into_owned();
-    with(|f| {
-        let id = f.callouts.len() as u64 + 1;
-        f.callouts.push((id, cluster, body.len));
-        unsafe { *callout_id = id };
-    });
-    0
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_start_http_stream(
-    config: *mut c_void,
-    stream_id: *mut u64,
-    cluster: ModuleBuffer,
-    headers: *mut ModuleHeader,
-    headers_size: usize,
-    body: ModuleBuffer,
-    _end_stream: bool,
-    timeout_ms: u64,
-) -> u32 {
-    count("start_http_stream");
-    unsafe {
-        envoy_dynamic_module_callback_http_filter_config_http_callout(
-            config,
-            stream_id,
-            cluster,
-            headers,
-            headers_size,
-            body,
-            timeout_ms,
-        )
-    }
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
-    _config: *mut c_void,
-) -> *mut c_void {
-    count("scheduler_new");
-    if fault() == Fault::AllFail {
-        return std::ptr::null_mut();
-    }
-    Box::into_raw(Box::new(0u64)).cast()
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-    _scheduler: *mut c_void,
-    _event: u64,
-) {
-    COMMITS.fetch_add(1, Ordering::Relaxed);
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
-    scheduler: *mut c_void,
-) {
-    count("scheduler_delete");
-    if !scheduler.is_null() {
-        drop(unsafe { Box::from_raw(scheduler.cast::<u64>()) });
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Driving the module as Envoy does.
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// The module's hubs are process-wide (a retired one is adopted by a live one): the tests take
-/// turns so that each sees only its own configurations.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A configuration: its (fake) Envoy pointer and the module's.
-struct Config {
-    envoy: *mut c_void,
-    module: *const c_void,
-}
-
-fn fake_ptr() -> *mut c_void {
-    (NEXT.fetch_add(1, Ordering::Relaxed) as usize * 64) as *mut c_void
-}
-
-/// A configuration unique to the test (configurations of equal content share a hub).
-fn config_json(extra: &str) -> String {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(r#"{{"resourceAttributes": {{"test.n": "{n}"}}{extra}}}"#)
-}
-
-/// The module as Envoy loads it: `on_program_init` once (the logger, the version line).
-fn load() {
-    static LOADED: std::sync::Once = std::sync::Once::new();
-    LOADED.call_once(|| {
-        let abi = envoy_dynamic_module_on_program_init();
-        assert!(!abi.is_null(), "the module accepts being loaded");
-        let abi = unsafe { std::ffi::CStr::from_ptr(abi) };
-        assert_eq!(abi.to_str().unwrap(), "v0.2.0", "the ABI it was built for");
-    });
-}
-
-fn new_config(json: &str) -> Option<Config> {
-    load();
-    let envoy = fake_ptr();
-    let name = b"meshtrace";
-    let module = unsafe {
-        envoy_dynamic_module_on_http_filter_config_new(
-            envoy,
-            EnvoyBuffer {
-                ptr: name.as_ptr(),
-                len: name.len(),
-            },
-            EnvoyBuffer {
-                ptr: json.as_ptr(),
-                len: json.len(),
-            },
-        )
-    };
-    (!module.is_null()).then_some(Config { envoy, module })
-}
-
-impl Config {
-    /// What a worker's commit does when a batch's worth of spans waits.
-    fn wake(&self) {
-        unsafe {
-            envoy_dynamic_module_on_http_filter_config_scheduled(
-                self.envoy,
-                self.module,
-                EVENT_BATCH_READY,
-            )
-        };
-    }
-
-    fn tick(&self) {
-        unsafe {
-            envoy_dynamic_module_on_http_filter_config_scheduled(
-                self.envoy,
-                self.module,
-                EVENT_TICK,
-            )
-        };
-    }
-
-    fn answer_callouts(&self, status: &[u8], result: u32) {
-        let pending = with(|f| std::mem::take(&mut f.callouts));
-        for (id, _, _) in pending {
-            let (k, v) = (b":status", status);
-            let headers = [EnvoyHeader {
-                key_ptr: k.as_ptr(),
-                key_len: k.len(),
-                value_ptr: v.as_ptr(),
-                value_len: v.len(),
-            }];
-            unsafe {
-                envoy_dynamic_module_on_http_filter_config_http_callout_done(
-                    self.envoy,
-                    self.module,
-                    id,
-                    result,
-                    headers.as_ptr(),
-                    headers.len(),
-                    std::ptr::null(),
-                    0,
-                )
-            };
-        }
-    }
-
-    fn destroy(self) {
-        unsafe { envoy_dynamic_module_on_http_filter_config_destroy(self.module) };
-    }
-}
-
-/// One stream through the hooks, with these request headers; the response's status.
-struct Stream {
-    envoy: *mut c_void,
-    module: *const c_void,
-}
-
-impl Stream {
-    fn start(config: &Config, headers: &[(&str, &str)]) -> Stream {
-        with(|f| {
-            f.arena.clear();
-            f.request_headers = headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect();
-            f.response_headers.clear();
-            f.filter_state.clear();
-        });
-        let envoy = fake_ptr();
-        let module = unsafe { envoy_dynamic_module_on_http_filter_new(config.module, envoy) };
-        assert!(
-            !module.is_null(),
-            "a null filter would make Envoy close the stream"
-        );
-        let status =
-            unsafe { envoy_dynamic_module_on_http_filter_request_headers(envoy, module, 1) };
-        assert_eq!(status, 0, "Continue");
-        Stream { envoy, module }
-    }
-
-    fn finish(self, status: &str) {
-        with(|f| {
-            f.arena.clear();
-            f.response_headers = vec![(b":status".to_vec(), status.as_bytes().to_vec())];
-        });
-        unsafe {
-            assert_eq!(
-                envoy_dynamic_module_on_http_filter_response_headers(self.envoy, self.module, 0),
-                0
-            );
-            assert_eq!(
-                envoy_dynamic_module_on_http_filter_response_body(self.envoy, self.module, 1),
-                0
-            );
-            envoy_dynamic_module_on_http_filter_stream_complete(self.envoy, self.module);
-            envoy_dynamic_module_on_http_filter_destroy(self.module);
-        }
-    }
-}
-
-fn request(config: &Config, headers: &[(&str, &str)], status: &str) {
-    Stream::start(config, headers).finish(status);
-}
-
-fn stat(name: &str) -> u64 {
-    with(|f| {
-        f.stats
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .sum()
-    })
-}
-
-fn set_attributes() {
-    with(|f| {
-        f.attrs_text.insert(
-            57,
-            b"outbound|9080||reviews.default.svc.cluster.local".to_vec(),
-        );
-        f.attrs_text.insert(61, b"default".to_vec());
-        f.attrs_text.insert(10, b"HTTP/1.1".to_vec());
-        f.attrs_text.insert(16, b"via_upstream".to_vec());
-        f.attrs_text.insert(24, b"10.0.0.1:5555".to_vec());
-        f.attrs_text.insert(41, b"10.0.0.2:9080".to_vec());
-        f.attrs_int.insert(59, 2);
-        f.attrs_int.insert(17, 0);
-        f.attrs_int.insert(13, 120);
-        f.attrs_int.insert(21, 4000);
-    });
-}
-
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-fn basic_headers() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (":method", "GET"),
-        (":path", "/productpage"),
-        (":authority", "productpage:9080"),
-        (":scheme", "http"),
-        ("user-agent", "test"),
-    ]
-}
+use std::sync::atomic::Ordering;
 
 // ---------------------------------------------------------------------------------------------
 // Faults.
@@ -1151,5 +503,117 @@ fn grpc_exports_read_their_status_from_the_streams_trailers() {
         "kept for a retry"
     );
     config.destroy();
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
+
+/// A deterministic generator for the randomized runs (xorshift64*): the same seed, the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    fn text(&mut self, max: usize) -> String {
+        const PIECES: [&str; 12] = [
+            "00",
+            "-",
+            "0af7651916cd43dd8448eb211c80319c",
+            "b7ad6b7169203331",
+            "01",
+            "ff",
+            "=",
+            ",",
+            "é",
+            "\u{7f}",
+            " ",
+            "x",
+        ];
+        (0..self.below(max + 1))
+            .map(|_| self.pick(&PIECES))
+            .collect()
+    }
+}
+
+/// Random hook sequences under random faults — the fuzz target's loop (tests/fuzz
+/// `native_hooks`), seeded, in every `cargo test`: every request continues, no panic.
+#[test]
+fn random_requests_configurations_and_answers_never_panic() {
+    let _turn = serial();
+    const NAMES: [&str; 12] = [
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-request-id",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+        "x-b3-parentspanid",
+        "x-meshtrace-force",
+        ":path",
+        "x-junk",
+    ];
+    const CONFIGS: [&str; 5] = [
+        r#", "randomSamplingPercentage": 100, "exporter": {"maxBatchSize": 3}"#,
+        r#", "randomSamplingPercentage": 50, "propagation": {"traceResponse": true, "responseRequestId": true}"#,
+        r#", "randomSamplingPercentage": 0, "sampling": {"maxCapturedPerSecond": 1000}"#,
+        r#", "randomSamplingPercentage": 100, "exporter": {"protocol": "grpc", "maxBatchSize": 2}"#,
+        r#", "propagation": {"inject": ["b3", "tracecontext"]}, "randomSamplingPercentage": 100"#,
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut configs: Vec<Config> = Vec::new();
+    for round in 0..3000 {
+        with(|f| f.fault = None);
+        if configs.is_empty() || rng.below(50) == 0 {
+            configs.push(new_config(&config_json(rng.pick(&CONFIGS))).unwrap());
+        }
+        if configs.len() > 1 && rng.below(60) == 0 {
+            let at = rng.below(configs.len());
+            configs.swap_remove(at).destroy();
+        }
+        let config = &configs[rng.below(configs.len())];
+        set_attributes();
+        with(|f| f.fault = Some(rng.pick(&ALL_FAULTS)));
+        let mut headers: Vec<(String, String)> = basic_headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for _ in 0..rng.below(6) {
+            headers.push((rng.pick(&NAMES).to_string(), rng.text(12)));
+        }
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let status = rng.pick(&["200", "404", "503", "0", "x"]);
+        request(config, &pairs, status);
+        match rng.below(8) {
+            0 => config.tick(),
+            1 => config.wake(),
+            2 => config.answer_callouts(
+                rng.pick(&[&b"200"[..], &b"503"[..], &b"429"[..], &b""[..], &b"abc"[..]]),
+                rng.below(3) as u32,
+            ),
+            _ => {}
+        }
+        assert_eq!(PANICS.load(Ordering::Relaxed), 0, "round {round}");
+    }
+    with(|f| f.fault = None);
+    for config in configs {
+        config.tick();
+        config.destroy();
+    }
     assert_eq!(PANICS.load(Ordering::Relaxed), 0);
 }
