@@ -715,6 +715,11 @@ impl Ticker {
             .spawn(move || {
                 let mut state = lock(&me.state);
                 loop {
+                    // Stopped before this thread first waited: no wait (a destroy would block
+                    // the main thread for a whole period in `join`).
+                    if state.stopped {
+                        return;
+                    }
                     state = match me.wake.wait_timeout(state, period) {
                         Ok((g, _)) => g,
                         Err(poisoned) => poisoned.into_inner().0,
