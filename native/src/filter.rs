@@ -570,6 +570,9 @@ impl Hub {
         delete_scheduler(leaving.scheduler);
         let mut guard = lock(&self.main);
         let main = &mut guard.0;
+        // The counts made so far go out through this configuration's stats, before the
+        // exporter's `Metrics` is copied for the orphan (a copy would carry them twice).
+        self.flush_counters(main, &leaving);
         let (tx, rx) = mpsc::channel();
         drop(tx);
         let orphan = Box::new(Orphan {
@@ -582,9 +585,6 @@ impl Hub {
             cancelled,
             draining: false,
         });
-        // The counts made so far leave with this configuration's stats; the orphan's start
-        // from zero.
-        self.flush_counters(main, &leaving);
         let mut orphans: Vec<Box<Orphan>> = std::mem::take(&mut main.orphans)
             .into_iter()
             .map(Box::new)

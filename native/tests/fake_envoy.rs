@@ -617,3 +617,29 @@ fn random_requests_configurations_and_answers_never_panic() {
     }
     assert_eq!(PANICS.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_push_right_after_traffic_counts_each_span_once() {
+    let _turn = serial();
+    // Counts still pending in the retiring configuration (no tick since the traffic) are
+    // counted once, by it, not again by the configuration that sends its spans.
+    let a = new_config(&config_json(r#", "randomSamplingPercentage": 100"#)).unwrap();
+    set_attributes();
+    for _ in 0..7 {
+        request(&a, &basic_headers(), "200");
+    }
+    a.wake(); // the spans reach the exporter: recorded, counted in its pending counts
+    let b = new_config(&config_json(r#", "randomSamplingPercentage": 100"#)).unwrap();
+    a.destroy();
+    b.tick();
+    b.answer_callouts(b"200", 0);
+    b.tick();
+    assert_eq!(
+        stat("meshtrace_spans_recorded"),
+        7,
+        "each span counted once"
+    );
+    assert_eq!(stat("meshtrace_spans_exported"), 7);
+    b.destroy();
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
