@@ -239,6 +239,7 @@ The inner loop while developing:
   ./build.sh unit tracestate                   only the tests whose name contains `tracestate`
   ./build.sh e2e -k propagation                build, then the matching end-to-end tests
   ./build.sh e2e tests/e2e/test_export.py -x   one file, stopping at the first failure
+  MESHTRACE_ADAPTER=native ./build.sh e2e tests/e2e/test_export.py   the same on the native adapter
   ./build.sh test                              everything, once, before asking for a merge
 EOF
 }
