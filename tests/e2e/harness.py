@@ -662,6 +662,18 @@ def routed_listener(name: str, port: int, direction: str, routes: list[dict],
     return base
 
 
+# Envoys that crashed (Envoy's signal handler logged "Caught <signal>"): tests/e2e/conftest.py
+# fails the test during which one did, whichever adapter ran.
+CRASHES: list[str] = []
+
+
+def crash_line(log: str) -> str | None:
+    """Envoy's fatal-signal line (`source/server/signal_action.cc`: "Caught Segmentation fault,
+    suspect faulting address …"), if the log has one."""
+    return next((line for line in log.splitlines() if "] Caught " in line or
+                 line.startswith("Caught ")), None)
+
+
 class Envoy:
     """One Envoy process: `--concurrency 1`, a dynamic base id, readiness on admin `/ready`."""
 
@@ -751,6 +763,9 @@ class Envoy:
     def close(self) -> None:
         stop_process(self.proc)
         self._log.close()
+        crash = crash_line(self.log_path.read_text(errors="replace"))
+        if crash:
+            CRASHES.append(f"envoy {self.name}: {crash}")
 
 
 # ---------------------------------------------------------------------------------------------
