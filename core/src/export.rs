@@ -23,12 +23,14 @@
 //!
 //! [`ExportSettings`] are derived once per configuration and read by all three.
 
+mod encoded;
 mod queue;
 mod resources;
 mod response;
 mod sender;
 mod settings;
 
+pub use encoded::EncodedSpan;
 pub use resources::MAX_PEER_RESOURCES;
 pub use response::{ExportResponse, MAX_RESPONSE_BODY};
 

@@ -30,7 +30,7 @@ use crate::host::{now_unix_nanos, ConfigHost, EnvoyStat, StreamAnswer, StreamHos
 use crate::logger;
 use log::{error, info, warn};
 use meshtrace_core::config::{percentage, Config, ExportProtocol};
-use meshtrace_core::export::{ExportResponse, Exporter, MAX_RESPONSE_BODY};
+use meshtrace_core::export::{EncodedSpan, ExportResponse, Exporter, MAX_RESPONSE_BODY};
 use meshtrace_core::host::{Host, MetricKind};
 use meshtrace_core::ids::IdGenerator;
 use meshtrace_core::metrics::{Metric, Metrics};
@@ -50,11 +50,10 @@ pub const EVENT_TICK: u64 = 1;
 pub const EVENT_BATCH_READY: u64 = 2;
 
 /// A worker wakes the main thread once this many spans wait in the channel (or a batch's worth,
-/// if smaller). A span crossing over is the core's `Span` — its attributes as separate strings,
-/// a few KiB — until the exporter encodes it (a few hundred bytes): letting a whole batch (512)
-/// pile up kept megabytes of them alive at saturation, and the allocator kept the peak
-/// (`--concurrency 2`, 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every
-/// 512, +6.2 every 32, +4.9 every 8). A wake-up is one event on the main thread's dispatcher.
+/// if smaller). Spans used to cross as the core's `Span` (a few KiB of strings each) and waking
+/// only once a batch (512) waited kept megabytes of them alive at saturation (`--concurrency 2`,
+/// 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every 512, +4.9 every 8);
+/// they now cross encoded ([`Handoff`]). A wake-up is one event on the main thread's dispatcher.
 const WAKE_EVERY: usize = 8;
 
 /// Panics caught at the FFI boundary since the module was loaded (all configurations).
@@ -66,9 +65,11 @@ pub static LIVE_CONFIGS: AtomicUsize = AtomicUsize::new(0);
 static HUBS: Mutex<Vec<Weak<Hub>>> = Mutex::new(Vec::new());
 static NEXT_HUB_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// A span on its way from a worker to the main thread's exporter.
+/// A span on its way from a worker to the main thread's exporter, encoded on the worker: the
+/// channel holds a few hundred bytes per span, not the core's `Span` (a few KiB of strings),
+/// and those strings are freed on the worker that allocated them.
 struct Handoff {
-    span: Span,
+    span: EncodedSpan,
     captured: bool,
 }
 
@@ -319,6 +320,7 @@ impl Hub {
             metrics.inc(host, Metric::SpansDroppedQueueFull);
             return;
         }
+        let span = EncodedSpan::new(span);
         if self.spans.send(Handoff { span, captured }).is_err() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             metrics.inc(host, Metric::SpansRecorded);
@@ -338,12 +340,8 @@ impl Hub {
         };
         while let Ok(h) = main.spans.try_recv() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            if h.captured {
-                main.exporter
-                    .enqueue_captured(h.span, &owner.host, &main.metrics);
-            } else {
-                main.exporter.enqueue(h.span, &owner.host, &main.metrics);
-            }
+            main.exporter
+                .enqueue_encoded(h.span, h.captured, &owner.host, &main.metrics);
         }
     }
 
@@ -653,11 +651,8 @@ fn tend_orphans(orphans: &mut Vec<Orphan>, owner: &Owner, now: u64) {
                     .on_response(token, &NO_RESPONSE, &owner.host, &o.metrics, now);
             }
             while let Ok(h) = o.spans.try_recv() {
-                if h.captured {
-                    o.exporter.enqueue_captured(h.span, &owner.host, &o.metrics);
-                } else {
-                    o.exporter.enqueue(h.span, &owner.host, &o.metrics);
-                }
+                o.exporter
+                    .enqueue_encoded(h.span, h.captured, &owner.host, &o.metrics);
             }
             o.exporter.drain(&owner.host, &o.metrics, now);
             o.draining = true;
