@@ -56,6 +56,16 @@ pub const EVENT_BATCH_READY: u64 = 2;
 /// they now cross encoded ([`Handoff`]). A wake-up is one event on the main thread's dispatcher.
 const WAKE_EVERY: usize = 8;
 
+/// `exporter.maxBatchSize` when the `pluginConfig` does not set it (the Wasm plugin's default is
+/// 512). Envoy's own OpenTelemetry tracer, the reference for this adapter's cost, keeps at most
+/// `tracing.opentelemetry.min_flush_spans` (5) spans per worker before it sends them
+/// (`source/extensions/tracers/opentelemetry/tracer.cc`, `Tracer::sendSpan`). The native adapter
+/// has one exporter for every worker, and what it holds follows its batches — filling, in
+/// flight and kept for a retry, and Envoy's copies of their bodies: at 100% and `--concurrency
+/// 2`, +4.8 MiB over no tracing with batches of 512, +1.6 to +2.1 with 32, no less with 16 or 8
+/// (BENCHMARKS.md). 32 keeps a batch's framing and callout amortised over 32 spans.
+pub const NATIVE_MAX_BATCH_SIZE: usize = 32;
+
 /// Panics caught at the FFI boundary since the module was loaded (all configurations).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
 /// Configurations alive (the harness checks every one created is destroyed).
@@ -208,13 +218,16 @@ fn new_owner(config_envoy: abi::ConfigEnvoyPtr) -> (Owner, Metrics) {
 pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Option<ModuleConfig> {
     logger::refresh_level();
     let node = NodeInfo::read(&ConfigHost::new(config_envoy));
-    let config = match Config::parse_for(bytes, node.is_gateway()) {
+    let mut config = match Config::parse_for(bytes, node.is_gateway()) {
         Ok(config) => config,
         Err(e) => {
             error!("{e}");
             return None;
         }
     };
+    if !sets_max_batch_size(bytes, node.is_gateway()) {
+        config.exporter.max_batch_size = config.exporter.max_queue_size.min(NATIVE_MAX_BATCH_SIZE);
+    }
     let (owner, metrics) = new_owner(config_envoy);
     if let Some(hub) = live_hub(bytes, node.is_gateway()) {
         hub.join(owner);
@@ -286,6 +299,19 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
         hub,
         config_envoy: config_envoy as usize,
     })
+}
+
+/// Whether a (valid) `pluginConfig` sets `exporter.maxBatchSize` for this proxy: at the top
+/// level or, at a gateway, in its `gateway` block. Otherwise the native adapter's own default
+/// applies ([`NATIVE_MAX_BATCH_SIZE`]); every key and what a configuration accepts stay the
+/// Wasm plugin's (the configuration was validated by the core first).
+fn sets_max_batch_size(bytes: &[u8], gateway: bool) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    let set = |v: Option<&serde_json::Value>| v.is_some_and(|v| !v.is_null());
+    set(value.pointer("/exporter/maxBatchSize"))
+        || (gateway && set(value.pointer("/gateway/exporter/maxBatchSize")))
 }
 
 impl ModuleConfig {
@@ -855,5 +881,33 @@ impl Stream {
         }
         // The request path's deferred counts to the atomic tallies (no Envoy call).
         w.metrics.flush(&host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a configuration that leaves `exporter.maxBatchSize` unset gets the native default.
+    #[test]
+    fn the_native_batch_default_applies_only_where_the_config_sets_none() {
+        #[rustfmt::skip]
+        let cases: [(&str, bool, bool, &str); 8] = [
+            ("", false, false, "the default configuration"),
+            ("{}", false, false, "an empty object"),
+            (r#"{"exporter": {"maxQueueSize": 4096}}"#, false, false, "other exporter keys"),
+            (r#"{"exporter": {"maxBatchSize": 512}}"#, false, true, "set at the top"),
+            (r#"{"exporter": {"maxBatchSize": null}}"#, false, false, "null reads as absent, as in the core"),
+            (r#"{"gateway": {"exporter": {"maxBatchSize": 64}}}"#, true, true, "a gateway's own block"),
+            (r#"{"gateway": {"exporter": {"maxBatchSize": 64}}}"#, false, false, "the gateway block at a sidecar"),
+            ("not json", false, false, "unreadable (the core rejects it first)"),
+        ];
+        for (json, gateway, set, reason) in cases {
+            assert_eq!(
+                sets_max_batch_size(json.as_bytes(), gateway),
+                set,
+                "{reason}"
+            );
+        }
     }
 }
