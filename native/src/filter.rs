@@ -50,11 +50,13 @@ pub const EVENT_TICK: u64 = 1;
 pub const EVENT_BATCH_READY: u64 = 2;
 
 /// A worker wakes the main thread once this many spans wait in the channel (or a batch's worth,
-/// if smaller). Spans used to cross as the core's `Span` (a few KiB of strings each) and waking
-/// only once a batch (512) waited kept megabytes of them alive at saturation (`--concurrency 2`,
-/// 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every 512, +4.9 every 8);
-/// they now cross encoded ([`Handoff`]). A wake-up is one event on the main thread's dispatcher.
-const WAKE_EVERY: usize = 8;
+/// if smaller). Spans used to cross as the core's `Span` (a few KiB of strings each), and
+/// waking only once a batch (512) waited kept megabytes of them alive at saturation
+/// (`--concurrency 2`, 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every
+/// 512, +4.9 every 8). They now cross encoded ([`Handoff`], a few hundred bytes), so 32 waiting
+/// hold ~12 KiB; each wake-up is one event on the main thread's dispatcher and a commit under
+/// the ticker's lock, so with the default batch (32) a batch costs one, not four.
+const WAKE_EVERY: usize = 32;
 
 /// `exporter.maxBatchSize` when the `pluginConfig` does not set it (the Wasm plugin's default is
 /// 512). Envoy's own OpenTelemetry tracer, the reference for this adapter's cost, keeps at most

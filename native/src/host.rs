@@ -249,15 +249,29 @@ impl Host for StreamHost<'_> {
         }
     }
 
+    /// Four to five per request (`propagation.publishContext`): the prefixed key is put together
+    /// on the stack, not allocated, whenever it fits (every key the core writes does).
     fn set_property(&self, name: &str, value: &[u8]) {
-        let mut key = String::with_capacity(FILTER_STATE_PREFIX.len() + name.len());
-        key.push_str(FILTER_STATE_PREFIX);
-        key.push_str(name);
+        let mut stack = [0u8; 64];
+        let heap;
+        let prefix = FILTER_STATE_PREFIX.as_bytes();
+        let key: &[u8] = match stack.get_mut(..prefix.len() + name.len()) {
+            Some(key) => {
+                let (head, tail) = key.split_at_mut(prefix.len());
+                head.copy_from_slice(prefix);
+                tail.copy_from_slice(name.as_bytes());
+                key
+            }
+            None => {
+                heap = [prefix, name.as_bytes()].concat();
+                &heap
+            }
+        };
         // SAFETY: the stream's pointer; both buffers are copied by Envoy during the call.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
                 self.filter,
-                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(key),
                 ModuleBuffer::of(value),
             );
         }

@@ -643,3 +643,44 @@ fn a_push_right_after_traffic_counts_each_span_once() {
     b.destroy();
     assert_eq!(PANICS.load(Ordering::Relaxed), 0);
 }
+
+/// The request's context is published as filter state under the Wasm plugin's names
+/// (`wasm.meshtrace.*`, what `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%` reads), each key
+/// put together without an allocation (native/src/host.rs, `set_property`).
+#[test]
+fn context_is_published_as_filter_state_under_the_wasm_plugins_names() {
+    let _turn = serial();
+    let c = new_config(&config_json(r#", "randomSamplingPercentage": 0"#)).unwrap();
+    let mut headers = basic_headers();
+    headers.push(("traceparent", TRACEPARENT));
+    let stream = Stream::start(&c, &headers);
+    let state = with(|f| f.filter_state.clone());
+    stream.finish("200");
+    c.destroy();
+    let text = |k: &str| {
+        state
+            .get(k.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    #[rustfmt::skip]
+    let cases = [
+        ("wasm.meshtrace.trace_id", Some("0af7651916cd43dd8448eb211c80319c"), "the parent's trace"),
+        ("wasm.meshtrace.parent_span_id", Some("b7ad6b7169203331"), "the parent's span"),
+        ("wasm.meshtrace.sampled", Some("true"), "the parent's flag (parent-based)"),
+    ];
+    for (key, want, reason) in cases {
+        assert_eq!(text(key).as_deref(), want, "{key}: {reason}");
+    }
+    assert!(
+        text("wasm.meshtrace.span_id").is_some_and(|s| s.len() == 16),
+        "a span id of our own"
+    );
+    assert!(
+        state.keys().all(|k| k.starts_with(b"wasm.meshtrace.")),
+        "only meshtrace's names: {:?}",
+        state
+            .keys()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
+    );
+}
