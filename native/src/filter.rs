@@ -53,20 +53,21 @@ pub const EVENT_BATCH_READY: u64 = 2;
 /// if smaller). Spans used to cross as the core's `Span` (a few KiB of strings each), and
 /// waking only once a batch (512) waited kept megabytes of them alive at saturation
 /// (`--concurrency 2`, 100% sampled, 20,000 requests: +10.9 MiB over no tracing waking every
-/// 512, +4.9 every 8). They now cross encoded ([`Handoff`], a few hundred bytes), so 32 waiting
-/// hold ~12 KiB; each wake-up is one event on the main thread's dispatcher and a commit under
-/// the ticker's lock, so with the default batch (32) a batch costs one, not four.
-const WAKE_EVERY: usize = 32;
+/// 512, +4.9 every 8). They now cross encoded ([`Handoff`], a few hundred bytes), so 64 waiting
+/// hold ~25 KiB; each wake-up is one event on the main thread's dispatcher and a commit under
+/// the ticker's lock, so a default batch ([`NATIVE_MAX_BATCH_SIZE`]) costs one, not eight.
+const WAKE_EVERY: usize = 64;
 
 /// `exporter.maxBatchSize` when the `pluginConfig` does not set it (the Wasm plugin's default is
 /// 512). Envoy's own OpenTelemetry tracer, the reference for this adapter's cost, keeps at most
 /// `tracing.opentelemetry.min_flush_spans` (5) spans per worker before it sends them
 /// (`source/extensions/tracers/opentelemetry/tracer.cc`, `Tracer::sendSpan`). The native adapter
-/// has one exporter for every worker, and what it holds follows its batches — filling, in
-/// flight and kept for a retry, and Envoy's copies of their bodies: at 100% and `--concurrency
-/// 2`, +4.8 MiB over no tracing with batches of 512, +1.6 to +2.1 with 32, no less with 16 or 8
-/// (BENCHMARKS.md). 32 keeps a batch's framing and callout amortised over 32 spans.
-pub const NATIVE_MAX_BATCH_SIZE: usize = 32;
+/// has one exporter for every worker, and what it holds follows its batches: at 100% and
+/// `--concurrency 2`, +4.8 MiB over no tracing with batches of 512, +2.0 to +2.3 with 64, +1.6
+/// to +2.1 with 32 (BENCHMARKS.md). Each batch costs the main thread a wake-up, a callout and
+/// its answer on the CPU the workers use: side by side, 100% sampled, +33.4 µs per request with
+/// 512, +35.9 with 64, +40.0 with 32. 64 is the largest batch within 2 MiB of Envoy's tracer.
+pub const NATIVE_MAX_BATCH_SIZE: usize = 64;
 
 /// Panics caught at the FFI boundary since the module was loaded (all configurations).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);
