@@ -169,21 +169,27 @@ istio-waypoint: istio/istio d3ac996, policyattachment.go; else none). */}}
 {{- mustMergeOverwrite (deepCopy (.Values.plugin.config | default dict)) (deepCopy (.Values.gateways.config | default dict)) | toJson -}}
 {{- end }}
 
-{{/* Istio's OpenTelemetry extension provider, shared by both install forms. `http` and
-`resource_detectors` are read from Istio 1.22 (pilot/pkg/networking/core/tracing.go
-otelConfig); before, protocol http is refused by meshtrace.validate. */}}
+{{/* Istio's OpenTelemetry extension provider, shared by both install forms. Each field only from
+the Istio whose MeshConfig has it (istio/api mesh/v1alpha1/config.proto
+OpenTelemetryTracingProvider): `http` and `resource_detectors` from 1.22 (before, protocol http
+is refused by meshtrace.validate), `grpc` (timeout, initialMetadata) from 1.24. istioctl
+1.20-1.23 rejects an unknown field (operator/pkg/validate/validate.go validateMeshConfig ->
+protomarshal.ApplyYAMLStrict); before 1.24 Istio's own tracer takes neither a gRPC timeout nor
+headers, the plugin still sends them. */}}
 {{- define "meshtrace.extensionProvider" -}}
 - name: {{ .Values.tracing.providerName }}
   opentelemetry:
     service: {{ include "meshtrace.collectorHost" . }}
     port: {{ include "meshtrace.exportPort" . }}
     {{- if eq .Values.tracing.protocol "grpc" }}
+    {{- if ge (include "meshtrace.istioMinor" . | int) 24 }}
     grpc:
       timeout: {{ .Values.tracing.timeout }}
       {{- with .Values.tracing.headers }}
       initialMetadata:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+    {{- end }}
     {{- else }}
     http:
       path: {{ .Values.tracing.path }}

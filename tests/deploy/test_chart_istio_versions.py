@@ -1,0 +1,78 @@
+"""The chart against each Istio version it supports, read from Istio's own source (issue 26):
+what every rendered path needs from istio/istio (tags 1.20.0-1.30.0) and istio/api
+(mesh/v1alpha1/config.proto at the same tags). Each table row names the file and function."""
+from __future__ import annotations
+
+import helm_python as helm
+import pytest
+import yaml
+
+from test_chart import by_kind, render, render_files
+
+INSTALL = "meshtrace/templates/istio-install.yaml"
+ISTIOD = "meshtrace/templates/istiod-values.yaml"
+NOTES = "meshtrace/templates/NOTES.txt"
+
+# istio/api mesh/v1alpha1/config.proto: the first minor whose MeshConfig has each field of the
+# messages the chart renders for the tracing provider. istioctl 1.20-1.23 reads meshConfig
+# strictly (operator/pkg/validate/validate.go validateMeshConfig -> protomarshal.ApplyYAMLStrict):
+# a field the proto lacks stops `istioctl install -f` ("unknown field"); istiod's Helm path drops it
+# without a word.
+# fmt: off
+PROVIDER_FIELDS = {
+    "OpenTelemetryTracingProvider": {
+        "service": 20, "port": 20, "max_tag_length": 20,
+        "http": 22,                # HttpService http = 4 (1.22.0)
+        "resource_detectors": 22,  # ResourceDetectors resource_detectors = 5 (1.22.0)
+        "grpc": 24,                # GrpcService grpc = 7 (1.24.0)
+        "service_attribute_enrichment": 30,
+    },
+    "HttpService": {"path": 22, "timeout": 22, "headers": 22},
+    "GrpcService": {"timeout": 24, "initial_metadata": 24},
+    "ResourceDetectors": {"environment": 22, "dynatrace": 22},
+}
+# fmt: on
+NESTED = {"http": "HttpService", "grpc": "GrpcService", "resource_detectors": "ResourceDetectors"}
+
+
+def snake(key: str) -> str:
+    """protojson accepts a field's JSON (camelCase) name and its proto name alike."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
+
+
+def unknown_fields(message: str, value: dict, minor: int, path: str) -> list[str]:
+    out = []
+    for key, sub in value.items():
+        field = snake(key)
+        since = PROVIDER_FIELDS[message].get(field)
+        if since is None or since > minor:
+            out.append(f"{path}.{key} (istio/api 1.{minor}.0 {message} has no {field})")
+        elif field in NESTED and isinstance(sub, dict):
+            out += unknown_fields(NESTED[field], sub, minor, f"{path}.{key}")
+    return out
+
+
+def provider_of(files: dict[str, str]) -> dict:
+    mesh = yaml.safe_load(files[INSTALL])["spec"]["meshConfig"]
+    istiod = yaml.safe_load(yaml.safe_load(files[ISTIOD])["data"]["values.yaml"])["meshConfig"]
+    assert mesh == istiod, "one source, two install forms"
+    (provider,) = [p for p in mesh["extensionProviders"] if "opentelemetry" in p]
+    return provider["opentelemetry"]
+
+
+# Defect 1: the provider Istio 1.20-1.30 accepts, for both protocols.
+CASES = [(minor, protocol) for minor in range(20, 31) for protocol in ("grpc", "http")
+         if not (minor < 22 and protocol == "http")]  # http before 1.22: refused (next test)
+
+
+@pytest.mark.parametrize("minor, protocol", CASES, ids=[f"1.{m}-{p}" for m, p in CASES])
+def test_the_extension_provider_has_only_fields_that_istio_version_knows(minor, protocol):
+    files = render_files({"istioVersion": f"1.{minor}", "renderIstioInstallConfig": True,
+                          "tracing": {"protocol": protocol, "headers": [{"name": "x-tenant", "value": "a"}]}})
+    otel = provider_of(files)
+    assert unknown_fields("OpenTelemetryTracingProvider", otel, minor, "opentelemetry") == []
+    assert otel["port"] == (4317 if protocol == "grpc" else 4318)
+    if protocol == "grpc" and minor >= 24:
+        assert otel["grpc"] == {"timeout": "5s", "initialMetadata": [{"name": "x-tenant", "value": "a"}]}
+    if protocol == "http":
+        assert otel["http"]["path"] == "/v1/traces"
