@@ -506,17 +506,17 @@ def test_listed_waypoints_get_the_plugin_and_lose_native_spans_exactly_there(che
 
 
 @pytest.mark.parametrize("values, key", [
-    ({"istioVersion": "1.25"}, "no waypoint runs the plugin"),
+    ({"istioVersion": "1.24"}, "no waypoint runs the plugin"),
     ({"waypoints": {"attach": "none"}}, "no waypoint runs the plugin"),
-    ({"istioVersion": "1.25", "waypoints": {"attach": "gatewayClass"}},
-     "waypoints.attach gatewayClass needs istioVersion 1.26"),
+    ({"istioVersion": "1.24", "waypoints": {"attach": "gatewayClass"}},
+     "waypoints.attach gatewayClass needs istioVersion 1.25"),
     ({"plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]},
       "waypoints": {"attach": "gatewayClass"}}, "waypoints.attach gatewayClass needs plugin.scope mesh"),
     ({"waypoints": {"attach": "gateways", "gateways": [{"name": "w", "namespace": "a"}]}},
      "waypoints not listed would lose every span"),
     ({"plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]},
       "waypoints": {"attach": "gateways"}}, "waypoints.attach gateways needs waypoints.gateways"),
-], ids=["mesh-before-1.26", "mesh-none", "gatewayclass-before-1.26", "gatewayclass-not-mesh",
+], ids=["mesh-before-1.25", "mesh-none", "gatewayclass-before-1.25", "gatewayclass-not-mesh",
         "mesh-with-a-list", "empty-list"])
 def test_the_chart_refuses_to_lose_waypoint_spans(values, key):
     with pytest.raises(helm.HelmError) as err:
@@ -525,7 +525,7 @@ def test_the_chart_refuses_to_lose_waypoint_spans(values, key):
 
 
 def test_a_mesh_without_waypoints_says_so():
-    docs = render({"istioVersion": "1.25", "waypoints": {"meshHasNoWaypoints": True}})
+    docs = render({"istioVersion": "1.24", "waypoints": {"meshHasNoWaypoints": True}})
     assert [p["metadata"]["name"] for p in by_kind(docs, "WasmPlugin")] == ["meshtrace"]
 
 

@@ -76,3 +76,25 @@ def test_the_extension_provider_has_only_fields_that_istio_version_knows(minor, 
         assert otel["grpc"] == {"timeout": "5s", "initialMetadata": [{"name": "x-tenant", "value": "a"}]}
     if protocol == "http":
         assert otel["http"]["path"] == "/v1/traces"
+
+
+# Defect 3: a root-namespace policy reaches every waypoint through targetRefs GatewayClass
+# istio-waypoint from 1.25.0 (pilot/pkg/model/policyattachment.go ShouldAttachPolicy, the
+# GatewayClass clause backported in 6ec5ded, release note 54780; pkg/config/validation/validation.go
+# allowedTargetRefs lists GatewayClass from 1.25.0), not before.
+GATEWAY_CLASS = [{"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}]
+
+
+@pytest.mark.parametrize("minor", range(25, 31))
+def test_every_waypoint_runs_the_plugin_from_istio_1_25(minor):
+    docs = render({"istioVersion": f"1.{minor}"})
+    (wp,) = [p for p in by_kind(docs, "WasmPlugin") if p["metadata"]["name"] == "meshtrace-waypoint"]
+    assert wp["spec"]["targetRefs"] == GATEWAY_CLASS
+    assert wp["metadata"]["namespace"] == "istio-system"
+
+
+@pytest.mark.parametrize("minor", range(22, 25))
+def test_gateway_class_attachment_is_refused_before_1_25(minor):
+    with pytest.raises(helm.HelmError) as err:
+        render({"istioVersion": f"1.{minor}", "waypoints": {"attach": "gatewayClass"}})
+    assert "waypoints.attach gatewayClass needs istioVersion 1.25 or later" in str(err.value)
