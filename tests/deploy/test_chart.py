@@ -367,7 +367,8 @@ def test_both_install_forms_of_the_extension_provider_agree():
      "plugin.namespaces must not list istioNamespace"),
     ({"plugin": {"scope": "workloads", "namespaces": ["istio-system"], "selector": {"app": "a"}}},
      "plugin.namespaces must not list istioNamespace"),
-    ({"plugin": {"scope": "namespaces", "namespaces": ["istio-ingress"]}, "gateways": {"enabled": True}},
+    ({"plugin": {"scope": "namespaces", "namespaces": ["istio-ingress"]}, "gateways": {"enabled": True},
+      "waypoints": {"noneInPluginNamespaces": True}},
      "gateways.namespace istio-ingress is also in plugin.namespaces"),
 ], ids=["istio-1.19", "http-before-1.22", "root-namespace-listed", "root-namespace-workloads",
         "gateway-namespace-twice"])
@@ -425,7 +426,8 @@ def test_mesh_config_names_the_default_tracing_provider():
 
 
 def test_print_mode_creates_no_telemetry_and_prints_the_stanza():
-    values = {"telemetry": {"mode": "print"}, "plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]}}
+    values = {"telemetry": {"mode": "print"}, "plugin": {"scope": "namespaces", "namespaces": ["bookinfo"]},
+              "waypoints": {"noneInPluginNamespaces": True}}
     files = render_files(values)
     assert not by_kind(render(values), "Telemetry")
     notes = files["meshtrace/templates/NOTES.txt"]

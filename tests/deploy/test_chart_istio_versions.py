@@ -98,3 +98,32 @@ def test_gateway_class_attachment_is_refused_before_1_25(minor):
     with pytest.raises(helm.HelmError) as err:
         render({"istioVersion": f"1.{minor}", "waypoints": {"attach": "gatewayClass"}})
     assert "waypoints.attach gatewayClass needs istioVersion 1.25 or later" in str(err.value)
+
+
+# Defect 2: under scope namespaces the namespace's selector-less Telemetry applies to every proxy
+# whose config namespace it is, waypoints deployed there included (pilot/pkg/model/telemetry.go
+# applicableTelemetries -> namespaceWideTelemetryConfig(proxy.ConfigNamespace)), while the
+# selector-based WasmPlugin never attaches to a waypoint (policyattachment.go ShouldAttachPolicy:
+# "waypoints never use selector"): such a waypoint would lose every span.
+NAMESPACES = {"scope": "namespaces", "namespaces": ["bookinfo"]}
+
+
+@pytest.mark.parametrize("mode", ["create", "print"])
+def test_waypoints_deployed_in_a_plugin_namespace_are_not_left_without_spans(mode):
+    with pytest.raises(helm.HelmError) as err:
+        render({"plugin": NAMESPACES, "telemetry": {"mode": mode}})
+    assert "waypoints deployed in plugin.namespaces (bookinfo)" in str(err.value), str(err.value)
+    assert "waypoints.noneInPluginNamespaces" in str(err.value)
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"plugin": NAMESPACES, "waypoints": {"noneInPluginNamespaces": True}}, "the user says there is none"),
+    ({"plugin": NAMESPACES, "waypoints": {"attach": "gateways",
+                                          "gateways": [{"name": "waypoint", "namespace": "bookinfo"}]}},
+     "the waypoints are listed: each gets the plugin"),
+    ({"plugin": {"scope": "workloads", "namespaces": ["bookinfo"], "selector": {"app": "a"}}},
+     "a Telemetry with a selector never reaches a waypoint"),
+    ({"plugin": NAMESPACES, "renderIstioInstallConfig": True}, "only Istio's install configuration"),
+])
+def test_plugin_namespaces_without_waypoint_loss_render(values, reason):
+    assert render(values) is not None, reason

@@ -270,6 +270,14 @@ names the key and the reason. */}}
 {{- if and (eq $attach "none") (eq $v.plugin.scope "mesh") $v.plugin.enabled (eq $v.telemetry.mode "create") (not $v.renderIstioInstallConfig) (not $v.waypoints.meshHasNoWaypoints) -}}
 {{- fail (printf "plugin.scope mesh turns native span reporting off on every proxy, waypoints included, but no waypoint runs the plugin (waypoints.attach %s, istioVersion %s): an ambient mesh would lose every waypoint span. Use waypoints.attach gatewayClass (istioVersion 1.25+), or set waypoints.meshHasNoWaypoints=true if the mesh has none" $v.waypoints.attach (toString $v.istioVersion)) -}}
 {{- end -}}
+{{- /* A namespace's selector-less Telemetry reaches every proxy of that config namespace,
+waypoints deployed there included (pilot/pkg/model/telemetry.go applicableTelemetries ->
+namespaceWideTelemetryConfig), but a selector-based WasmPlugin never reaches a waypoint
+(pilot/pkg/model/policyattachment.go ShouldAttachPolicy). The printed stanza, merged into the
+namespace's own Telemetry, does the same. */ -}}
+{{- if and (eq $attach "none") (eq $v.plugin.scope "namespaces") $v.plugin.enabled (not $v.renderIstioInstallConfig) (not $v.waypoints.noneInPluginNamespaces) -}}
+{{- fail (printf "plugin.scope namespaces turns native span reporting off on every proxy of %s, waypoints deployed in plugin.namespaces (%s) included, but a selector-based WasmPlugin never reaches a waypoint: they would lose every span. List them (waypoints.attach gateways, waypoints.gateways), or set waypoints.noneInPluginNamespaces=true if none is deployed there" (join ", " $v.plugin.namespaces) (join ", " $v.plugin.namespaces)) -}}
+{{- end -}}
 {{- if $v.gateways.enabled -}}
 {{- if has $v.gateways.namespace $v.plugin.namespaces -}}
 {{- fail (printf "gateways.namespace %s is also in plugin.namespaces: its gateways would run two meshtrace filters (two spans per request)" $v.gateways.namespace) -}}
