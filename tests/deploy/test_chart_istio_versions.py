@@ -127,3 +127,28 @@ def test_waypoints_deployed_in_a_plugin_namespace_are_not_left_without_spans(mod
 ])
 def test_plugin_namespaces_without_waypoint_loss_render(values, reason):
     assert render(values) is not None, reason
+
+
+# Defect 4: Istio reads a WasmPlugin's imagePullSecret from the WasmPlugin's own namespace
+# (pilot/pkg/model/extensions.go toSecretResourceName, 1.20-1.29: "Forcely rewrite secret
+# namespace to plugin namespace"; 1.30 convertToTrafficExtensionWrapper does the same). The chart
+# spreads WasmPlugins over several namespaces: the secret must exist in each of them.
+def test_notes_name_every_namespace_the_pull_secret_must_exist_in():
+    values = {"plugin": {"scope": "namespaces", "namespaces": ["bookinfo", "shop"], "imagePullSecret": "regcred"},
+              "gateways": {"enabled": True},
+              "waypoints": {"attach": "gateways", "gateways": [{"name": "w", "namespace": "ambient-apps"}]}}
+    files = render_files(values)
+    plugins = by_kind(render(values), "WasmPlugin")
+    namespaces = sorted({p["metadata"]["namespace"] for p in plugins})
+    assert namespaces == ["ambient-apps", "bookinfo", "istio-ingress", "shop"]
+    assert {p["spec"]["imagePullSecret"] for p in plugins} == {"regcred"}
+    notes = files[NOTES]
+    line = next((ln for ln in notes.splitlines() if "imagePullSecret regcred" in ln), "")
+    assert line, notes
+    assert f"Secret regcred must exist in each WasmPlugin's namespace: {', '.join(namespaces)}" in \
+        " ".join(notes.split()), notes
+
+
+def test_notes_name_the_root_namespace_for_a_mesh_wide_plugin():
+    notes = render_files({"plugin": {"imagePullSecret": "regcred"}})[NOTES]
+    assert "Secret regcred must exist in each WasmPlugin's namespace: istio-system" in " ".join(notes.split())
