@@ -3,11 +3,14 @@ what every rendered path needs from istio/istio (tags 1.20.0-1.30.0) and istio/a
 (mesh/v1alpha1/config.proto at the same tags). Each table row names the file and function."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import helm_python as helm
+import jsonschema
 import pytest
 import yaml
 
-from test_chart import by_kind, render, render_files
+from test_chart import ROOT, by_kind, crd_schemas, render, render_files  # noqa: F401 (fixture)
 
 INSTALL = "meshtrace/templates/istio-install.yaml"
 ISTIOD = "meshtrace/templates/istiod-values.yaml"
@@ -152,3 +155,33 @@ def test_notes_name_every_namespace_the_pull_secret_must_exist_in():
 def test_notes_name_the_root_namespace_for_a_mesh_wide_plugin():
     notes = render_files({"plugin": {"imagePullSecret": "regcred"}})[NOTES]
     assert "Secret regcred must exist in each WasmPlugin's namespace: istio-system" in " ".join(notes.split())
+
+
+# Defect 9: an all-zero sha256 passes the CRD pattern ((^$|^[a-f0-9]{64}$)) and leaves the plugin
+# never loaded (Istio's agent compares it with the image manifest digest: pkg/wasm/cache.go
+# getOrFetch; FAIL_OPEN then skips the plugin). The examples must not be applicable as they are.
+ZEROS = "0" * 64
+DIGEST = "9f2c" + "1" * 60
+
+
+def wasmplugin_files() -> list[Path]:
+    return sorted((ROOT / "wasmplugin").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", wasmplugin_files(), ids=lambda p: p.name)
+def test_example_wasmplugins_are_refused_until_the_digest_is_filled_in(path, crd_schemas):
+    (plugin,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "WasmPlugin"]
+    schema = crd_schemas[(plugin["apiVersion"], "WasmPlugin")]
+    assert plugin["spec"]["sha256"] != ZEROS
+    with pytest.raises(jsonschema.ValidationError) as err:
+        jsonschema.validate(plugin, schema)
+    assert list(err.value.absolute_path) == ["spec", "sha256"], "kubectl apply names the field"
+    plugin["spec"]["sha256"] = DIGEST
+    jsonschema.validate(plugin, schema)
+
+
+def test_the_chart_refuses_an_all_zero_sha256():
+    with pytest.raises(helm.HelmError) as err:
+        render({"plugin": {"sha256": ZEROS}})
+    assert "sha256" in str(err.value)
+    assert render({"plugin": {"sha256": DIGEST}})
