@@ -185,3 +185,21 @@ def test_the_chart_refuses_an_all_zero_sha256():
         render({"plugin": {"sha256": ZEROS}})
     assert "sha256" in str(err.value)
     assert render({"plugin": {"sha256": DIGEST}})
+
+
+# Defect 5: istioctl install builds the whole install from the files it is given, on top of the
+# profile they name or else the default profile (operator/pkg/render/manifest.go MergeInputs ->
+# readProfile: `if profile == "" { profile = "default" }`); it never reads the running install.
+# `istioctl install -f istio-tracing.yaml` alone therefore replaces the user's install (an ambient
+# one falls back to the default profile). Every documented command layers the user's own file.
+def istioctl_installs(text: str) -> list[str]:
+    joined = text.replace("\\\n", " ")
+    return [ln.strip() for ln in joined.splitlines() if "istioctl install" in ln]
+
+
+def test_notes_layer_the_tracing_overlay_over_the_users_install():
+    for values in ({}, {"renderIstioInstallConfig": True}):
+        commands = istioctl_installs(render_files(values)[NOTES])
+        for command in commands:
+            assert "-f your-istio.yaml -f istio-tracing.yaml" in command, command
+    assert istioctl_installs(render_files({})[NOTES]), "NOTES says how to install the provider"
