@@ -84,6 +84,13 @@ mod sys {
             value: *const u8,
             value_size: usize,
         ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
         pub fn proxy_set_property(
             path: *const u8,
@@ -165,6 +172,15 @@ mod sys {
         status()
     }
     pub unsafe fn proxy_replace_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
+        status()
+    }
+    pub unsafe fn proxy_add_header_map_value(
         _: u32,
         _: *const u8,
         _: usize,
@@ -335,6 +351,14 @@ pub fn set_header_map_value(map: u32, name: &str, value: Option<&str>) -> Result
             ),
             None => sys::proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
         }
+    })
+}
+
+/// Adds one more value of a header, keeping those already there (a new field line).
+pub fn add_header_map_value(map: u32, name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: name and value outlive the call; the host copies them.
+    check(unsafe {
+        sys::proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
@@ -639,6 +663,7 @@ mod tests {
             );
             assert_eq!(set_header_map_value(0, "a", Some("b")), err, "replace {s}");
             assert_eq!(set_header_map_value(0, "a", None), err, "remove {s}");
+            assert_eq!(add_header_map_value(0, "a", "b"), err, "add {s}");
             assert_eq!(property(&["xds", "node"]), absent, "property {s}");
             let call = http_call("c", &[(":path", "/")], b"x", Duration::from_secs(1));
             assert_eq!(call, Err(HostError(s)), "http call {s}");
