@@ -185,7 +185,8 @@ def test_plugin_exports_to_the_collector_service(rendered):
     if v["renderIstioInstallConfig"] or not v["plugin"]["enabled"]:
         assert not plugins
         return
-    (service,) = by_kind(docs, "Service")
+    # The proxies' export Service (a second collector tier has a headless one of its own).
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == v["collector"]["name"]]
     ports = {p["port"]: p for p in service["spec"]["ports"]}
     for plugin in plugins:
         exporter = plugin["spec"]["pluginConfig"]["exporter"]
@@ -322,8 +323,9 @@ def test_collector_config_is_complete_and_checksummed(rendered):
     if merged(values)["renderIstioInstallConfig"]:
         assert not by_kind(docs, "Deployment")
         return
-    (cm,) = by_kind(docs, "ConfigMap")
-    (deploy,) = by_kind(docs, "Deployment")
+    name = merged(values)["collector"]["name"]  # the first tier (test_chart_collector_tiers.py: both)
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == name]
+    (deploy,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == name]
     config = yaml.safe_load(cm["data"]["config.yaml"])
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "batch"]
@@ -336,7 +338,7 @@ def test_collector_config_is_complete_and_checksummed(rendered):
     container = pod["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     backend = merged(values)["collector"]["backend"]
-    if backend["auth"]["existingSecret"]:
+    if backend["auth"]["existingSecret"] and not merged(values)["collector"]["tailSampling"]["enabled"]:
         env = {e["name"]: e for e in container["env"]}
         assert env["BACKEND_AUTH"]["valueFrom"]["secretKeyRef"]["name"] == backend["auth"]["existingSecret"]
 
