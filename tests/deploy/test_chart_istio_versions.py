@@ -203,3 +203,15 @@ def test_notes_layer_the_tracing_overlay_over_the_users_install():
         for command in commands:
             assert "-f your-istio.yaml -f istio-tracing.yaml" in command, command
     assert istioctl_installs(render_files({})[NOTES]), "NOTES says how to install the provider"
+
+
+def documents() -> list[Path]:
+    docs = [ROOT / "README.md", ROOT / "deploy" / "README.md", ROOT / "wasmplugin" / "README.md"]
+    return docs + sorted((ROOT / "docs").rglob("*.md"))
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_documented_command_replaces_the_users_install(path):
+    for command in istioctl_installs(path.read_text()):
+        if "istio-tracing.yaml" in command and "istioctl install" in command.split("#")[0]:
+            assert "-f your-istio.yaml -f istio-tracing.yaml" in command, f"{path.name}: {command}"
