@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from harness import (INBOUND, RefusedPort, free_port, listener, plugin_filter, static_cluster,
-                     wait_until, wasm_path)
+from harness import (INBOUND, RefusedPort, free_port, http_get, listener, plugin_filter,
+                     static_cluster, wait_until, wasm_path)
 from test_doctor import CONFIG, RBAC_TYPE, WASM_TYPE, doctor, ecds_envoy, single_listener_envoy
 
 EXT_AUTHZ_CLUSTER = "outbound|9000||ext-authz.foo.svc.cluster.local"
@@ -110,6 +110,10 @@ def test_the_legacy_bootstrap_tracer_is_a_tracer_on(stack, tmp_path):
                      "clusters": [static_cluster(f"inbound|{up.port}||", up.port),
                                   static_cluster("zipkin", zipkin_port)]}}
     envoy = stack.envoy(f"legacy-{port}", bootstrap)
+    # Live, not just configured: Envoy's zipkin tracer stamps its own B3 context on the request
+    # after meshtrace (which sends only traceparent and removes the B3 headers it read).
+    assert http_get(f"http://127.0.0.1:{port}/")[0] == 200
+    assert up.last().get("x-b3-spanid"), "the bootstrap's tracer started a span of its own"
     code, out = doctor(tmp_path, envoy.config_dump())
     assert code == 1, out
     assert "Envoy's own tracer is still on where meshtrace runs: virtualInbound " \
