@@ -89,6 +89,14 @@ def test_the_second_tier_samples_whole_traces_and_exports_to_the_backend(tiers):
     assert env["GOMEMLIMIT"]["value"] == "819MiB", "80% of the tier's own 1Gi limit"
 
 
+def test_each_tier_has_its_disruption_budget(tiers):
+    c = merged(VALUES)["collector"]
+    for name in (c["name"], f"{c['name']}-sampling"):
+        pdb = named(tiers, "PodDisruptionBudget", name)
+        assert pdb["spec"]["selector"]["matchLabels"] == \
+            named(tiers, "Deployment", name)["spec"]["selector"]["matchLabels"], name
+
+
 def test_the_tiers_never_select_each_others_pods(tiers):
     c = merged(VALUES)["collector"]
     first = named(tiers, "Service", c["name"])["spec"]["selector"]
