@@ -132,6 +132,11 @@ def test_istio_1_30_trafficextension_names(stack, tmp_path):
     assert code == 0, out
     assert "WasmPlugin istio-system/meshtrace (Istio 1.30+: TrafficExtension " \
            "istio-system/meshtrace~istio-translated-wasmplugin)" in out, out
+    # A TrafficExtension of the user's own (Istio 1.30's new API) keeps its name.
+    own = "extensions.istio.io/trafficextension/shop.meshtrace"
+    envoy, _ = ecds_envoy(stack, tmp_path, plugin_filter(wasm_path(), CONFIG)["typed_config"], name=own)
+    code, out = doctor(tmp_path, envoy.config_dump())
+    assert "delivered by Istio from TrafficExtension shop/meshtrace" in out, out
     none, _ = single_listener_envoy(stack, [])
     code, out = doctor(tmp_path, none.config_dump())
     assert "kubectl get wasmplugin -A; from Istio 1.30 kubectl get trafficextension -A" in out, out
