@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from harness import (INBOUND, RefusedPort, free_port, http_get, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, RefusedPort, free_port, http_get, listener, plugin_filter,
+                             static_cluster, wait_until, wasm_path)
 from test_doctor import CONFIG, RBAC_TYPE, WASM_TYPE, doctor, ecds_envoy, single_listener_envoy
 
 EXT_AUTHZ_CLUSTER = "outbound|9000||ext-authz.foo.svc.cluster.local"
