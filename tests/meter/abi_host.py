@@ -11,9 +11,10 @@ Envoy's behaviour this host reproduces (proxy-wasm-cpp-host, the ABI implementat
 - header maps travel as `u32 count, count × (u32 key size, u32 value size), key\\0 value\\0 …`
   (src/pairs_util.cc, `PairsUtil::marshalPairs`), property paths as segments joined by `\\0`;
 - a stream's callbacks come as `proxy_on_context_create`, `proxy_on_request_headers`,
-  `proxy_on_response_headers`, `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`
-  (src/context.cc); only the callbacks the module exports are called, as Envoy does with a build
-  that trimmed the others (build.sh, PLUGIN_EXPORTS).
+  `proxy_on_response_headers`, `proxy_on_log`, then `proxy_on_done` and `proxy_on_delete` back to
+  back (Envoy's `Context::log` and `Context::onDestroy`, source/extensions/common/wasm/context.cc;
+  the order seen on Envoy 1.40); only the callbacks the module exports are called, as Envoy does
+  with a build that trimmed the others (build.sh, PLUGIN_EXPORTS).
 
 Small API (see tests/meter/test_abi_plugin.py for use):
 
@@ -295,8 +296,8 @@ class Host:
             stream.actions["response_headers"] = self._call_if(
                 "proxy_on_response_headers", cid, _count(stream.response), 0
             )
-            self._call_if("proxy_on_done", cid)
             self._call_if("proxy_on_log", cid)
+            self._call_if("proxy_on_done", cid)
             self._call_if("proxy_on_delete", cid)
         finally:
             self._effective = ROOT_CONTEXT_ID

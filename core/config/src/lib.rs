@@ -343,6 +343,14 @@ impl ContextValue {
         ContextValue::RequestId,
     ];
 
+    /// What is published when `propagation.publishContext` is not set: the ids an access log
+    /// cannot get any other way. Each value is one `set_property` on every request (a crossing
+    /// into Envoy and a filter-state object); the others are listed when wanted. The sampled
+    /// flag travels in `traceparent` and the request id in `x-request-id`, both in the request
+    /// map the plugin writes, so `%REQ(TRACEPARENT)%` and `%REQ(X-REQUEST-ID)%` print them at no
+    /// cost (issue 24; until then all five were published).
+    pub const DEFAULT: [ContextValue; 2] = [ContextValue::TraceId, ContextValue::SpanId];
+
     /// The name in `propagation.publishContext`.
     pub fn name(self) -> &'static str {
         match self {
@@ -380,7 +388,7 @@ impl Default for PropagationConfig {
             ],
             inject: vec![Propagator::Tracecontext, Propagator::Baggage],
             trust_incoming_request_id: true,
-            publish_context: ContextValue::ALL.to_vec(),
+            publish_context: ContextValue::DEFAULT.to_vec(),
             trace_response: false,
             response_request_id: false,
         }

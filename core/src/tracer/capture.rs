@@ -8,6 +8,7 @@
 //! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
 //! outcome, and its start from Envoy's `request.time` when the clock was not read.
 
+use super::outcome::response_status;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
 use crate::headers::HeaderMap;
@@ -77,7 +78,12 @@ impl Tracer {
         metrics: &Metrics,
     ) -> Option<Finished> {
         let end = unsampled.latency.map(|_| host.now_unix_nanos());
-        let reason = if self.is_capturable_error(host, &unsampled) {
+        // Read once, for the decision and for the span.
+        let status = self
+            .capture
+            .captures_errors()
+            .then(|| response_status(host));
+        let reason = if self.is_capturable_error(host, &unsampled, status.flatten()) {
             CaptureReason::Error
         } else {
             match (unsampled.latency, end) {
@@ -119,7 +125,10 @@ impl Tracer {
             upstream_span_id: None,
             source_span_id: unsampled.source_span_id,
         };
-        let outcome = self.read_outcome(host, &active);
+        let outcome = match status {
+            Some(status) => self.read_outcome_after_status(host, &active, status),
+            None => self.read_outcome(host, &active),
+        };
         Some(Finished {
             captured: true,
             ..self.finish(active, outcome, end)
@@ -129,13 +138,15 @@ impl Tracer {
     /// Error capture's decision, reading the response one fact at a time.
     // TODO(issue 14): swap for outcome.rs's gRPC-aware "is this outcome an error for this span
     // kind" once merged, keeping the lazy reads.
-    fn is_capturable_error(&self, host: &dyn Host, unsampled: &Unsampled) -> bool {
+    fn is_capturable_error(
+        &self,
+        host: &dyn Host,
+        unsampled: &Unsampled,
+        status: Option<u16>,
+    ) -> bool {
         if !self.capture.captures_errors() {
             return false;
         }
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok());
         self.capture.is_error(&ResponseReads {
             status,
             grpc_status: &|| {

@@ -219,10 +219,18 @@ impl Tracer {
     ///   not when its `content-length` tells (Envoy's `request.size` is that header when present);
     /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
     pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .filter(|c| *c != 0);
+        self.read_outcome_after_status(host, active, response_status(host))
+    }
+
+    /// [`Tracer::read_outcome`] once the response's status is known (error capture read it
+    /// already: one data read fewer for a captured request).
+    pub(super) fn read_outcome_after_status(
+        &self,
+        host: &dyn Host,
+        active: &ActiveSpan,
+        status: Option<u16>,
+    ) -> Outcome {
+        let status = status.filter(|c| *c != 0);
         let compat = self.config.attributes.istio_compat;
         let headers = &active.headers;
         let grpc_request = headers
@@ -309,6 +317,12 @@ impl Tracer {
             SpanNameMode::Route | SpanNameMode::TemplatedPath
         )
     }
+}
+
+/// The response's `:status` (one data read); `None` when no response was sent.
+pub(super) fn response_status(host: &dyn Host) -> Option<u16> {
+    host.response_header(":status")
+        .and_then(|s| s.trim().parse::<u16>().ok())
 }
 
 /// The span's status: Error when [`is_error`] says so, with Envoy's reason (the gRPC message,

@@ -641,7 +641,13 @@ fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
         (r#"{"randomSamplingPercentage": 0}"#, Some("01"), "sampled parent"),
     ];
     for (json, parent_flags, why) in cases {
-        let t = tracer(json);
+        // Every documented key, listed (the default publishes the two ids only).
+        let json = json.replacen(
+            '{',
+            r#"{"propagation": {"publishContext": ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}, "#,
+            1,
+        );
+        let t = tracer(&json);
         let mut host = base_request();
         if let Some(flags) = parent_flags {
             host = host
@@ -685,7 +691,8 @@ fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
 fn publish_context_sets_only_the_listed_values_one_host_call_each() {
     #[rustfmt::skip]
     let cases: &[(&str, &[&str], &str)] = &[
-        (r#"{}"#, &["meshtrace.trace_id", "meshtrace.span_id", "meshtrace.parent_span_id", "meshtrace.sampled", "meshtrace.request_id"], "all by default"),
+        (r#"{}"#, &["meshtrace.trace_id", "meshtrace.span_id"], "the two ids by default: two host calls"),
+        (r#"{"propagation": {"publishContext": ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}}"#, &["meshtrace.trace_id", "meshtrace.span_id", "meshtrace.parent_span_id", "meshtrace.sampled", "meshtrace.request_id"], "all five when listed"),
         (r#"{"propagation": {"publishContext": []}}"#, &[], "none: no host call"),
         (r#"{"propagation": {"publishContext": ["span_id", "trace_id"]}}"#, &["meshtrace.trace_id", "meshtrace.span_id"], "only those listed"),
     ];
