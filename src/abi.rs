@@ -114,6 +114,14 @@ mod sys {
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub fn proxy_done() -> u32;
+        pub fn proxy_call_foreign_function(
+            name: *const u8,
+            name_size: usize,
+            argument: *const u8,
+            argument_size: usize,
+            results: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
     }
 
     // WASI's environment calls (errno 0 is success).
@@ -211,6 +219,16 @@ mod sys {
         status()
     }
     pub unsafe fn proxy_done() -> u32 {
+        status()
+    }
+    pub unsafe fn proxy_call_foreign_function(
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
         status()
     }
     pub unsafe fn environ_sizes_get(_: *mut usize, _: *mut usize) -> u32 {
@@ -366,6 +384,26 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
         return Ok(None);
     }
     unsafe { take(status, data, size) }
+}
+
+/// Calls one of the host's foreign functions by name (Envoy: `expr_create`, `expr_evaluate`,
+/// … in `source/extensions/common/wasm/foreign.cc`); its result, `None` when it returned none.
+/// A host without the function answers `NOT_FOUND` (proxy-wasm-cpp-host `src/exports.cc`,
+/// `call_foreign_function`).
+pub fn call_foreign_function(name: &str, argument: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: see `take`; `name` and `argument` outlive the call.
+    unsafe {
+        let status = sys::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            argument.as_ptr(),
+            argument.len(),
+            &mut data,
+            &mut size,
+        );
+        take(status, data, size)
+    }
 }
 
 /// Starts an HTTP call to `cluster`; its answer arrives in `proxy_on_http_call_response` with

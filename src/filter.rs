@@ -85,6 +85,8 @@ impl Root {
         };
         let host = ProxyHost;
         let node = NodeInfo::read(&host);
+        // After the node: its read says where Envoy keeps the xDS attributes.
+        proxy_host::compile_facts_expression();
         let config = match Config::parse_for(&bytes, node.is_gateway()) {
             Ok(config) => config,
             Err(e) => {

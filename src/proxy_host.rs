@@ -6,8 +6,11 @@
 //! obs-text), which is read as U+FFFD rather than refused.
 
 use crate::abi;
+use log::info;
 use meshtrace_core::headers::HeaderMap;
-use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
+use meshtrace_core::host::{
+    Fact, FactSet, Facts, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact,
+};
 use std::cell::Cell;
 
 /// Where this proxy exposes xDS attributes: under `xds.` (Envoy 1.40) or at the top level
@@ -23,6 +26,160 @@ enum XdsAttributes {
 thread_local! {
     // One VM per worker thread, one value per VM.
     static XDS: Cell<XdsAttributes> = const { Cell::new(XdsAttributes::Nested) };
+    // The token of the compiled facts expression (`expr_create`); `None`: facts are read one
+    // property at a time.
+    static FACTS_EXPR: Cell<Option<u32>> = const { Cell::new(None) };
+    // Failed evaluations in a row.
+    static CEL_FAILURES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The stream facts asked of Envoy's CEL in one evaluation, in list order: the fact, its
+/// attribute (`source/extensions/filters/common/expr/context.h`), and whether it may be absent.
+/// An absent attribute fails the whole evaluation unless guarded with `has()` (then it answers
+/// `''`, read as absent); the unguarded ones are there on every HTTP stream (Envoy 1.40 on the
+/// e2e sidecar; the probe in BENCHMARKS.md "The floor"). The waypoint's and the capture's facts
+/// stay property reads.
+const CEL_FACTS: [(StreamFact, &str, bool); 12] = [
+    (StreamFact::UpstreamCluster, "xds.cluster_name", true),
+    (StreamFact::RouteName, "xds.route_name", true),
+    (
+        StreamFact::ListenerDirection,
+        "xds.listener_direction",
+        false,
+    ),
+    (StreamFact::Protocol, "request.protocol", true),
+    (
+        StreamFact::ResponseCodeDetails,
+        "response.code_details",
+        true,
+    ),
+    (StreamFact::ResponseFlags, "response.flags", false),
+    (StreamFact::GrpcStatus, "response.grpc_status", true),
+    (StreamFact::DownstreamAddress, "source.address", false),
+    (StreamFact::UpstreamAddress, "upstream.address", true),
+    (StreamFact::RequestSize, "request.size", false),
+    (StreamFact::ResponseSize, "response.size", false),
+    (StreamFact::ResponseCode, "response.code", true),
+];
+
+/// The CEL list of [`CEL_FACTS`], item by item (a literal: no formatting code in the module;
+/// a unit test checks it against the table).
+const FACTS_EXPRESSION: &str = "[has(xds.cluster_name) ? xds.cluster_name : '', \
+     has(xds.route_name) ? xds.route_name : '', \
+     xds.listener_direction, \
+     has(request.protocol) ? request.protocol : '', \
+     has(response.code_details) ? response.code_details : '', \
+     response.flags, \
+     has(response.grpc_status) ? response.grpc_status : '', \
+     source.address, \
+     has(upstream.address) ? upstream.address : '', \
+     request.size, \
+     response.size, \
+     has(response.code) ? response.code : '']";
+
+/// Compiles the facts expression once per configuration, in the root context (Envoy keeps
+/// expressions per root: `foreign.cc` `ExpressionFactory::getOrCreateContext`). Envoy builds the
+/// CEL foreign functions on every platform but Windows (`WASM_USE_CEL_PARSER` in
+/// `source/extensions/common/wasm/BUILD`), istio-proxy included (it builds Envoy's `wasm_lib`);
+/// a host without them, or a proxy with top-level xDS attributes (older istio-proxy), keeps the
+/// reads one by one.
+pub fn compile_facts_expression() {
+    let token = if XDS.with(Cell::get) == XdsAttributes::Nested {
+        match abi::call_foreign_function("expr_create", FACTS_EXPRESSION.as_bytes()) {
+            Ok(Some(bytes)) => <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(u32::from_le_bytes),
+            Ok(None) => None,
+            Err(HostError(status)) => {
+                info!(
+                    "meshtrace: the proxy has no CEL expressions (expr_create answered {status}): \
+                     stream facts are read one property at a time"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    FACTS_EXPR.with(|e| e.set(token));
+}
+
+/// Evaluations that may fail in a row before the expression is dropped for this VM: a failure
+/// is that stream's facts read one by one (never half-read), but a proxy where it always fails
+/// should not pay a wasted crossing on every span.
+const CEL_FAILURES_TOLERATED: u32 = 8;
+
+/// Evaluates the facts expression: the answers to `wanted` among [`CEL_FACTS`], or `None` when
+/// the evaluation failed.
+fn evaluate_facts(token: u32, wanted: FactSet, facts: &mut Facts) -> Option<()> {
+    let answer = abi::call_foreign_function("expr_evaluate", &token.to_le_bytes());
+    let values = match &answer {
+        Ok(Some(bytes)) => list_items(bytes).filter(|v| v.len() == CEL_FACTS.len()),
+        _ => None,
+    };
+    let Some(values) = values else {
+        let failures = CEL_FAILURES.with(|f| {
+            f.set(f.get().saturating_add(1));
+            f.get()
+        });
+        if failures >= CEL_FAILURES_TOLERATED {
+            FACTS_EXPR.with(|e| e.set(None));
+            let status = answer.as_ref().err().map_or(0, |e| e.0);
+            info!(
+                "meshtrace: the stream facts expression failed {failures} times in a row (last \
+                 status {status}): facts are read one property at a time"
+            );
+        }
+        return None;
+    };
+    CEL_FAILURES.with(|f| f.set(0));
+    for ((fact, _, _), value) in CEL_FACTS.iter().zip(values) {
+        if wanted.contains(*fact) {
+            if let Some(answer) = fact_from_bytes(*fact, value) {
+                facts.set(*fact, answer);
+            }
+        }
+    }
+    Some(())
+}
+
+/// The items of a CEL list as Envoy serializes it for a plugin (`serializeValue` in
+/// `source/extensions/common/wasm/context.cc`: proxy-wasm's pairs layout with each item as a
+/// key and an empty value). `None` when the layout does not add up.
+fn list_items(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    let mut items = Vec::with_capacity(count.min(bytes.len() / 2));
+    for i in 0..count {
+        let key = u32_at(4 + 8 * i)?;
+        let value = u32_at(8 + 8 * i)?;
+        items.push(bytes.get(at..at.checked_add(key)?)?);
+        // key, NUL, value, NUL
+        at = at.checked_add(key)?.checked_add(value)?.checked_add(2)?;
+    }
+    (at <= bytes.len()).then_some(items)
+}
+
+/// One answer's bytes as the fact's type: 8 little-endian bytes for an integer, UTF-8 text;
+/// empty is absent.
+fn fact_from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
+    if bytes.is_empty() {
+        return None;
+    }
+    if fact.is_int() {
+        // Envoy serialises integers, timestamps and durations as 8 little-endian bytes
+        // (`serializeValue` in `source/extensions/common/wasm/context.cc`).
+        let bytes: [u8; 8] = bytes.try_into().ok()?;
+        Some(Fact::Int(i64::from_le_bytes(bytes)))
+    } else {
+        std::str::from_utf8(bytes)
+            .ok()
+            .map(|s| Fact::Text(s.to_string()))
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -74,17 +231,30 @@ impl Host for ProxyHost {
     fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
         let path = property_path(fact, XDS.with(Cell::get));
         let bytes = abi::property(path).ok().flatten()?;
-        if fact.is_int() {
-            // Envoy serialises integers, timestamps and durations as 8 little-endian bytes
-            // (`serializeValue` in `source/extensions/common/wasm/context.cc`).
-            let bytes: [u8; 8] = bytes.try_into().ok()?;
-            Some(Fact::Int(i64::from_le_bytes(bytes)))
-        } else {
-            String::from_utf8(bytes)
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(Fact::Text)
+        fact_from_bytes(fact, &bytes)
+    }
+
+    fn answers_facts_at_once(&self) -> bool {
+        FACTS_EXPR.with(Cell::get).is_some()
+    }
+
+    /// With Envoy's CEL: one `expr_evaluate` answers every fact of [`CEL_FACTS`] (one crossing
+    /// and one buffer, where each property read is both); the rest, one read each.
+    fn stream_facts(&self, wanted: FactSet) -> Facts {
+        let mut facts = Facts::default();
+        let evaluated = FACTS_EXPR
+            .with(Cell::get)
+            .and_then(|token| evaluate_facts(token, wanted, &mut facts))
+            .is_some();
+        for fact in wanted.iter() {
+            if evaluated && CEL_FACTS.iter().any(|(f, _, _)| *f == fact) {
+                continue;
+            }
+            if let Some(value) = self.stream_fact(fact) {
+                facts.set(fact, value);
+            }
         }
+        facts
     }
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
@@ -162,6 +332,7 @@ fn property_path(fact: StreamFact, xds: XdsAttributes) -> &'static [&'static str
         StreamFact::RequestSize => &["request", "size"],
         StreamFact::ResponseSize => &["response", "size"],
         StreamFact::RequestStartTime => &["request", "time"],
+        StreamFact::ResponseCode => &["response", "code"],
         // Istio's peer metadata filter (`pilot/pkg/xds/filters/filters.go`).
         StreamFact::PeerPrincipal => &["filter_state", "io.istio.peer_principal"],
         StreamFact::PeerWorkload => &["filter_state", "downstream_peer_obj", "workload"],
@@ -195,6 +366,77 @@ mod tests {
 
     fn path(fact: StreamFact, xds: XdsAttributes) -> &'static [&'static str] {
         property_path(fact, xds)
+    }
+
+    /// The list as Envoy 1.40 serialized it on the e2e sidecar (the probe): `[xds.cluster_name,
+    /// response.flags, '']` — a text, an int64, an absent value.
+    #[test]
+    fn a_cel_list_is_read_item_by_item() {
+        let mut bytes = vec![3, 0, 0, 0];
+        for (k, v) in [(14u32, 0u32), (8, 0), (0, 0)] {
+            bytes.extend(k.to_le_bytes());
+            bytes.extend(v.to_le_bytes());
+        }
+        bytes.extend(b"inbound|9080||\0\0");
+        bytes.extend([0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend([0, 0]);
+        let items = list_items(&bytes).expect("well-formed");
+        assert_eq!(
+            items,
+            [
+                &b"inbound|9080||"[..],
+                &[0x20, 0, 0, 0, 0, 0, 0, 0][..],
+                &[][..]
+            ]
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::UpstreamCluster, items[0]),
+            Some(Fact::Text("inbound|9080||".into()))
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::ResponseFlags, items[1]),
+            Some(Fact::Int(0x20))
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::RouteName, items[2]),
+            None,
+            "'' is absent"
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn a_malformed_cel_answer_is_refused_not_half_read() {
+        let cases: [(&[u8], &str); 5] = [
+            (&[],                                   "empty"),
+            (&[1, 0, 0],                            "count cut short"),
+            (&[1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], "an item longer than the buffer"),
+            (&[0xff, 0xff, 0xff, 0xff],             "a count beyond the buffer"),
+            (&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x'], "no room for the NULs"),
+        ];
+        for (bytes, why) in cases {
+            assert_eq!(list_items(bytes), None, "{why}");
+        }
+        assert_eq!(fact_from_bytes(StreamFact::ResponseFlags, b"abc"), None, "an int64 is 8 bytes");
+        assert_eq!(fact_from_bytes(StreamFact::Protocol, &[0xff]), None, "text is UTF-8");
+    }
+
+    /// The expression is the table, item by item, a `has()` guard where an attribute may be
+    /// absent.
+    #[test]
+    fn the_facts_expression_lists_the_table_guarding_what_may_be_absent() {
+        let items: Vec<String> = CEL_FACTS
+            .iter()
+            .map(|(_, attr, guarded)| {
+                if *guarded {
+                    format!("has({attr}) ? {attr} : ''")
+                } else {
+                    (*attr).to_string()
+                }
+            })
+            .collect();
+        assert_eq!(FACTS_EXPRESSION, format!("[{}]", items.join(", ")));
+        assert_eq!(FACTS_EXPRESSION.matches("has(").count(), 7);
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
 //!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
 //!    asks the host's stream facts (status, gRPC status, flags, cluster, addresses; the span's
-//!    kind — most in one [`host::Host::stream_facts`] call), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
+//!    kind — most in one [`host::Host::stream_facts`] call; all of them, the status included,
+//!    when the host answers them at once: [`host::Host::answers_facts_at_once`], the Wasm
+//!    adapter through Envoy's CEL), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
 //!    `tracer/attributes.rs`, name from [`naming::span_name`], status from `is_error` in
 //!    `tracer/outcome.rs`)
 //!    — and at a gateway its CLIENT child, whose id step 2 sent upstream; at a waypoint the

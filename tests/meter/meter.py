@@ -144,6 +144,8 @@ class Case:
     # The proxy (node metadata) and what it knows about each stream at its end.
     node: dict = field(default_factory=lambda: SIDECAR)
     stream: dict = field(default_factory=lambda: INBOUND_STREAM)
+    # Envoy's CEL foreign functions (every Envoy build but Windows'); off: a proxy without them.
+    cel: bool = True
 
 
 CASES = [
@@ -153,6 +155,9 @@ CASES = [
          REQUEST + [("traceparent", TRACEPARENT_UNSAMPLED)]),
     Case("sampled_100_export", "new trace, 100%, span exported (OTLP/HTTP)",
          {"randomSamplingPercentage": 100}, REQUEST),
+    # A proxy without CEL: the recorded span's facts read one property at a time.
+    Case("sampled_100_no_cel", "as sampled_100_export, proxy without CEL",
+         {"randomSamplingPercentage": 100}, REQUEST, cel=False),
     Case("b3_input", "B3 multi-header parent, x-b3-sampled 0", {}, REQUEST + B3_UNSAMPLED),
     # Today simply unsampled; its budget moves when error capture lands (issue 18, item 4).
     Case("error_capture", "503 response at 0% sampling", {"randomSamplingPercentage": 0},
@@ -225,7 +230,7 @@ def _window(host: Host, case: Case) -> tuple[list[Cost], list[Stream], Cost]:
 
 
 def measure(case: Case) -> Figures:
-    host = Host(properties=case.node)
+    host = Host(properties=case.node, cel=case.cel)
     if not host.start(json.dumps(case.config)):
         raise RuntimeError(f"case {case.name}: the plugin rejected {case.config}: {host.logs}")
     _window(host, case)  # warm-up

@@ -125,10 +125,7 @@ impl Tracer {
             upstream_span_id: None,
             source_span_id: unsampled.source_span_id,
         };
-        let outcome = match status {
-            Some(status) => self.read_outcome_after_status(host, &active, status),
-            None => self.read_outcome(host, &active),
-        };
+        let outcome = self.read_outcome_after_status(host, &active, status);
         Some(Finished {
             captured: true,
             ..self.finish(active, outcome, end)
