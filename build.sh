@@ -158,8 +158,8 @@ cmd_demo() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "$@"
 }
 
-cmd_image() { cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"; }
-cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/tests/tools/oci.sh" push "$@"; }
+cmd_image() { cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"; }
+cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/deploy/oci/oci.sh" push "$@"; }
 cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
   if [ "${1:-}" = --meter ]; then
@@ -175,7 +175,7 @@ cmd_soak() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
 }
 cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
-cmd_doctor() { python3 "$ROOT/tests/tools/doctor.py" "$@"; }
+cmd_doctor() { python3 "$ROOT/deploy/doctor/doctor.py" "$@"; }
 
 usage() {
   cat <<'EOF'

@@ -22,7 +22,7 @@ image() {
   [ -f "$WASM" ] || die "$WASM is missing: run ./build.sh build"
   rm -rf "$LAYOUT"
   local out
-  out=$(python3 "$ROOT/tests/tools/oci.py" build "$WASM" "$LAYOUT" "$tag")
+  out=$(python3 "$ROOT/deploy/oci/oci.py" build "$WASM" "$LAYOUT" "$tag")
   echo "OCI layout  $LAYOUT (tag $tag)"
   python3 - "$out" <<'EOF'
 import json, sys
