@@ -167,6 +167,12 @@ cmd_bench() {
     MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/meter/meter.py" "$@"
     return
   fi
+  # --memory: where a VM's memory goes (mapping kinds, allocator), a few minutes.
+  if [ "${1:-}" = --memory ]; then
+    shift; cmd_build; ensure_venv
+    MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/memory.py" "$@"
+    return
+  fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/bench.py" "$@"
 }
@@ -192,6 +198,7 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
   image                   OCI image layout of the plugin (Istio's Wasm image format)
   push REF                push that image with skopeo
   bench                   what meshtrace costs per request, against Envoy's own tracer
+                          (--meter: instructions and host calls; --memory: where a VM's memory goes)
   soak MINUTES            sustained load; VM memory and queue depth over time
   fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
   doctor DUMP [STATS]     is meshtrace tracing in this proxy? reads an Envoy /config_dump
