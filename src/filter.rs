@@ -85,8 +85,6 @@ impl Root {
         };
         let host = ProxyHost;
         let node = NodeInfo::read(&host);
-        // After the node: its read says where Envoy keeps the xDS attributes.
-        proxy_host::compile_facts_expression();
         let config = match Config::parse_for(&bytes, node.is_gateway()) {
             Ok(config) => config,
             Err(e) => {
@@ -96,6 +94,8 @@ impl Root {
         };
         let exporting = config.exporter.protocol != ExportProtocol::None;
         let tracer = Tracer::new(config, node, &abi::env_var);
+        // After the node's read, which says where Envoy keeps the xDS attributes.
+        proxy_host::compile_facts_expressions(tracer.end_of_stream_facts());
         let exporter = Exporter::new(
             &tracer.config.exporter,
             &tracer.config.limits,

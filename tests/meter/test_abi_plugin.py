@@ -175,8 +175,9 @@ def test_a_span_read_through_cel_equals_one_read_fact_by_fact(stream, why):
         [call] = host.http_calls
         [span] = decode_export(call.body).resource_spans[0].scope_spans[0].spans
         spans.append((span.name, span.kind, span.status.code, attrs(span.attributes)))
-        # expr_create at configure (refused without CEL), expr_evaluate at the end of the span.
-        assert host.calls["proxy_call_foreign_function"] == (2 if cel else 1), why
+        # expr_create twice at configure (with and without the gRPC status; the first refused
+        # without CEL), expr_evaluate once at the end of the span.
+        assert host.calls["proxy_call_foreign_function"] == (3 if cel else 1), why
     assert spans[0] == spans[1], why
 
 
@@ -196,7 +197,7 @@ def test_a_cel_expression_that_keeps_failing_is_dropped():
     works pays no wasted crossing per span."""
     host = started({"randomSamplingPercentage": 100})
     host.faults["proxy_call_foreign_function"] = 10
-    compiled = host.calls["proxy_call_foreign_function"]  # expr_create, at configure
+    compiled = host.calls["proxy_call_foreign_function"]  # expr_create ×2, at configure
     for _ in range(12):
         host.request(REQUEST, properties=INBOUND_STREAM)
     assert host.calls["proxy_call_foreign_function"] - compiled == 8, \

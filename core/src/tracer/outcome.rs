@@ -265,7 +265,13 @@ impl Tracer {
             .with_if(StreamFact::ResponseSize, compat)
             .with_if(StreamFact::UpstreamAddress, at_once)
             .with_if(StreamFact::RouteName, at_once && self.names_from_route())
-            .with_if(StreamFact::ListenerDirection, at_once);
+            .with_if(
+                StreamFact::ListenerDirection,
+                at_once
+                    && self
+                        .end_of_stream_facts()
+                        .contains(StreamFact::ListenerDirection),
+            );
         let mut facts = host.stream_facts(wanted);
         let status = status
             .unwrap_or_else(|| {
@@ -343,6 +349,28 @@ impl Tracer {
             response_size: facts.int(StreamFact::ResponseSize),
             peers,
         }
+    }
+
+    /// Every stream fact [`Tracer::read_outcome`] may ask a host that answers facts at once,
+    /// with this configuration: what an adapter prepares its one read for (the Wasm adapter
+    /// compiles it into a CEL expression). The waypoint's peers are asked on their own.
+    pub fn end_of_stream_facts(&self) -> FactSet {
+        let compat = self.config.attributes.istio_compat;
+        let direction_may_tell = self.config.role == RoleSetting::Auto
+            && !(self.node.is_gateway() || self.node.is_waypoint());
+        FactSet::EMPTY
+            .with(StreamFact::UpstreamCluster)
+            .with(StreamFact::Protocol)
+            .with(StreamFact::ResponseFlags)
+            .with(StreamFact::DownstreamAddress)
+            .with(StreamFact::ResponseCode)
+            .with(StreamFact::ResponseCodeDetails)
+            .with(StreamFact::GrpcStatus)
+            .with(StreamFact::UpstreamAddress)
+            .with_if(StreamFact::RequestSize, compat)
+            .with_if(StreamFact::ResponseSize, compat)
+            .with_if(StreamFact::RouteName, self.names_from_route())
+            .with_if(StreamFact::ListenerDirection, direction_may_tell)
     }
 
     /// The route's name can name the span (`spanName` `route` or `templatedPath`).

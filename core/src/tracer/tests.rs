@@ -582,14 +582,16 @@ fn a_host_answering_facts_at_once_is_asked_once_for_the_same_outcome() {
     let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "route"}"#);
     sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
     let plain = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let lean = tracer(r#"{"randomSamplingPercentage": 100, "attributes": {"istioCompat": false}}"#);
     #[rustfmt::skip]
-    let cases: [(&Tracer, Option<u16>, Option<&str>, &str); 6] = [
+    let cases: [(&Tracer, Option<u16>, Option<&str>, &str); 7] = [
         (&sidecar, Some(200), Some("outbound|9080||ratings.default.svc.cluster.local"), "outbound 200: route, upstream address"),
         (&sidecar, Some(200), Some("inbound|9080||"),                                   "inbound 200: no route name"),
         (&sidecar, Some(503), Some("outbound|9080||ratings.default.svc.cluster.local"), "503: details"),
         (&sidecar, None,      Some("outbound|9080||ratings.default.svc.cluster.local"), "reset: no status, details"),
         (&sidecar, Some(404), None,                                                     "no route: no cluster, the listener tells"),
         (&plain,   Some(200), Some("backend"),                                          "other cluster names: the listener tells"),
+        (&lean,    Some(200), Some("outbound|9080||ratings.default.svc.cluster.local"), "no legacy tags: no body sizes"),
     ];
     for (t, status, cluster, why) in cases {
         let facts = |mut h: MockHost| {
@@ -631,6 +633,13 @@ fn a_host_answering_facts_at_once_is_asked_once_for_the_same_outcome() {
             1,
             "{why}: one crossing"
         );
+        let prepared = t.end_of_stream_facts();
+        for fact in at_once.fact_batches.borrow()[0].iter() {
+            assert!(
+                prepared.contains(fact),
+                "{why}: {fact:?} asked but not among the facts the adapter prepares"
+            );
+        }
     }
 }
 
