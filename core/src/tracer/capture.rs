@@ -11,6 +11,7 @@
 use super::outcome::response_status;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
+use crate::grpc::is_grpc_content_type;
 use crate::headers::HeaderMap;
 use crate::host::{Host, StreamFact};
 use crate::ids::SpanId;
@@ -64,7 +65,7 @@ impl Tracer {
             trace_state: incoming.tracestate.header_value().unwrap_or_default(),
             grpc: headers
                 .get("content-type")
-                .is_some_and(|c| c.starts_with("application/grpc")),
+                .is_some_and(is_grpc_content_type),
             latency: latency.map(|threshold| (host.now_unix_nanos(), threshold)),
             source_span_id: None,
         })
@@ -132,9 +133,9 @@ impl Tracer {
         })
     }
 
-    /// Error capture's decision, reading the response one fact at a time.
-    // TODO(issue 14): swap for outcome.rs's gRPC-aware "is this outcome an error for this span
-    // kind" once merged, keeping the lazy reads.
+    /// Error capture's decision, reading the response one fact at a time (`status`: the
+    /// `:status` read once for this and the span). Not the span's status:
+    /// [`crate::sampling::capture::CapturePolicy::is_capturable`] says how they differ.
     fn is_capturable_error(
         &self,
         host: &dyn Host,
@@ -144,7 +145,7 @@ impl Tracer {
         if !self.capture.captures_errors() {
             return false;
         }
-        self.capture.is_error(&ResponseReads {
+        self.capture.is_capturable(&ResponseReads {
             status,
             grpc_status: &|| {
                 if unsampled.grpc {
