@@ -100,6 +100,22 @@ cmd_build() {
   size=$(stat -c %s "$DIST/meshtrace.wasm")
   sha=$(sha256sum "$DIST/meshtrace.wasm" | cut -d' ' -f1)
   echo "dist/meshtrace.wasm  $size bytes  sha256:$sha"
+  build_native
+}
+
+# The native adapter (native/, an Envoy dynamic module): its own profile, `native` (panic =
+# "unwind", so each exported hook can catch a panic), copied to the name Envoy looks for:
+# dynamic_module_config.name meshtrace -> libmeshtrace.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+build_native() {
+  say "building the native adapter (profile native)"
+  MESHTRACE_GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+    cargo build --quiet --profile native -p meshtrace-native
+  mkdir -p "$DIST"
+  cp target/native/libmeshtrace_native.so "$DIST/libmeshtrace.so"
+  local size sha
+  size=$(stat -c %s "$DIST/libmeshtrace.so")
+  sha=$(sha256sum "$DIST/libmeshtrace.so" | cut -d' ' -f1)
+  echo "dist/libmeshtrace.so  $size bytes  sha256:$sha"
 }
 
 cmd_test() {
@@ -117,22 +133,36 @@ cmd_test() {
     cargo test -p meshtrace-core -p meshtrace-config --target "$WASM_TARGET"
   cmd_build
   # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
-  # saturates a worker (tests/e2e/test_saturation.py).
-  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk
+  # saturates a worker (tests/e2e/test_saturation.py); nm checks the native adapter's imports against
+  # Envoy's exports (tests/e2e/test_native.py).
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
+  say "the behaviours again, on the native adapter (dist/libmeshtrace.so)"
+  MESHTRACE_ADAPTER=native MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q \
+    "${NATIVE_E2E[@]}" "$@"
 }
 
-# The fast inner loop: core tests natively; `--wasi` adds the same tests under wasmtime. Other
-# arguments are cargo test's (a name filter, `-- --nocapture`).
+# The e2e files whose behaviours the native adapter must show too (`./build.sh test` runs them
+# a second time with MESHTRACE_ADAPTER=native; tests/e2e/test_native.py runs in both passes).
+# Not here: what is Wasm-only (test_foundation: the .wasm's exports; test_doctor: WasmPlugin
+# config dumps; test_install: the chart).
+NATIVE_E2E=(tests/e2e/test_propagation.py tests/e2e/test_sampling.py tests/e2e/test_export.py
+  tests/e2e/test_logs.py tests/e2e/test_capture.py tests/e2e/test_istio_parity.py
+  tests/e2e/test_reliability.py tests/e2e/test_configuration.py tests/e2e/test_retirement.py
+  tests/e2e/test_partial_success.py tests/e2e/test_ambient.py tests/e2e/test_saturation.py)
+
+# The fast inner loop: the core's and the adapter's tests natively; `--wasi` adds the core's tests
+# under wasmtime (the adapter's need a proxy-wasm host). Other arguments are cargo test's (a name
+# filter, `-- --nocapture`).
 cmd_unit() {
   local wasi=false args=()
   for a in "$@"; do
     if [ "$a" = --wasi ]; then wasi=true; else args+=("$a"); fi
   done
   ensure_rust
-  say "core unit and property tests (native)"
-  cargo test -p meshtrace-core -p meshtrace-config "${args[@]}"
+  say "core and adapter unit and property tests (native)"
+  cargo test -p meshtrace-core -p meshtrace-config -p meshtrace "${args[@]}"
   if $wasi; then
     ensure_venv
     say "core unit tests compiled to $WASM_TARGET, run under wasmtime"
@@ -152,10 +182,22 @@ cmd_e2e() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q "${where[@]}" "$@"
 }
 
+# A script of tests/ on the built plugin, with the shared package tests/helpers importable (the
+# scripts' counterpart of tests/pytest.ini's pythonpath).
+run_py() {
+  MESHTRACE_WASM="$DIST/meshtrace.wasm" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" "$@"
+}
+
+# `--native`: the mesh's proxies load the native adapter (dist/libmeshtrace.so) instead of the
+# Wasm plugin; the rest of the arguments are the demo's.
 cmd_demo() {
+  local adapter=wasm args=()
+  for a in "$@"; do
+    if [ "$a" = --native ]; then adapter=native; else args+=("$a"); fi
+  done
   cmd_build
   ensure_venv
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "$@"
+  MESHTRACE_ADAPTER=$adapter run_py "$ROOT/tests/demo/demo.py" "${args[@]}"
 }
 
 cmd_image() { cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"; }
@@ -164,37 +206,39 @@ cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
   if [ "${1:-}" = --meter ]; then
     shift; cmd_build; ensure_venv
-    MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/meter/meter.py" "$@"
+    run_py "$ROOT/tests/meter/meter.py" "$@"
     return
   fi
   # --memory: where a VM's memory goes (mapping kinds, allocator), a few minutes.
   if [ "${1:-}" = --memory ]; then
     shift; cmd_build; ensure_venv
-    MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/memory.py" "$@"
+    run_py "$ROOT/tests/bench/memory.py" "$@"
     return
   fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/bench.py" "$@"
+  run_py "$ROOT/tests/bench/bench.py" "$@"
 }
 cmd_soak() {
   cmd_build; ensure_venv; ensure_apt wrk:wrk
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
+  run_py "$ROOT/tests/bench/soak.py" "$@"
 }
-cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
+cmd_fuzz() { ensure_rust; bash "$ROOT/tests/fuzz/fuzz.sh" "$@"; }
 cmd_doctor() { python3 "$ROOT/deploy/doctor/doctor.py" "$@"; }
 
 usage() {
   cat <<'EOF'
 Usage: ./build.sh SUBCOMMAND [ARGS]
 
-  build                   release .wasm -> dist/meshtrace.wasm (size and sha256 printed)
+  build                   release .wasm -> dist/meshtrace.wasm, native adapter ->
+                          dist/libmeshtrace.so (sizes and sha256 printed)
   test [PYTEST ARGS]      every suite: fmt, clippy, unit (native and wasm32-wasip1), release
                           build, end-to-end, demo and deployment tests (about 5 minutes)
-  unit [--wasi] [FILTER]  core unit and property tests, natively, in seconds; --wasi runs them
-                          compiled to wasm32-wasip1 under wasmtime as well
+  unit [--wasi] [FILTER]  core and adapter unit and property tests, natively, in seconds; --wasi
+                          runs the core's compiled to wasm32-wasip1 under wasmtime as well
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
-  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
+  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint,
+                          no sidecars; --native: the native adapter instead of the Wasm plugin)
   image                   OCI image layout of the plugin (Istio's Wasm image format)
   push REF                push that image with skopeo
   bench                   what meshtrace costs per request, against Envoy's own tracer
@@ -210,6 +254,7 @@ The inner loop while developing:
   ./build.sh unit tracestate                   only the tests whose name contains `tracestate`
   ./build.sh e2e -k propagation                build, then the matching end-to-end tests
   ./build.sh e2e tests/e2e/test_export.py -x   one file, stopping at the first failure
+  MESHTRACE_ADAPTER=native ./build.sh e2e tests/e2e/test_export.py   the same on the native adapter
   ./build.sh test                              everything, once, before asking for a merge
 EOF
 }

@@ -26,11 +26,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
-from bench import UPSTREAM, build_minimal, direct_response_upstream, start  # noqa: E402
-from harness import Stack, plugin_filter, wasm_path  # noqa: E402
+from bench import build_minimal  # noqa: E402
+from helpers.harness import Stack, plugin_filter, wasm_path  # noqa: E402
+from helpers.load import direct_response_upstream, start  # noqa: E402
 
 MIB = 2**20
 HUGE = 2**30  # a mapping this large is a linear memory's reservation

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 PROPERTIES = ["xds.cluster_name", "xds.route_name", "xds.listener_direction",
               "request.protocol", "request.size", "request.total_size", "request.time",
@@ -65,7 +65,7 @@ def main() -> int:
                    cwd=HERE, check=True)
     os.environ["MESHTRACE_WASM"] = str(HERE / "target" / "wasm32-wasip1" / "release"
                                        / "envoy_probe.wasm")
-    from harness import Node, Sidecar, Stack
+    from helpers.harness import Node, Sidecar, Stack
 
     if mode == "timing":
         lines = ["T 2000", "E " + facts_expression()] + [f"P {path(p)}" for p in SPAN_PROPERTIES]
