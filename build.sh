@@ -69,10 +69,11 @@ ensure_apt() {
 # trip into V8 on every request (response headers, each body chunk, done). meshtrace implements
 # only these; the build drops the other exports and the code only they reach. A callback the
 # plugin starts to implement must be listed here (tests/e2e/test_foundation.py checks that).
+# Not `proxy_on_delete`: Envoy calls it right after `proxy_on_done`, which frees the context.
 PLUGIN_EXPORTS=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
   proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response
   proxy_on_context_create proxy_on_request_headers proxy_on_response_headers proxy_on_log
-  proxy_on_done proxy_on_delete)
+  proxy_on_done)
 # What rustc emits for wasm32-wasip1, so binaryen keeps the module valid.
 WASM_FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
   --enable-nontrapping-float-to-int)
@@ -208,6 +209,12 @@ cmd_bench() {
     run_py "$ROOT/tests/meter/meter.py" "$@"
     return
   fi
+  # --memory: where a VM's memory goes (mapping kinds, allocator), a few minutes.
+  if [ "${1:-}" = --memory ]; then
+    shift; cmd_build; ensure_venv
+    run_py "$ROOT/tests/bench/memory.py" "$@"
+    return
+  fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
   run_py "$ROOT/tests/bench/bench.py" "$@"
 }
@@ -235,6 +242,7 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
   image                   OCI image layout of the plugin (Istio's Wasm image format)
   push REF                push that image with skopeo
   bench                   what meshtrace costs per request, against Envoy's own tracer
+                          (--meter: instructions and host calls; --memory: where a VM's memory goes)
   soak MINUTES            sustained load; VM memory and queue depth over time
   fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
   doctor DUMP [STATS]     is meshtrace tracing in this proxy? reads an Envoy /config_dump

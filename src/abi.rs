@@ -164,6 +164,14 @@ mod sys {
         fn proxy_increment_metric(id: u32, offset: i64);
         fn proxy_record_metric(id: u32, value: u64);
         fn proxy_done();
+        fn proxy_call_foreign_function(
+            name: *const u8,
+            name_size: usize,
+            argument: *const u8,
+            argument_size: usize,
+            results: *mut *mut u8,
+            results_size: *mut usize,
+        );
     }
 
     // WASI's environment calls (errno 0 is success).
@@ -339,6 +347,26 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
     }
     // SAFETY: `data` and `size` are the host's answer to this call, as `take` requires.
     unsafe { take(status, data, size) }
+}
+
+/// Calls one of the host's foreign functions by name (Envoy: `expr_create`, `expr_evaluate`,
+/// … in `source/extensions/common/wasm/foreign.cc`); its result, `None` when it returned none.
+/// A host without the function answers `NOT_FOUND` (proxy-wasm-cpp-host `src/exports.cc`,
+/// `call_foreign_function`).
+pub fn call_foreign_function(name: &str, argument: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: see `take`; `name` and `argument` outlive the call.
+    unsafe {
+        let status = sys::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            argument.as_ptr(),
+            argument.len(),
+            &mut data,
+            &mut size,
+        );
+        take(status, data, size)
+    }
 }
 
 /// Starts an HTTP call to `cluster`; its answer arrives in `proxy_on_http_call_response` with
@@ -564,14 +592,14 @@ pub mod exports {
         filter::on_log(context_id);
     }
 
+    /// Also the end of every stream's context: Envoy calls `proxy_on_done` and
+    /// `proxy_on_delete` back to back (`Context::onDestroy` in
+    /// `source/extensions/common/wasm/context.cc`), after `proxy_on_log`; the plugin frees the
+    /// context here and does not export `proxy_on_delete`, one entry into the VM fewer per
+    /// request.
     #[no_mangle]
     pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
         u32::from(filter::on_done(context_id))
-    }
-
-    #[no_mangle]
-    pub extern "C" fn proxy_on_delete(context_id: u32) {
-        filter::on_delete(context_id);
     }
 }
 

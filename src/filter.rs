@@ -41,6 +41,9 @@ pub struct Root {
     ids: Rc<RefCell<IdGenerator>>,
     /// `on_done` answered false: `proxy_done` is still to be called.
     done_pending: bool,
+    /// The host was told it may delete this context (`proxy_done`): it is freed after the
+    /// callback, as no `proxy_on_delete` comes (not exported).
+    finished: bool,
 }
 
 impl Default for Root {
@@ -55,6 +58,7 @@ impl Root {
             shared: None,
             ids: Rc::new(RefCell::new(IdGenerator::from_seed(os_seed()))),
             done_pending: false,
+            finished: false,
         }
     }
 
@@ -91,6 +95,8 @@ impl Root {
         };
         let exporting = config.exporter.protocol != ExportProtocol::None;
         let tracer = Tracer::new(config, node, &abi::env_var);
+        // After the node's read, which says where Envoy keeps the xDS attributes.
+        proxy_host::compile_facts_expressions(tracer.end_of_stream_facts());
         let exporter = Exporter::new(
             &tracer.config.exporter,
             &tracer.config.limits,
@@ -224,6 +230,7 @@ impl Root {
         }
         shared.metrics.flush(&host);
         self.done_pending = false;
+        self.finished = true;
         if let Err(HostError(status)) = abi::done() {
             warn!("meshtrace: proxy_done answered status {status}");
         }
@@ -340,8 +347,15 @@ fn with_contexts<T: Default>(f: impl FnOnce(&mut Contexts) -> T) -> T {
     })
 }
 
+/// Runs `f` on a root; a root that told the host it is finished (`proxy_done`) is freed after.
 fn with_root<T: Default>(id: u32, f: impl FnOnce(&mut Root) -> T) -> T {
-    with_contexts(|c| c.roots.get_mut(id).map(f).unwrap_or_default())
+    with_contexts(|c| {
+        let out = c.roots.get_mut(id).map(f).unwrap_or_default();
+        if c.roots.get(id).is_some_and(|r| r.finished) {
+            c.roots.remove(id);
+        }
+        out
+    })
 }
 
 fn with_request(id: u32, f: impl FnOnce(&mut Request)) {
@@ -403,16 +417,22 @@ pub fn on_log(context_id: u32) {
     with_request(context_id, Request::on_log);
 }
 
-/// A root may defer its deletion; any other context is done at once.
+/// The context is done. A stream's is freed: Envoy calls `proxy_on_done` right before
+/// `proxy_on_delete` and after `proxy_on_log` (`Context::onDestroy`, `Context::log` in
+/// `source/extensions/common/wasm/context.cc`). A root may defer its deletion (draining its
+/// queue); one that does not is freed now.
 pub fn on_done(context_id: u32) -> bool {
-    with_contexts(|c| c.roots.get_mut(context_id).map(Root::on_done)).unwrap_or(true)
-}
-
-pub fn on_delete(context_id: u32) {
     with_contexts(|c| {
-        c.roots.remove(context_id);
-        c.requests.remove(context_id);
-    });
+        if c.requests.get(context_id).is_some() {
+            c.requests.remove(context_id);
+            return true;
+        }
+        let done = c.roots.get_mut(context_id).map(Root::on_done);
+        if done == Some(true) {
+            c.roots.remove(context_id);
+        }
+        done.unwrap_or(true)
+    })
 }
 
 #[cfg(test)]

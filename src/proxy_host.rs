@@ -6,8 +6,11 @@
 //! obs-text), which is read as U+FFFD rather than refused.
 
 use crate::abi;
+use log::info;
 use meshtrace_core::headers::HeaderMap;
-use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
+use meshtrace_core::host::{
+    Fact, FactSet, Facts, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact,
+};
 use std::cell::Cell;
 
 /// Where this proxy exposes xDS attributes: under `xds.` (Envoy 1.40) or at the top level
@@ -23,6 +26,206 @@ enum XdsAttributes {
 thread_local! {
     // One VM per worker thread, one value per VM.
     static XDS: Cell<XdsAttributes> = const { Cell::new(XdsAttributes::Nested) };
+    // The compiled facts expressions (`expr_create`): without and with the gRPC status; none:
+    // facts are read one property at a time.
+    static FACTS_EXPRS: Cell<[Option<FactsExpression>; 2]> = const { Cell::new([None, None]) };
+    // Failed evaluations in a row.
+    static CEL_FAILURES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The stream facts asked of Envoy's CEL in one evaluation, in list order: the fact, its
+/// attribute (`source/extensions/filters/common/expr/context.h`), and whether it may be absent.
+/// An absent attribute fails the whole evaluation unless guarded with `has()` (then it answers
+/// `''`, read as absent); the unguarded ones are there on every HTTP stream (Envoy 1.40 on the
+/// e2e sidecar; the probe in BENCHMARKS.md "The floor"). The waypoint's and the capture's facts
+/// stay property reads.
+const CEL_FACTS: [(StreamFact, &str, bool); 12] = [
+    (StreamFact::UpstreamCluster, "xds.cluster_name", true),
+    (StreamFact::RouteName, "xds.route_name", true),
+    (
+        StreamFact::ListenerDirection,
+        "xds.listener_direction",
+        false,
+    ),
+    (StreamFact::Protocol, "request.protocol", true),
+    (
+        StreamFact::ResponseCodeDetails,
+        "response.code_details",
+        true,
+    ),
+    (StreamFact::ResponseFlags, "response.flags", false),
+    (StreamFact::GrpcStatus, "response.grpc_status", true),
+    (StreamFact::DownstreamAddress, "source.address", false),
+    (StreamFact::UpstreamAddress, "upstream.address", true),
+    (StreamFact::RequestSize, "request.size", false),
+    (StreamFact::ResponseSize, "response.size", false),
+    (StreamFact::ResponseCode, "response.code", true),
+];
+
+/// One compiled expression: the token Envoy gave it and the facts it lists, in [`CEL_FACTS`]
+/// order.
+#[derive(Debug, Clone, Copy)]
+struct FactsExpression {
+    token: u32,
+    facts: FactSet,
+}
+
+/// The CEL list of the [`CEL_FACTS`] in `facts`: `[has(xds.cluster_name) ? xds.cluster_name :
+/// '', response.flags, …]`.
+pub fn facts_expression(facts: FactSet) -> String {
+    let mut expr = String::from("[");
+    for (_, attr, guarded) in CEL_FACTS.iter().filter(|(f, _, _)| facts.contains(*f)) {
+        if expr.len() > 1 {
+            expr.push_str(", ");
+        }
+        if *guarded {
+            for part in ["has(", attr, ") ? ", attr, " : ''"] {
+                expr.push_str(part);
+            }
+        } else {
+            expr.push_str(attr);
+        }
+    }
+    expr.push(']');
+    expr
+}
+
+/// Compiles the facts expressions once per configuration, in the root context (Envoy keeps
+/// expressions per root: `foreign.cc` `ExpressionFactory::getOrCreateContext`): one for the facts
+/// `wanted` (what the core may ask with this configuration) but the gRPC status, and one with
+/// it, so a plain HTTP span does not pay for the gRPC status's lookup (~0.9 µs of Envoy's CEL
+/// for the three attributes a default sidecar leaves out, measured with the probe). Envoy builds
+/// the CEL foreign functions on every platform but Windows (`WASM_USE_CEL_PARSER` in
+/// `source/extensions/common/wasm/BUILD`), istio-proxy included (it builds Envoy's `wasm_lib`);
+/// a host without them, or a proxy with top-level xDS attributes (older istio-proxy), keeps the
+/// reads one by one.
+pub fn compile_facts_expressions(wanted: FactSet) {
+    let mut compiled = [None, None];
+    if XDS.with(Cell::get) == XdsAttributes::Nested {
+        let grpc = wanted.with(StreamFact::GrpcStatus);
+        let plain = listed(grpc)
+            .filter(|f| *f != StreamFact::GrpcStatus)
+            .fold(FactSet::EMPTY, FactSet::with);
+        for (slot, facts) in compiled.iter_mut().zip([plain, grpc]) {
+            match abi::call_foreign_function("expr_create", facts_expression(facts).as_bytes()) {
+                Ok(Some(bytes)) => {
+                    *slot =
+                        <[u8; 4]>::try_from(bytes.as_slice())
+                            .ok()
+                            .map(|token| FactsExpression {
+                                token: u32::from_le_bytes(token),
+                                facts,
+                            });
+                }
+                Ok(None) => {}
+                Err(HostError(status)) => {
+                    info!(
+                        "meshtrace: the proxy has no CEL expressions (expr_create answered \
+                         {status}): stream facts are read one property at a time"
+                    );
+                    compiled = [None, None];
+                    break;
+                }
+            }
+        }
+    }
+    FACTS_EXPRS.with(|e| e.set(compiled));
+}
+
+/// The facts of [`CEL_FACTS`] in `facts`, in the table's (and the expression's) order.
+fn listed(facts: FactSet) -> impl Iterator<Item = StreamFact> {
+    CEL_FACTS
+        .iter()
+        .map(|(f, _, _)| *f)
+        .filter(move |f| facts.contains(*f))
+}
+
+/// The expression to evaluate for `wanted`: the one without the gRPC status unless it is asked.
+fn expression_for(wanted: FactSet) -> Option<FactsExpression> {
+    let [plain, grpc] = FACTS_EXPRS.with(Cell::get);
+    if wanted.contains(StreamFact::GrpcStatus) {
+        grpc.or(plain)
+    } else {
+        plain.or(grpc)
+    }
+}
+
+/// Evaluations that may fail in a row before the expression is dropped for this VM: a failure
+/// is that stream's facts read one by one (never half-read), but a proxy where it always fails
+/// should not pay a wasted crossing on every span.
+const CEL_FAILURES_TOLERATED: u32 = 8;
+
+/// Evaluates the facts expression: the answers to `wanted` among [`CEL_FACTS`], or `None` when
+/// the evaluation failed.
+fn evaluate_facts(expr: FactsExpression, wanted: FactSet, facts: &mut Facts) -> Option<()> {
+    let answer = abi::call_foreign_function("expr_evaluate", &expr.token.to_le_bytes());
+    let values = match &answer {
+        Ok(Some(bytes)) => list_items(bytes).filter(|v| v.len() == listed(expr.facts).count()),
+        _ => None,
+    };
+    let Some(values) = values else {
+        let failures = CEL_FAILURES.with(|f| {
+            f.set(f.get().saturating_add(1));
+            f.get()
+        });
+        if failures >= CEL_FAILURES_TOLERATED {
+            FACTS_EXPRS.with(|e| e.set([None, None]));
+            let status = answer.as_ref().err().map_or(0, |e| e.0);
+            info!(
+                "meshtrace: the stream facts expression failed {failures} times in a row (last \
+                 status {status}): facts are read one property at a time"
+            );
+        }
+        return None;
+    };
+    CEL_FAILURES.with(|f| f.set(0));
+    for (fact, value) in listed(expr.facts).zip(values) {
+        if wanted.contains(fact) {
+            if let Some(answer) = fact_from_bytes(fact, value) {
+                facts.set(fact, answer);
+            }
+        }
+    }
+    Some(())
+}
+
+/// The items of a CEL list as Envoy serializes it for a plugin (`serializeValue` in
+/// `source/extensions/common/wasm/context.cc`: proxy-wasm's pairs layout with each item as a
+/// key and an empty value). `None` when the layout does not add up.
+fn list_items(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    let mut items = Vec::with_capacity(count.min(bytes.len() / 2));
+    for i in 0..count {
+        let key = u32_at(4 + 8 * i)?;
+        let value = u32_at(8 + 8 * i)?;
+        items.push(bytes.get(at..at.checked_add(key)?)?);
+        // key, NUL, value, NUL
+        at = at.checked_add(key)?.checked_add(value)?.checked_add(2)?;
+    }
+    (at <= bytes.len()).then_some(items)
+}
+
+/// One answer's bytes as the fact's type: 8 little-endian bytes for an integer, UTF-8 text;
+/// empty is absent.
+fn fact_from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
+    if bytes.is_empty() {
+        return None;
+    }
+    if fact.is_int() {
+        // Envoy serialises integers, timestamps and durations as 8 little-endian bytes
+        // (`serializeValue` in `source/extensions/common/wasm/context.cc`).
+        let bytes: [u8; 8] = bytes.try_into().ok()?;
+        Some(Fact::Int(i64::from_le_bytes(bytes)))
+    } else {
+        std::str::from_utf8(bytes)
+            .ok()
+            .map(|s| Fact::Text(s.to_string()))
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,17 +282,29 @@ impl Host for ProxyHost {
     fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
         let path = property_path(fact, XDS.with(Cell::get));
         let bytes = abi::property(path).ok().flatten()?;
-        if fact.is_int() {
-            // Envoy serialises integers, timestamps and durations as 8 little-endian bytes
-            // (`serializeValue` in `source/extensions/common/wasm/context.cc`).
-            let bytes: [u8; 8] = bytes.try_into().ok()?;
-            Some(Fact::Int(i64::from_le_bytes(bytes)))
-        } else {
-            String::from_utf8(bytes)
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(Fact::Text)
+        fact_from_bytes(fact, &bytes)
+    }
+
+    fn answers_facts_at_once(&self) -> bool {
+        expression_for(FactSet::EMPTY).is_some()
+    }
+
+    /// With Envoy's CEL: one `expr_evaluate` answers the facts its expression lists (one
+    /// crossing and one buffer, where each property read is both); the rest, one read each.
+    fn stream_facts(&self, wanted: FactSet) -> Facts {
+        let mut facts = Facts::default();
+        let evaluated = expression_for(wanted)
+            .and_then(|expr| evaluate_facts(expr, wanted, &mut facts).map(|()| expr.facts))
+            .unwrap_or(FactSet::EMPTY);
+        for fact in wanted.iter() {
+            if evaluated.contains(fact) {
+                continue;
+            }
+            if let Some(value) = self.stream_fact(fact) {
+                facts.set(fact, value);
+            }
         }
+        facts
     }
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
@@ -167,6 +382,7 @@ fn property_path(fact: StreamFact, xds: XdsAttributes) -> &'static [&'static str
         StreamFact::RequestSize => &["request", "size"],
         StreamFact::ResponseSize => &["response", "size"],
         StreamFact::RequestStartTime => &["request", "time"],
+        StreamFact::ResponseCode => &["response", "code"],
         // Istio's peer metadata filter (`pilot/pkg/xds/filters/filters.go`).
         StreamFact::PeerPrincipal => &["filter_state", "io.istio.peer_principal"],
         StreamFact::PeerWorkload => &["filter_state", "downstream_peer_obj", "workload"],
@@ -200,6 +416,86 @@ mod tests {
 
     fn path(fact: StreamFact, xds: XdsAttributes) -> &'static [&'static str] {
         property_path(fact, xds)
+    }
+
+    /// The list as Envoy 1.40 serialized it on the e2e sidecar (the probe): `[xds.cluster_name,
+    /// response.flags, '']` — a text, an int64, an absent value.
+    #[test]
+    fn a_cel_list_is_read_item_by_item() {
+        let mut bytes = vec![3, 0, 0, 0];
+        for (k, v) in [(14u32, 0u32), (8, 0), (0, 0)] {
+            bytes.extend(k.to_le_bytes());
+            bytes.extend(v.to_le_bytes());
+        }
+        bytes.extend(b"inbound|9080||\0\0");
+        bytes.extend([0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend([0, 0]);
+        let items = list_items(&bytes).expect("well-formed");
+        assert_eq!(
+            items,
+            [
+                &b"inbound|9080||"[..],
+                &[0x20, 0, 0, 0, 0, 0, 0, 0][..],
+                &[][..]
+            ]
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::UpstreamCluster, items[0]),
+            Some(Fact::Text("inbound|9080||".into()))
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::ResponseFlags, items[1]),
+            Some(Fact::Int(0x20))
+        );
+        assert_eq!(
+            fact_from_bytes(StreamFact::RouteName, items[2]),
+            None,
+            "'' is absent"
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn a_malformed_cel_answer_is_refused_not_half_read() {
+        let cases: [(&[u8], &str); 5] = [
+            (&[],                                   "empty"),
+            (&[1, 0, 0],                            "count cut short"),
+            (&[1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], "an item longer than the buffer"),
+            (&[0xff, 0xff, 0xff, 0xff],             "a count beyond the buffer"),
+            (&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x'], "no room for the NULs"),
+        ];
+        for (bytes, why) in cases {
+            assert_eq!(list_items(bytes), None, "{why}");
+        }
+        assert_eq!(fact_from_bytes(StreamFact::ResponseFlags, b"abc"), None, "an int64 is 8 bytes");
+        assert_eq!(fact_from_bytes(StreamFact::Protocol, &[0xff]), None, "text is UTF-8");
+    }
+
+    /// The expression lists the asked facts in the table's order, a `has()` guard where an
+    /// attribute may be absent; facts outside the table are not in it.
+    #[test]
+    fn the_facts_expression_lists_the_asked_facts_guarding_what_may_be_absent() {
+        let all = CEL_FACTS
+            .iter()
+            .fold(FactSet::EMPTY, |set, (f, _, _)| set.with(*f));
+        let expr = facts_expression(all);
+        assert!(expr.starts_with("[has(xds.cluster_name) ? xds.cluster_name : '', "));
+        assert!(
+            expr.contains(", response.flags, "),
+            "always there: unguarded"
+        );
+        assert!(expr.ends_with("has(response.code) ? response.code : '']"));
+        assert_eq!(expr.matches("has(").count(), 7);
+        let few = FactSet::EMPTY
+            .with(StreamFact::ResponseFlags)
+            .with(StreamFact::PeerWorkload)
+            .with(StreamFact::UpstreamCluster);
+        assert_eq!(
+            facts_expression(few),
+            "[has(xds.cluster_name) ? xds.cluster_name : '', response.flags]",
+            "table order; a waypoint fact is no CEL item"
+        );
+        assert_eq!(facts_expression(FactSet::EMPTY), "[]");
     }
 
     #[test]

@@ -94,11 +94,14 @@ pub enum StreamFact {
     PeerService,
     PeerRevision,
     PeerCluster,
+    /// The response status sent downstream (absent when none was sent): asked in a batch in
+    /// place of a `:status` header read when the host answers facts at once.
+    ResponseCode,
 }
 
 impl StreamFact {
     /// Every fact, in declaration order (their index in [`Facts`]).
-    pub const ALL: [StreamFact; 19] = [
+    pub const ALL: [StreamFact; 20] = [
         StreamFact::UpstreamCluster,
         StreamFact::RouteName,
         StreamFact::ListenerDirection,
@@ -118,6 +121,7 @@ impl StreamFact {
         StreamFact::PeerService,
         StreamFact::PeerRevision,
         StreamFact::PeerCluster,
+        StreamFact::ResponseCode,
     ];
 
     /// Whether Envoy answers this fact with an int64 (else text).
@@ -130,6 +134,7 @@ impl StreamFact {
                 | StreamFact::RequestSize
                 | StreamFact::ResponseSize
                 | StreamFact::RequestStartTime
+                | StreamFact::ResponseCode
         )
     }
 
@@ -242,6 +247,12 @@ pub trait Host {
     fn node_fact(&self, fact: NodeFact<'_>) -> Option<String>;
     /// One fact about the stream that is ending.
     fn stream_fact(&self, fact: StreamFact) -> Option<Fact>;
+    /// Whether [`Host::stream_facts`] answers any set in one crossing: the core then asks, at
+    /// the end of a stream, for every fact the span may need in one set (the response status
+    /// included) instead of asking some only once an earlier answer says they matter.
+    fn answers_facts_at_once(&self) -> bool {
+        false
+    }
     /// Several facts about the stream at once. An adapter that can answer them in one crossing
     /// overrides this; by default each is asked on its own.
     fn stream_facts(&self, wanted: FactSet) -> Facts {

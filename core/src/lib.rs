@@ -30,7 +30,10 @@
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
 //!    time, under its own cap; `is_capturable`); for a recorded or captured one
 //!    [`tracer::Tracer::read_outcome`] asks the host's stream facts (status, gRPC status, flags,
-//!    cluster, addresses; the span's kind — most in one [`host::Host::stream_facts`] call),
+//!    cluster, addresses; the span's kind — most in one [`host::Host::stream_facts`] call; all of
+//!    them, the status included, when the host answers them at once:
+//!    [`host::Host::answers_facts_at_once`], the Wasm adapter through Envoy's CEL, prepared per
+//!    configuration from [`tracer::Tracer::end_of_stream_facts`]),
 //!    [`tracer::Tracer::finish`] builds the [`span::Span`] — attributes one function per
 //!    convention, in order of importance (`tracer/attributes.rs`; a `SpanRole` says whether it
 //!    stands for Envoy's downstream or upstream span), name from [`naming::span_name`], status

@@ -106,7 +106,12 @@ pub(crate) enum ListenerDirection {
 
 impl ListenerDirection {
     pub(crate) fn read(host: &dyn Host) -> ListenerDirection {
-        match host.int_fact(StreamFact::ListenerDirection) {
+        Self::from_int(host.int_fact(StreamFact::ListenerDirection))
+    }
+
+    /// Envoy's `TrafficDirection` (1 inbound, 2 outbound).
+    pub(crate) fn from_int(direction: Option<i64>) -> ListenerDirection {
+        match direction {
             Some(1) => ListenerDirection::Inbound,
             Some(2) => ListenerDirection::Outbound,
             _ => ListenerDirection::Unspecified,

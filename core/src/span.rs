@@ -46,7 +46,12 @@ pub struct Span {
     pub kind: SpanKind,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
+    /// Set through [`Span::set_attribute`] (which keeps `key_bits`), never pushed directly.
     pub attributes: Vec<(AttrKey, AttrValue)>,
+    /// One bit per attribute key present, by [`key_bit`]: a key no attribute has yet — nearly
+    /// every call, ~40 per span — is appended without scanning for a duplicate (that scan was
+    /// quadratic in the span's attributes).
+    key_bits: u128,
     /// Attributes refused by `limits.maxAttributes` (OTel "Attribute Limits": count, not fail).
     pub dropped_attributes: u32,
     pub status: StatusCode,
@@ -90,6 +95,7 @@ impl Span {
             start_unix_nanos,
             end_unix_nanos,
             attributes: Vec::with_capacity(16),
+            key_bits: 0,
             dropped_attributes: 0,
             status: StatusCode::Unset,
             status_message: String::new(),
@@ -111,14 +117,35 @@ impl Span {
             AttrValue::Str(s) => AttrValue::Str(truncate(s, limits.max_attribute_length)),
             other => other,
         };
-        if let Some(slot) = self.attributes.iter_mut().find(|(k, _)| *k == key) {
+        let bit = key_bit(&key);
+        let slot = if self.key_bits & bit != 0 {
+            self.attributes.iter_mut().find(|(k, _)| *k == key)
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
             slot.1 = value;
         } else if self.attributes.len() < limits.max_attributes {
+            self.key_bits |= bit;
             self.attributes.push((key, value));
         } else {
             self.dropped_attributes = self.dropped_attributes.saturating_add(1);
         }
     }
+}
+
+/// A key's bit in [`Span::key_bits`]: its length and three of its bytes, enough to tell apart
+/// most of the semantic-convention keys a span carries (`http.request.method`, `peer.address`…).
+fn key_bit(key: &str) -> u128 {
+    let b = key.as_bytes();
+    let at = |i: usize| u32::from(b.get(i).copied().unwrap_or(0));
+    let len = b.len();
+    let h = (len as u32)
+        .wrapping_mul(31)
+        .wrapping_add(at(0).wrapping_mul(7))
+        .wrapping_add(at(len / 2).wrapping_mul(13))
+        .wrapping_add(at(len.wrapping_sub(1)));
+    1u128 << (h % 128)
 }
 
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
@@ -179,6 +206,45 @@ mod tests {
             s.dropped_attributes, 1,
             "the third attribute is dropped and counted"
         );
+    }
+
+    /// A key set again replaces its value wherever it sits, whatever the key filter says, and
+    /// distinct keys are all kept.
+    #[test]
+    fn setting_a_key_again_replaces_it_among_many() {
+        let limits = LimitsConfig::default();
+        let mut s = span();
+        let keys: Vec<String> = (0..60)
+            .map(|i| format!("key.{i}.{}", "x".repeat(i % 7)))
+            .collect();
+        for k in &keys {
+            s.set_attribute(k.clone(), AttrValue::Int(1), &limits);
+        }
+        for k in keys.iter().rev() {
+            s.set_attribute(k.clone(), AttrValue::Int(2), &limits);
+        }
+        s.set_attribute("http.request.method", AttrValue::Str("GET".into()), &limits);
+        s.set_attribute(
+            String::from("http.request.method"),
+            AttrValue::Str("PUT".into()),
+            &limits,
+        );
+        let n = keys.len().min(limits.max_attributes);
+        assert_eq!(s.attributes.len(), (n + 1).min(limits.max_attributes));
+        assert!(
+            s.attributes
+                .iter()
+                .take(n)
+                .all(|(_, v)| *v == AttrValue::Int(2)),
+            "replaced"
+        );
+        if n < limits.max_attributes {
+            assert_eq!(
+                s.attributes.last(),
+                Some(&("http.request.method".into(), AttrValue::Str("PUT".into()))),
+                "a static key and an owned one with the same text are one attribute"
+            );
+        }
     }
 
     #[test]

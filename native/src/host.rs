@@ -250,6 +250,7 @@ impl Host for StreamHost<'_> {
             StreamFact::RequestSize => int(a::REQUEST_SIZE),
             StreamFact::ResponseSize => int(a::RESPONSE_SIZE),
             StreamFact::RequestStartTime => int(a::REQUEST_TIME),
+            StreamFact::ResponseCode => int(a::RESPONSE_CODE),
             StreamFact::UpstreamWorkload => self.host_metadata("istio", "workload").map(Fact::Text),
             StreamFact::PeerPrincipal => {
                 self.filter_state("io.istio.peer_principal").map(Fact::Text)

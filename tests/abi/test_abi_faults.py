@@ -38,6 +38,7 @@ HOST_CALLS = [
     "proxy_set_property",
     "proxy_increment_metric",
     "proxy_record_metric",
+    "proxy_call_foreign_function",
 ]
 ERRORS = [s for s in Status if s != Status.OK]
 

@@ -146,3 +146,59 @@ def test_ten_thousand_spans_a_second_with_late_ticks_drop_nothing():
     assert dropped == {}, f"spans dropped with a collector that keeps up: {dropped}"
     assert host.metric("meshtrace_spans_exported") == requests
     assert most_in_flight <= 4, "export requests out at once stay bounded"
+
+
+# (stream at its end, why): what CEL answers in one crossing must give the span the fact-by-fact
+# reads give — present, absent and error cases.
+FACT_STREAMS = [
+    (INBOUND_STREAM, "every attribute present"),
+    ({**INBOUND_STREAM, ("response", "code"): 503, ("response", "code_details"): "upstream_reset"},
+     "an error: the code and its details"),
+    ({k: v for k, v in INBOUND_STREAM.items()
+      if k not in {("upstream", "address"), ("response", "code"), ("xds", "cluster_name"),
+                   ("response", "code_details"), ("xds", "route_name")}},
+     "no response: no cluster, no upstream, no code"),
+]
+
+
+@pytest.mark.parametrize("stream,why", FACT_STREAMS, ids=[w for _, w in FACT_STREAMS])
+def test_a_span_read_through_cel_equals_one_read_fact_by_fact(stream, why):
+    spans = []
+    for cel in (True, False):
+        host = Host(properties=SIDECAR, cel=cel)
+        assert host.start(json.dumps({"randomSamplingPercentage": 100})), host.logs
+        # Envoy's response.code is the :status it sent; neither when it sent no response.
+        code = stream.get(("response", "code"))
+        host.request(REQUEST + [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01")],
+                     response=[(":status", str(code))] if code else [], properties=stream)
+        flush(host)
+        [call] = host.http_calls
+        [span] = decode_export(call.body).resource_spans[0].scope_spans[0].spans
+        spans.append((span.name, span.kind, span.status.code, attrs(span.attributes)))
+        # expr_create twice at configure (with and without the gRPC status; the first refused
+        # without CEL), expr_evaluate once at the end of the span.
+        assert host.calls["proxy_call_foreign_function"] == (3 if cel else 1), why
+    assert spans[0] == spans[1], why
+
+
+def test_a_failed_cel_evaluation_falls_back_to_reading_each_fact():
+    host = started({"randomSamplingPercentage": 100})
+    host.faults["proxy_call_foreign_function"] = 10  # INTERNAL_FAILURE, as Envoy on an error
+    host.request(REQUEST, properties=INBOUND_STREAM)
+    flush(host)
+    [call] = host.http_calls
+    [span] = decode_export(call.body).resource_spans[0].scope_spans[0].spans
+    assert attrs(span.attributes)["upstream_cluster"] == "inbound|9080||", "read one by one"
+    assert host.calls["proxy_get_property"] >= 5
+
+
+def test_a_cel_expression_that_keeps_failing_is_dropped():
+    """Eight failed evaluations in a row: the VM stops asking CEL, so a proxy where it never
+    works pays no wasted crossing per span."""
+    host = started({"randomSamplingPercentage": 100})
+    host.faults["proxy_call_foreign_function"] = 10
+    compiled = host.calls["proxy_call_foreign_function"]  # expr_create ×2, at configure
+    for _ in range(12):
+        host.request(REQUEST, properties=INBOUND_STREAM)
+    assert host.calls["proxy_call_foreign_function"] - compiled == 8, \
+        "tried 8 times, then never again"

@@ -265,8 +265,9 @@ def main() -> int:
         print(f"\nmeshtrace span counters of the last latency round: {spans}")
     if memory:
         print(f"\nmemory (RSS, one Envoy per configuration, --concurrency {MEMORY_CONCURRENCY}; "
-              f"added = over `none`; a Wasm filter has {MEMORY_VMS} VMs):")
-        print(f"{'config':<10} {'after 1k':>9} {'after':>9} {'added MiB':>10} {'per VM':>7}"
+              f"added = over `none`; a Wasm filter has {MEMORY_VMS} VMs; `/VMs` spreads what is "
+              "mostly a one-time cost over them: ./build.sh bench --memory measures a VM's own):")
+        print(f"{'config':<10} {'after 1k':>9} {'after':>9} {'added MiB':>10} {'/VMs':>7}"
               f" {'× floor':>8}")
         base = memory.get("none", {}).get("rss_after_mib", 0.0)
         floor = memory.get("minimal", {}).get("rss_after_mib", 0.0) - base

@@ -10,8 +10,13 @@ import yaml
 
 from test_chart import CHART, by_kind, crd_schemas, render, render_files, values_of  # noqa: F401 (fixture)
 
-FILTER_STATE = [f"%FILTER_STATE(wasm.meshtrace.{name}:PLAIN)%"
-                for name in ("trace_id", "span_id", "parent_span_id", "sampled", "request_id")]
+# The ids the plugin publishes by default (propagation.publishContext), then what the request map
+# the plugin writes already carries (issue 24).
+CONTEXT = {"trace_id": "%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%",
+           "span_id": "%FILTER_STATE(wasm.meshtrace.span_id:PLAIN)%",
+           "traceparent": "%REQ(TRACEPARENT)%",
+           "request_id": "%REQ(X-REQUEST-ID)%"}
+FILTER_STATE = list(CONTEXT.values())
 
 # The provider fields Istio reads (istio pilot/pkg/model/telemetry_logging.go:
 # fileAccessLogFromTelemetry reads path, logFormat.text|labels, omitEmptyValues; openTelemetryLog
@@ -81,8 +86,7 @@ def test_file_provider_carries_every_published_value(encoding):
             assert op in fmt["text"], op
     else:
         assert set(fmt) == {"labels"}
-        assert [fmt["labels"][k] for k in ("trace_id", "span_id", "parent_span_id", "sampled",
-                                           "request_id")] == FILTER_STATE
+        assert {k: fmt["labels"][k] for k in CONTEXT} == CONTEXT
     assert "meshtrace-otel-als" not in got, "the OTLP provider is opt-in"
 
 

@@ -40,7 +40,7 @@ class Gateway:
     cluster without endpoints (503 UH), anything else matches no route (404 NR)."""
 
     def __init__(self, stack: Stack, plugin_config: dict, envoy_args: list[str] | None = None,
-                 upstream=None):
+                 labels: dict[str, str] | None = None, upstream=None):
         self.upstream = upstream or stack.upstream()
         self.port = free_port()
         self.text_log = stack.workdir / f"access-text-{self.port}.log"
@@ -66,7 +66,8 @@ class Gateway:
                     [plugin_filter(wasm_path(), plugin_config)], route_name="inbound|9080||",
                     routes=routes,
                     access_log=[file_access_log(self.text_log, text=file["text"]),
-                                file_access_log(self.json_log, labels=file["labels"])])],
+                                file_access_log(self.json_log,
+                                                labels=labels or file["labels"])])],
                 "clusters": clusters,
             },
         }
@@ -161,16 +162,14 @@ def test_access_log_line_carries_the_context_sent_upstream(gateway, path, flags,
     trace_id, span_id, resp_flags = TP_RE.match(metric).groups()
     assert "traceresponse" not in resp, f"{why}: the replaced draft header is not sent"
     assert resp.get("x-request-id") == request_id, f"{why}: the request id is returned"
-    # An operator with no value prints "-" in text and null in JSON.
-    for source, absent in ((fields, "-"), (obj, None)):
+    # The ids as filter state; the sampled flag in the traceparent the plugin wrote and the
+    # request id in x-request-id, both read from the request map (issue 24).
+    for source in (fields, obj):
         assert source["trace_id"] == trace_id, f"{why}: {source}"
         assert source["span_id"] == span_id, f"{why}: {source}"
-        assert source["sampled"] == ("true" if int(resp_flags, 16) & 1 else "false"), why
+        assert source["traceparent"] == metric, f"{why}: {source}"
         assert source["request_id"] == request_id, why
-        if flags is None:
-            assert source["parent_span_id"] == absent, f"{why}: no parent, none logged"
-        else:
-            assert source["parent_span_id"] == SPAN, why
+        if flags is not None:
             assert source["trace_id"] == TRACE, why
     assert obj["response_flags"] == response_flags, f"{why}: {obj}"
 
@@ -210,6 +209,35 @@ def test_nothing_leaks_and_nothing_is_logged_at_debug_by_default(stack):
     assert "request trace_id=" not in gw.envoy.log(), "no debug line at info level"
 
 
+def test_every_documented_key_publishes_when_listed(stack):
+    """The default publishes the two ids; the other documented names still work when listed."""
+    names = ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]
+    gw = Gateway(stack, {"randomSamplingPercentage": 0, "propagation": {"publishContext": names}},
+                 labels={n: f"%FILTER_STATE(wasm.meshtrace.{n}:PLAIN)%" for n in names})
+    status, _ = gw.request("/ok", {"x-request-id": "req-all",
+                                   "traceparent": f"00-{TRACE}-{SPAN}-00"})
+    assert status == 200
+    _, obj = gw.log_lines("req-all")
+    sent = gw.upstream.last().get("traceparent")
+    assert sent == f"00-{TRACE}-{obj['span_id']}-00", obj
+    assert (obj["trace_id"], obj["parent_span_id"], obj["sampled"]) == (TRACE, SPAN, "false"), obj
+
+
+def test_the_default_publishes_the_ids_only(stack):
+    gw = Gateway(stack, {"randomSamplingPercentage": 0},
+                 labels={n: f"%FILTER_STATE(wasm.meshtrace.{n}:PLAIN)%"
+                         for n in ("trace_id", "span_id", "parent_span_id", "sampled", "request_id")})
+    status, _ = gw.request("/ok", {"x-request-id": "req-ids",
+                                   "traceparent": f"00-{TRACE}-{SPAN}-00"})
+    assert status == 200
+    lines = wait_until(lambda: gw.json_log.exists() and gw.json_log.read_text().splitlines(), 10,
+                       "the JSON access log line")
+    obj = json.loads(lines[-1])
+    assert obj["trace_id"] == TRACE and obj["span_id"], obj
+    assert (obj["parent_span_id"], obj["sampled"], obj["request_id"]) == (None, None, None), \
+        f"one set_property per published value: only the ids by default: {obj}"
+
+
 def test_publish_context_empty_publishes_nothing(stack):
     gw = Gateway(stack, {"propagation": {"publishContext": []}})
     status, _ = gw.request("/ok", {"x-request-id": "req-none"})
@@ -217,7 +245,7 @@ def test_publish_context_empty_publishes_nothing(stack):
     lines = wait_until(lambda: gw.json_log.exists() and gw.json_log.read_text().splitlines(), 10,
                        "the JSON access log line")
     obj = json.loads(lines[-1])
-    assert obj["trace_id"] is None and obj["request_id"] is None, \
+    assert obj["trace_id"] is None and obj["span_id"] is None, \
         f"nothing published, the log shows no value: {obj}"
 
 

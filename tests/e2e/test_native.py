@@ -104,7 +104,10 @@ def test_access_log_filter_state_is_the_context_sent_upstream(stack):
     fmt = ("%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)% %FILTER_STATE(wasm.meshtrace.span_id:PLAIN)% "
            "%FILTER_STATE(wasm.meshtrace.sampled:PLAIN)% %REQ(x-test)%")
     lst = listener("virtualInbound", port, INBOUND, "up",
-                   [native_filter({"randomSamplingPercentage": 0, "exporter": {"protocol": "none"}})],
+                   # `sampled` is published when listed (the default publishes the two ids).
+                   [native_filter({"randomSamplingPercentage": 0, "exporter": {"protocol": "none"},
+                                   "propagation": {"publishContext": ["trace_id", "span_id",
+                                                                      "sampled"]}})],
                    access_log=[file_access_log(log_path, fmt)])
     envoy = stack.envoy("native-log", {"node": Node().envoy_node(), "static_resources": {
         "listeners": [lst], "clusters": [static_cluster("up", upstream.port)]}})

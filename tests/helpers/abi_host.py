@@ -8,12 +8,20 @@ Envoy's behaviour this host reproduces (proxy-wasm-cpp-host, the ABI implementat
   `proxy_on_memory_allocate`, an empty value as a null pointer and size 0
   (include/proxy-wasm/wasm.h, `WasmBase::copyToPointerSize`; src/exports.cc,
   `get_header_map_pairs`);
+- CEL through the foreign functions `expr_create` / `expr_evaluate`
+  (source/extensions/common/wasm/foreign.cc), for the one shape of expression the plugin builds:
+  a list of attributes, each plain (`response.flags`: a missing one fails the evaluation, status
+  INTERNAL_FAILURE) or guarded (`has(upstream.address) ? upstream.address : ''`); the result
+  serialized as Envoy does, a list as pairs with empty values (context.cc `serializeValue`).
+  `Host(cel=False)` is a proxy without them (NOT_FOUND, as proxy-wasm-cpp-host answers an
+  unknown foreign function);
 - header maps travel as `u32 count, count × (u32 key size, u32 value size), key\\0 value\\0 …`
   (src/pairs_util.cc, `PairsUtil::marshalPairs`), property paths as segments joined by `\\0`;
 - a stream's callbacks come as `proxy_on_context_create`, `proxy_on_request_headers`,
-  `proxy_on_response_headers`, `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`
-  (src/context.cc); only the callbacks the module exports are called, as Envoy does with a build
-  that trimmed the others (build.sh, PLUGIN_EXPORTS).
+  `proxy_on_response_headers`, `proxy_on_log`, then `proxy_on_done` and `proxy_on_delete` back to
+  back (Envoy's `Context::log` and `Context::onDestroy`, source/extensions/common/wasm/context.cc;
+  the order seen on Envoy 1.40); only the callbacks the module exports are called, as Envoy does
+  with a build that trimmed the others (build.sh, PLUGIN_EXPORTS).
 
 Small API (see tests/abi/test_abi_plugin.py for use):
 
@@ -28,6 +36,7 @@ Small API (see tests/abi/test_abi_plugin.py for use):
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -195,6 +204,7 @@ class Host:
         properties: dict | None = None,
         env: dict[str, str] | None = None,
         seed: int = 0x5EED,
+        cel: bool = True,
     ):
         self.properties: dict[tuple[str, ...], bytes] = {
             tuple(k): _property_bytes(v) for k, v in (properties or {}).items()
@@ -222,6 +232,8 @@ class Host:
         self._call_response: tuple[Pairs, bytes, Pairs] | None = None
         self._plugin_config = b""
         self._vm_config = b""
+        self.cel = cel
+        self.expressions: list[list[tuple[tuple[str, ...], bool]]] = []
 
         self._module = _module(wasm or wasm_path())
         self._store = wasmtime.Store(_ENGINE)
@@ -284,8 +296,8 @@ class Host:
             stream.actions["response_headers"] = self._call_if(
                 "proxy_on_response_headers", cid, _count(stream.response), 0
             )
-            self._call_if("proxy_on_done", cid)
             self._call_if("proxy_on_log", cid)
+            self._call_if("proxy_on_done", cid)
             self._call_if("proxy_on_delete", cid)
         finally:
             self._effective = ROOT_CONTEXT_ID
@@ -411,12 +423,14 @@ class Host:
             return Status.NOT_FOUND
         return m.give(data[start : start + max_size], ret_ptr, ret_size)
 
-    def on_proxy_get_property(self, m, path_ptr, path_size, ret_ptr, ret_size):
-        path = tuple(m.read(path_ptr, path_size).decode("utf-8", "replace").split("\0"))
+    def _property(self, path: tuple[str, ...]) -> bytes | None:
         stream = self._streams.get(self._effective)
         value = stream.properties.get(path) if stream else None
-        if value is None:
-            value = self.properties.get(path)
+        return self.properties.get(path) if value is None else value
+
+    def on_proxy_get_property(self, m, path_ptr, path_size, ret_ptr, ret_size):
+        path = tuple(m.read(path_ptr, path_size).decode("utf-8", "replace").split("\0"))
+        value = self._property(path)
         if value is None:
             return Status.NOT_FOUND
         return m.give(value, ret_ptr, ret_size)
@@ -494,6 +508,32 @@ class Host:
     def on_proxy_set_header_map_pairs(self, m, mtype, ptr, size):
         new = parse_pairs(m.read(ptr, size))
         return self._edit_map(mtype, lambda _: new)
+
+    # ---- foreign functions: Envoy's CEL -----------------------------------------------------
+
+    def on_proxy_call_foreign_function(self, m, np_, ns, ap, as_, ret_ptr, ret_size):
+        name = m.read(np_, ns).decode("utf-8", "replace")
+        arg = m.read(ap, as_)
+        if not self.cel or name not in ("expr_create", "expr_evaluate"):
+            return Status.NOT_FOUND
+        if name == "expr_create":
+            items = _parse_cel_list(arg.decode("utf-8", "replace"))
+            if items is None:
+                return Status.BAD_ARGUMENT
+            self.expressions.append(items)
+            return m.give(struct.pack("<I", len(self.expressions) - 1), ret_ptr, ret_size)
+        if len(arg) != 4:
+            return Status.BAD_ARGUMENT
+        (token,) = struct.unpack("<I", arg)
+        if token >= len(self.expressions):
+            return Status.NOT_FOUND
+        values = []
+        for path, guarded in self.expressions[token]:
+            value = self._property(path)
+            if value is None and not guarded:
+                return Status.INTERNAL_FAILURE
+            values.append(value or b"")
+        return m.give(serialize_pairs((v, b"") for v in values), ret_ptr, ret_size)
 
     # ---- outgoing calls ---------------------------------------------------------------------
 
@@ -647,6 +687,26 @@ def _module(path: Path) -> wasmtime.Module:
     if key not in _MODULES:
         _MODULES[key] = wasmtime.Module.from_file(_ENGINE, str(path))
     return _MODULES[key]
+
+
+_GUARDED = re.compile(r"^has\(([a-z_.]+)\) \? ([a-z_.]+) : ''$")
+_PLAIN = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
+
+
+def _parse_cel_list(expr: str) -> list[tuple[tuple[str, ...], bool]] | None:
+    """`[a.b, has(c.d) ? c.d : '']` as (path, guarded) items; None for any other expression."""
+    if not (expr.startswith("[") and expr.endswith("]")):
+        return None
+    items = []
+    for item in expr[1:-1].split(", "):
+        guarded = _GUARDED.match(item)
+        if guarded and guarded.group(1) == guarded.group(2):
+            items.append((tuple(guarded.group(1).split(".")), True))
+        elif _PLAIN.match(item):
+            items.append((tuple(item.split(".")), False))
+        else:
+            return None
+    return items
 
 
 def _count(m: Union[Pairs, bytes]) -> int:

@@ -15,13 +15,31 @@ SIDECAR = {
     ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-name"): "reviews",
     ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-revision"): "v1",
 }
-# What Envoy knows about an inbound stream at its end.
+# What Envoy 1.40 answers about an inbound stream at its end (`proxy_on_log`), as read on the
+# e2e sidecar (tests/e2e `Sidecar`, a GET answered 200 by the app; tests/bench/envoy-probe):
+# every attribute below is present, integers as 8 little-endian bytes, `request.time` in Unix
+# nanoseconds; only the waypoint's and Istio's peer attributes are absent (NOT_FOUND). Envoy's
+# attribute code: `source/extensions/filters/common/expr/context.cc` (RequestWrapper,
+# ResponseWrapper, PeerWrapper, UpstreamWrapper) and `source/extensions/common/wasm/context.cc`
+# `findValue`. `response.grpc_status` is there for plain HTTP too (Envoy maps the HTTP status:
+# 200 -> 2).
 INBOUND_STREAM = {
     ("xds", "cluster_name"): "inbound|9080||",
     ("xds", "route_name"): "default",
     ("xds", "listener_direction"): 1,
     ("request", "protocol"): "HTTP/1.1",
+    ("request", "size"): 0,
+    ("request", "total_size"): 176,
+    ("request", "time"): 1_700_000_000_000_000_000,
+    ("request", "duration"): 2_455_000,
+    ("response", "code"): 200,
     ("response", "code_details"): "via_upstream",
+    ("response", "flags"): 0,
+    ("response", "grpc_status"): 2,
+    ("response", "size"): 176,
+    ("response", "total_size"): 305,
+    ("source", "address"): "10.1.2.7:45456",
+    ("upstream", "address"): "10.1.2.3:9080",
 }
 # A request as the inbound sidecar sees it after Envoy's connection manager.
 REQUEST = [
@@ -59,8 +77,9 @@ WAYPOINT_STREAM = {
     ("filter_state", "downstream_peer_obj", "revision"): "v1",
     ("filter_state", "downstream_peer_obj", "cluster"): "Kubernetes",
     ("filter_state", "io.istio.peer_principal"): "spiffe://cluster.local/ns/default/sa/productpage",
-    ("request", "protocol"): "HTTP/1.1",
-    ("response", "code_details"): "via_upstream",
+    **{k: v for k, v in INBOUND_STREAM.items() if k[0] != "xds"},
+    ("xds", "listener_direction"): 1,
+    ("upstream", "address"): "10.1.2.11:9080",
 }
 TRACEPARENT_UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 B3_UNSAMPLED = [

@@ -398,6 +398,14 @@ named!(ContextValue {
 });
 
 impl ContextValue {
+    /// What is published when `propagation.publishContext` is not set: the ids an access log
+    /// cannot get any other way. Each value is one `set_property` on every request (a crossing
+    /// into Envoy and a filter-state object); the others are listed when wanted. The sampled
+    /// flag travels in `traceparent` and the request id in `x-request-id`, both in the request
+    /// map the plugin writes, so `%REQ(TRACEPARENT)%` and `%REQ(X-REQUEST-ID)%` print them at no
+    /// cost (issue 24; until then all five were published).
+    pub const DEFAULT: [ContextValue; 2] = [ContextValue::TraceId, ContextValue::SpanId];
+
     /// The property path, one segment: Envoy stores it as filter state `wasm.<path>`
     /// (envoy source/extensions/common/wasm/context.cc, `Context::setProperty`), which an access
     /// log reads as `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`. A path of two segments
@@ -424,7 +432,7 @@ impl Default for PropagationConfig {
             ],
             inject: vec![Propagator::Tracecontext, Propagator::Baggage],
             trust_incoming_request_id: true,
-            publish_context: ContextValue::ALL.to_vec(),
+            publish_context: ContextValue::DEFAULT.to_vec(),
             trace_response: false,
             trace_response_header: false,
             response_request_id: false,

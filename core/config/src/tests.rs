@@ -217,7 +217,7 @@ fn percentages_print_as_written() {
 }
 
 #[test]
-fn published_context_is_all_by_default_a_canonical_set_when_listed_and_none_when_empty() {
+fn published_context_is_the_ids_by_default_a_canonical_set_when_listed_and_none_when_empty() {
     use ContextValue::*;
     let publish = |json: &str| {
         Config::parse(json.as_bytes())
@@ -227,7 +227,8 @@ fn published_context_is_all_by_default_a_canonical_set_when_listed_and_none_when
     };
     #[rustfmt::skip]
     let cases: &[(&str, &[ContextValue], &str)] = &[
-        ("{}", &[TraceId, SpanId, ParentSpanId, Sampled, RequestId], "all by default (issue 15)"),
+        ("{}", &[TraceId, SpanId], "the two ids by default (issue 24; all five before)"),
+        (r#"{"propagation": {"publishContext": ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}}"#, &[TraceId, SpanId, ParentSpanId, Sampled, RequestId], "every documented key still publishes when listed"),
         (r#"{"propagation": {"publishContext": []}}"#, &[], "an empty list publishes nothing"),
         (r#"{"propagation": {"publishContext": ["request_id", "trace_id", "trace_id"]}}"#, &[TraceId, RequestId], "listed values once each, in the fixed order"),
     ];

@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-use super::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
+use super::{Fact, FactSet, Facts, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use crate::headers::HeaderMap;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -41,6 +41,10 @@ pub struct MockHost {
     pub fact_reads: RefCell<Vec<StreamFact>>,
     /// Every property set, in order: (name, value).
     pub properties_set: RefCell<Vec<(String, Vec<u8>)>>,
+    /// Answers a set of facts in one crossing (as the Wasm adapter does with Envoy's CEL).
+    pub at_once: bool,
+    /// Every set asked in one crossing, in order (only when `at_once`).
+    pub fact_batches: RefCell<Vec<FactSet>>,
     /// A host that cannot append a header value: `add_response_header` reads and replaces.
     pub replace_only: Cell<bool>,
 }
@@ -48,6 +52,12 @@ pub struct MockHost {
 impl MockHost {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A host that answers a set of facts in one crossing.
+    pub fn with_facts_at_once(mut self) -> Self {
+        self.at_once = true;
+        self
     }
 
     pub fn with_time(self, nanos: u64) -> Self {
@@ -200,6 +210,29 @@ impl Host for MockHost {
     fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
         self.fact_reads.borrow_mut().push(fact);
         self.facts.get(&fact).cloned()
+    }
+
+    fn answers_facts_at_once(&self) -> bool {
+        self.at_once
+    }
+
+    fn stream_facts(&self, wanted: FactSet) -> Facts {
+        let mut facts = Facts::default();
+        if self.at_once {
+            self.fact_batches.borrow_mut().push(wanted);
+            for fact in wanted.iter() {
+                if let Some(value) = self.facts.get(&fact) {
+                    facts.set(fact, value.clone());
+                }
+            }
+        } else {
+            for fact in wanted.iter() {
+                if let Some(value) = self.stream_fact(fact) {
+                    facts.set(fact, value);
+                }
+            }
+        }
+        facts
     }
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {

@@ -172,8 +172,17 @@ fn direct_encoding_equals_prost_for_every_shape_of_span() {
         s.set_attribute(format!("k{i}"), AttrValue::Str("v".repeat(200)), &limits);
     }
     cases.push((s, "lengths over 127 take two-byte varints"));
+    let mut s = sample_span("x", Some(parent));
+    s.status_message = "m".repeat(20_000);
+    s.set_attribute("big", AttrValue::Int(i64::MIN), &limits);
+    s.set_attribute("k".repeat(200), AttrValue::Str("v".repeat(70_000)), &limits);
+    cases.push((s, "three-byte lengths, the longest int64"));
     for (s, why) in cases {
         let direct = BatchEncoder::encode_span(&s);
+        assert!(
+            direct.len() <= span_len_bound(&s),
+            "{why}: one allocation, never grown"
+        );
         assert_eq!(direct, Span::from(s).encode_to_vec(), "{why}");
     }
 }

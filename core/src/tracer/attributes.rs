@@ -67,6 +67,29 @@ impl Attrs<'_> {
     }
 }
 
+/// An integer in decimal, as Envoy writes it in a string tag, without `core::fmt` (its
+/// formatting machinery costs several hundred instructions a number; a span writes up to four).
+pub(super) fn decimal(value: i64) -> String {
+    let mut rest = value.unsigned_abs();
+    let (mut unit, mut digits) = (1u64, 1);
+    while rest / unit >= 10 {
+        unit *= 10;
+        digits += 1;
+    }
+    let mut out = String::with_capacity(digits + usize::from(value < 0));
+    if value < 0 {
+        out.push('-');
+    }
+    loop {
+        out.push(char::from(b'0' + (rest / unit) as u8));
+        rest %= unit;
+        if unit == 1 {
+            return out;
+        }
+        unit /= 10;
+    }
+}
+
 /// `a=1&b` → `a=REDACTED&b` (OTel semconv `url.query`: keys kept, values redacted).
 fn redact_query(query: &str) -> String {
     let mut out = String::with_capacity(query.len());
@@ -227,7 +250,7 @@ fn rpc_conventions(a: &mut Attrs<'_>, request: &Request<'_>, outcome: &Outcome, 
     if let Some(code) = grpc.status {
         a.int("rpc.grpc.status_code", i64::from(code));
         if compat {
-            a.string("grpc.status_code", code.to_string());
+            a.string("grpc.status_code", decimal(i64::from(code)));
         }
     }
     if let Some(message) = &grpc.message {
@@ -358,9 +381,15 @@ impl Tracer {
         outcome: &Outcome,
         role: SpanRole,
     ) {
-        a.string("http.status_code", outcome.status.unwrap_or(0).to_string());
+        a.string(
+            "http.status_code",
+            decimal(i64::from(outcome.status.unwrap_or(0))),
+        );
         if let Some(v) = &outcome.protocol_version {
-            a.string("http.protocol", format!("HTTP/{v}"));
+            let mut protocol = String::with_capacity(5 + v.len());
+            protocol.push_str("HTTP/");
+            protocol.push_str(v);
+            a.string("http.protocol", protocol);
         }
         if outcome.envoy_error_tag() {
             a.str("error", "true");
@@ -380,11 +409,11 @@ impl Tracer {
         a.string("http.url", self.http_url(active, request.query.as_deref()));
         a.str("user_agent", headers.get("user-agent").unwrap_or("-"));
         if let Some(size) = outcome.request_size {
-            a.string("request_size", size.to_string());
+            a.string("request_size", decimal(size));
             a.int("http.request.body.size", size);
         }
         if let Some(size) = outcome.response_size {
-            a.string("response_size", size.to_string());
+            a.string("response_size", decimal(size));
             a.int("http.response.body.size", size);
         }
         if outcome.grpc.is_some() {
@@ -444,6 +473,19 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[rustfmt::skip]
+    fn integers_are_written_as_the_formatter_writes_them() {
+        let cases: [(i64, &str); 9] = [
+            (0, "zero"), (7, "one digit"), (10, "a power of ten"), (200, "a status"),
+            (503, "an error"), (-1, "negative"), (1_234_567_890, "ten digits"),
+            (i64::MAX, "the largest"), (i64::MIN, "the smallest: no overflow"),
+        ];
+        for (value, why) in cases {
+            assert_eq!(decimal(value), value.to_string(), "{why}");
+        }
+    }
 
     #[test]
     #[rustfmt::skip]

@@ -8,6 +8,7 @@
 //! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
 //! outcome, and its start from Envoy's `request.time` when the clock was not read.
 
+use super::outcome::response_status;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
 use crate::grpc::is_grpc_content_type;
@@ -78,7 +79,12 @@ impl Tracer {
         metrics: &Metrics,
     ) -> Option<Finished> {
         let end = unsampled.latency.map(|_| host.now_unix_nanos());
-        let reason = if self.is_capturable_error(host, &unsampled) {
+        // Read once, for the decision and for the span.
+        let status = self
+            .capture
+            .captures_errors()
+            .then(|| response_status(host));
+        let reason = if self.is_capturable_error(host, &unsampled, status.flatten()) {
             CaptureReason::Error
         } else {
             match (unsampled.latency, end) {
@@ -120,22 +126,25 @@ impl Tracer {
             upstream_span_id: None,
             source_span_id: unsampled.source_span_id,
         };
-        let outcome = self.read_outcome(host, &active);
+        let outcome = self.read_outcome_after_status(host, &active, status);
         Some(Finished {
             captured: true,
             ..self.finish(active, outcome, end)
         })
     }
 
-    /// Error capture's decision, reading the response one fact at a time. Not the span's
-    /// status: [`crate::sampling::capture::CapturePolicy::is_capturable`] says how they differ.
-    fn is_capturable_error(&self, host: &dyn Host, unsampled: &Unsampled) -> bool {
+    /// Error capture's decision, reading the response one fact at a time (`status`: the
+    /// `:status` read once for this and the span). Not the span's status:
+    /// [`crate::sampling::capture::CapturePolicy::is_capturable`] says how they differ.
+    fn is_capturable_error(
+        &self,
+        host: &dyn Host,
+        unsampled: &Unsampled,
+        status: Option<u16>,
+    ) -> bool {
         if !self.capture.captures_errors() {
             return false;
         }
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok());
         self.capture.is_capturable(&ResponseReads {
             status,
             grpc_status: &|| {

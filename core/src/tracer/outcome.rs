@@ -178,11 +178,29 @@ impl Tracer {
     /// - the body sizes: only for the legacy tags (`attributes.istioCompat`), and the request's
     ///   not when its `content-length` tells (Envoy's `request.size` is that header when present);
     /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
+    ///
+    /// A host that answers facts at once ([`Host::answers_facts_at_once`]: the Wasm adapter on an
+    /// Envoy with CEL) is asked for all of them — the response status included — in one set.
     pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .filter(|c| *c != 0);
+        let status = (!host.answers_facts_at_once()).then(|| response_status(host));
+        self.read_outcome_after_status(host, active, status)
+    }
+
+    /// [`Tracer::read_outcome`] with the response's status when it is known already (error
+    /// capture read it: one data read fewer for a captured request); `None`: ask it with the
+    /// other facts.
+    pub(super) fn read_outcome_after_status(
+        &self,
+        host: &dyn Host,
+        active: &ActiveSpan,
+        status: Option<Option<u16>>,
+    ) -> Outcome {
+        let at_once = host.answers_facts_at_once();
+        let status = match status {
+            Some(known) => Some(known),
+            None if at_once => None,
+            None => Some(response_status(host)),
+        };
         let compat = self.config.attributes.istio_compat;
         let headers = &active.headers;
         let grpc_request = headers
@@ -192,22 +210,46 @@ impl Tracer {
             .get("content-length")
             .and_then(|v| v.trim().parse::<i64>().ok());
         // The facts every recorded span may carry, asked together (an adapter may answer them in
-        // one crossing); those that depend on an answer are asked after it.
+        // one crossing); those that depend on an answer are asked after it — unless the host
+        // answers any set at once, when they are asked with the rest.
+        let known_error = status.map(|s| s.filter(|c| *c != 0).is_none_or(|c| c >= 400));
         let wanted = FactSet::EMPTY
             .with(StreamFact::UpstreamCluster)
             .with(StreamFact::Protocol)
             .with(StreamFact::ResponseFlags)
             .with(StreamFact::DownstreamAddress)
-            .with_if(
-                StreamFact::ResponseCodeDetails,
-                status.is_none_or(|c| c >= 400),
-            )
+            .with_if(StreamFact::ResponseCode, status.is_none())
+            .with_if(StreamFact::ResponseCodeDetails, known_error.unwrap_or(true))
             .with_if(StreamFact::GrpcStatus, grpc_request)
             .with_if(StreamFact::RequestSize, compat && request_length.is_none())
-            .with_if(StreamFact::ResponseSize, compat);
+            .with_if(StreamFact::ResponseSize, compat)
+            .with_if(StreamFact::UpstreamAddress, at_once)
+            .with_if(StreamFact::RouteName, at_once && self.names_from_route())
+            .with_if(
+                StreamFact::ListenerDirection,
+                at_once
+                    && self
+                        .end_of_stream_facts()
+                        .contains(StreamFact::ListenerDirection),
+            );
         let mut facts = host.stream_facts(wanted);
+        let status = status
+            .unwrap_or_else(|| {
+                facts
+                    .int(StreamFact::ResponseCode)
+                    .and_then(|c| u16::try_from(c).ok())
+            })
+            .filter(|c| *c != 0);
         let upstream_cluster = facts.take_text(StreamFact::UpstreamCluster);
-        let kind = self.kind_from_cluster(host, upstream_cluster.as_deref());
+        let kind = if at_once {
+            self.kind(|| {
+                cluster_direction(upstream_cluster.as_deref()).unwrap_or_else(|| {
+                    ListenerDirection::from_int(facts.int(StreamFact::ListenerDirection))
+                })
+            })
+        } else {
+            self.kind_from_cluster(host, upstream_cluster.as_deref())
+        };
         let sidecar_inbound = kind == SpanKind::Server && self.node.is_sidecar();
         let peers = self
             .node
@@ -234,22 +276,29 @@ impl Tracer {
                 }
             }),
             // Not for a sidecar's SERVER span: Istio generates every inbound route.
-            route_name: if self.names_from_route() && !sidecar_inbound {
-                host.text_fact(StreamFact::RouteName)
-            } else {
+            route_name: if !self.names_from_route() || sidecar_inbound {
                 None
+            } else if at_once {
+                facts.take_text(StreamFact::RouteName)
+            } else {
+                host.text_fact(StreamFact::RouteName)
             },
-            details: facts.take_text(StreamFact::ResponseCodeDetails),
+            // Only for an error or a 4xx (asked with the rest when the status came with them).
+            details: facts
+                .take_text(StreamFact::ResponseCodeDetails)
+                .filter(|_| status.is_none_or(|c| c >= 400)),
             response_flags: facts
                 .int(StreamFact::ResponseFlags)
                 .and_then(|f| u64::try_from(f).ok())
                 .unwrap_or(0),
             grpc,
             downstream_address: facts.take_text(StreamFact::DownstreamAddress),
-            upstream_address: if upstream_cluster.is_some() {
-                host.text_fact(StreamFact::UpstreamAddress)
-            } else {
+            upstream_address: if upstream_cluster.is_none() {
                 None
+            } else if at_once {
+                facts.take_text(StreamFact::UpstreamAddress)
+            } else {
+                host.text_fact(StreamFact::UpstreamAddress)
             },
             upstream_cluster,
             request_size: if compat {
@@ -262,6 +311,28 @@ impl Tracer {
         }
     }
 
+    /// Every stream fact [`Tracer::read_outcome`] may ask a host that answers facts at once,
+    /// with this configuration: what an adapter prepares its one read for (the Wasm adapter
+    /// compiles it into a CEL expression). The waypoint's peers are asked on their own.
+    pub fn end_of_stream_facts(&self) -> FactSet {
+        let compat = self.config.attributes.istio_compat;
+        let direction_may_tell = self.config.role == RoleSetting::Auto
+            && !(self.node.is_gateway() || self.node.is_waypoint());
+        FactSet::EMPTY
+            .with(StreamFact::UpstreamCluster)
+            .with(StreamFact::Protocol)
+            .with(StreamFact::ResponseFlags)
+            .with(StreamFact::DownstreamAddress)
+            .with(StreamFact::ResponseCode)
+            .with(StreamFact::ResponseCodeDetails)
+            .with(StreamFact::GrpcStatus)
+            .with(StreamFact::UpstreamAddress)
+            .with_if(StreamFact::RequestSize, compat)
+            .with_if(StreamFact::ResponseSize, compat)
+            .with_if(StreamFact::RouteName, self.names_from_route())
+            .with_if(StreamFact::ListenerDirection, direction_may_tell)
+    }
+
     /// The route's name can name the span (`spanName` `route` or `templatedPath`).
     fn names_from_route(&self) -> bool {
         matches!(
@@ -269,6 +340,12 @@ impl Tracer {
             SpanNameMode::Route | SpanNameMode::TemplatedPath
         )
     }
+}
+
+/// The response's `:status` (one data read); `None` when no response was sent.
+pub(super) fn response_status(host: &dyn Host) -> Option<u16> {
+    host.response_header(":status")
+        .and_then(|s| s.trim().parse::<u16>().ok())
 }
 
 /// The span's status: Error when [`is_error`] says so, with Envoy's reason (the gRPC message,

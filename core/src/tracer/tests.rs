@@ -574,6 +574,75 @@ fn each_property_is_read_only_where_it_can_change_the_span() {
     }
 }
 
+/// A host that answers a set of facts in one crossing (the Wasm adapter on Envoy's CEL) is asked
+/// once per span — the status with the rest, no `:status` header read — and the span's outcome
+/// is the one the fact-by-fact reads give.
+#[test]
+fn a_host_answering_facts_at_once_is_asked_once_for_the_same_outcome() {
+    let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "route"}"#);
+    sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
+    let plain = tracer(r#"{"randomSamplingPercentage": 100}"#);
+    let lean = tracer(r#"{"randomSamplingPercentage": 100, "attributes": {"istioCompat": false}}"#);
+    #[rustfmt::skip]
+    let cases: [(&Tracer, Option<u16>, Option<&str>, &str); 7] = [
+        (&sidecar, Some(200), Some("outbound|9080||ratings.default.svc.cluster.local"), "outbound 200: route, upstream address"),
+        (&sidecar, Some(200), Some("inbound|9080||"),                                   "inbound 200: no route name"),
+        (&sidecar, Some(503), Some("outbound|9080||ratings.default.svc.cluster.local"), "503: details"),
+        (&sidecar, None,      Some("outbound|9080||ratings.default.svc.cluster.local"), "reset: no status, details"),
+        (&sidecar, Some(404), None,                                                     "no route: no cluster, the listener tells"),
+        (&plain,   Some(200), Some("backend"),                                          "other cluster names: the listener tells"),
+        (&lean,    Some(200), Some("outbound|9080||ratings.default.svc.cluster.local"), "no legacy tags: no body sizes"),
+    ];
+    for (t, status, cluster, why) in cases {
+        let facts = |mut h: MockHost| {
+            h = h
+                .with_text(StreamFact::Protocol, "HTTP/1.1")
+                .with_text(StreamFact::RouteName, "ratings-route")
+                .with_text(StreamFact::ResponseCodeDetails, "via_upstream")
+                .with_text(StreamFact::DownstreamAddress, "10.0.0.9:4000")
+                .with_text(StreamFact::UpstreamAddress, "10.0.0.8:9080")
+                .with_int(StreamFact::ListenerDirection, 2)
+                .with_int(StreamFact::ResponseFlags, 0)
+                .with_int(StreamFact::RequestSize, 0)
+                .with_int(StreamFact::ResponseSize, 176);
+            if let Some(c) = cluster {
+                h = h.with_text(StreamFact::UpstreamCluster, c);
+            }
+            h
+        };
+        let mut one_by_one = facts(base_request());
+        if let Some(code) = status {
+            one_by_one = one_by_one.with_response_header(":status", &code.to_string());
+        }
+        // No :status header at all: the status can only come with the facts.
+        let mut at_once = facts(base_request().with_facts_at_once());
+        if let Some(code) = status {
+            at_once = at_once.with_int(StreamFact::ResponseCode, i64::from(code));
+        }
+        let want = t.read_outcome(&one_by_one, &recorded());
+        let got = t.read_outcome(&at_once, &recorded());
+        assert_eq!(got, want, "{why}");
+        assert_eq!(got.status, status, "{why}");
+        assert_eq!(
+            at_once.fact_reads.borrow().len(),
+            0,
+            "{why}: no fact asked alone"
+        );
+        assert_eq!(
+            at_once.fact_batches.borrow().len(),
+            1,
+            "{why}: one crossing"
+        );
+        let prepared = t.end_of_stream_facts();
+        for fact in at_once.fact_batches.borrow()[0].iter() {
+            assert!(
+                prepared.contains(fact),
+                "{why}: {fact:?} asked but not among the facts the adapter prepares"
+            );
+        }
+    }
+}
+
 #[test]
 fn requests_read_no_property() {
     // The role does not change what is sent on; it is decided only for recorded spans.
@@ -641,7 +710,13 @@ fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
         (r#"{"randomSamplingPercentage": 0}"#, Some("01"), "sampled parent"),
     ];
     for (json, parent_flags, why) in cases {
-        let t = tracer(json);
+        // Every documented key, listed (the default publishes the two ids only).
+        let json = json.replacen(
+            '{',
+            r#"{"propagation": {"publishContext": ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}, "#,
+            1,
+        );
+        let t = tracer(&json);
         let mut host = base_request();
         if let Some(flags) = parent_flags {
             host = host
@@ -685,7 +760,8 @@ fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
 fn publish_context_sets_only_the_listed_values_one_host_call_each() {
     #[rustfmt::skip]
     let cases: &[(&str, &[&str], &str)] = &[
-        (r#"{}"#, &["meshtrace.trace_id", "meshtrace.span_id", "meshtrace.parent_span_id", "meshtrace.sampled", "meshtrace.request_id"], "all by default"),
+        (r#"{}"#, &["meshtrace.trace_id", "meshtrace.span_id"], "the two ids by default: two host calls"),
+        (r#"{"propagation": {"publishContext": ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}}"#, &["meshtrace.trace_id", "meshtrace.span_id", "meshtrace.parent_span_id", "meshtrace.sampled", "meshtrace.request_id"], "all five when listed"),
         (r#"{"propagation": {"publishContext": []}}"#, &[], "none: no host call"),
         (r#"{"propagation": {"publishContext": ["span_id", "trace_id"]}}"#, &["meshtrace.trace_id", "meshtrace.span_id"], "only those listed"),
     ];

@@ -221,6 +221,11 @@ fn a_failed_unsampled_request_becomes_a_captured_span_that_links_to_its_parent()
         calls.contains(&"request headers".to_string()),
         "attributes read again, for this span only"
     );
+    assert_eq!(
+        calls.iter().filter(|c| *c == "response :status").count(),
+        1,
+        "the status read for the decision is the span's: one data read, not two (issue 24)"
+    );
     let span = &f.span;
     assert_eq!(span.context.trace_id.to_hex(), TRACE);
     assert_eq!(
