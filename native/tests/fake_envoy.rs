@@ -650,7 +650,12 @@ fn a_push_right_after_traffic_counts_each_span_once() {
 #[test]
 fn context_is_published_as_filter_state_under_the_wasm_plugins_names() {
     let _turn = serial();
-    let c = new_config(&config_json(r#", "randomSamplingPercentage": 0"#)).unwrap();
+    // Every value (the default publishes the two ids: issue 24).
+    let c = new_config(&config_json(
+        r#", "randomSamplingPercentage": 0, "propagation": {"publishContext":
+            ["trace_id", "span_id", "parent_span_id", "sampled", "request_id"]}"#,
+    ))
+    .unwrap();
     let mut headers = basic_headers();
     headers.push(("traceparent", TRACEPARENT));
     let stream = Stream::start(&c, &headers);
@@ -683,4 +688,24 @@ fn context_is_published_as_filter_state_under_the_wasm_plugins_names() {
             .map(|k| String::from_utf8_lossy(k))
             .collect::<Vec<_>>()
     );
+}
+
+/// The default publishes the two ids only (issue 24): the sampled flag and the request id are in
+/// `%REQ(TRACEPARENT)%` and `%REQ(X-REQUEST-ID)%` already; the same default as the Wasm plugin.
+#[test]
+fn the_default_publishes_the_two_ids() {
+    let _turn = serial();
+    let c = new_config(&config_json(r#", "randomSamplingPercentage": 0"#)).unwrap();
+    let mut headers = basic_headers();
+    headers.push(("traceparent", TRACEPARENT));
+    let stream = Stream::start(&c, &headers);
+    let state = with(|f| f.filter_state.clone());
+    stream.finish("200");
+    c.destroy();
+    let mut keys: Vec<String> = state
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["wasm.meshtrace.span_id", "wasm.meshtrace.trace_id"]);
 }
