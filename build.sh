@@ -157,8 +157,16 @@ cmd_demo() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "$@"
 }
 
-cmd_image() { cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"; }
-cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/tests/tools/oci.sh" push "$@"; }
+# --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
+cmd_image() {
+  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/tests/tools/oci.sh" image-native "$@"; return; fi
+  cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"
+}
+cmd_push() {
+  ensure_apt skopeo:skopeo
+  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/tests/tools/oci.sh" push-native "$@"; return; fi
+  bash "$ROOT/tests/tools/oci.sh" push "$@"
+}
 cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
   if [ "${1:-}" = --meter ]; then
@@ -188,8 +196,9 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
   demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
-  image                   OCI image layout of the plugin (Istio's Wasm image format)
-  push REF                push that image with skopeo
+  image [--native]        OCI image layout of the plugin (Istio's Wasm image format); --native:
+                          of dist/libmeshtrace.so (--base LAYOUT:TAG for the init-container route)
+  push [--native] REF     push that image with skopeo (prints the digest-pinned chart value)
   bench                   what meshtrace costs per request, against Envoy's own tracer
   soak MINUTES            sustained load; VM memory and queue depth over time
   fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
