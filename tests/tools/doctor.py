@@ -32,6 +32,13 @@ What it checks, and where Istio decides it:
   buildWaypointInternal); `connect_terminate` only terminates HBONE tunnels and is not expected
   to carry the filter. A waypoint takes a WasmPlugin only through targetRefs
   (pilot/pkg/model/policyattachment.go), never a selector.
+- the native runtime (plugin.runtime native): meshtrace as envoy.filters.http.dynamic_modules
+  (dynamic_module_config.name meshtrace → libmeshtrace.so), put there by an EnvoyFilter; a listener
+  Envoy REJECTED because the module is not on ENVOY_DYNAMIC_MODULES_SEARCH_PATH (the listener's
+  error_state in the dump, listener_manager.lds.update_rejected in the stats: the whole listener
+  is gone, traffic through it breaks), or because the proxy lacks the extension (istio-proxy
+  before 1.31, istio/proxy#6955); and whether the proxy's Envoy is one the published module's
+  ABI supports (Envoy's dynamic modules: a module built for X.Y runs on X.Y and X.(Y+1)).
 """
 from __future__ import annotations
 
@@ -45,6 +52,16 @@ PLUGIN_NAME = "meshtrace"
 # Mirrors the plugin's default exporter (core/config/src/lib.rs DEFAULT_COLLECTOR_CLUSTER).
 DEFAULT_CLUSTER = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+DYNAMIC_MODULE_TYPE = \
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+# The native module's file (dynamic_module_config.name meshtrace → lib{name}.so).
+NATIVE_FILE = "libmeshtrace.so"
+# Envoy versions the published native module runs on: built against Envoy 1.40's ABI, and from
+# 1.38 a module for X.Y runs on X.Y and X.(Y+1) (Envoy's dynamic modules documentation).
+NATIVE_ENVOY_BUILD = (1, 40)
+NATIVE_ENVOY_SUPPORTED = (NATIVE_ENVOY_BUILD, (NATIVE_ENVOY_BUILD[0], NATIVE_ENVOY_BUILD[1] + 1))
+# The first Istio whose proxy has envoy.filters.http.dynamic_modules (istio/proxy#6955).
+NATIVE_ISTIO_MIN = (1, 31)
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 HCM_SUFFIX = ".HttpConnectionManager"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -151,6 +168,7 @@ class Found:
     before: list[str]
     state: str  # "loaded", "fail-open", "pending"
     plugin_config: dict | None
+    runtime: str = "wasm"  # or "native" (the dynamic module)
 
 
 def is_meshtrace_wasm(typed: dict) -> bool:
@@ -164,8 +182,21 @@ def is_meshtrace_wasm(typed: dict) -> bool:
         name.endswith("." + PLUGIN_NAME) or PLUGIN_NAME in json.dumps(cfg.get("vm_config", {}).get("code", {}))
 
 
+def is_meshtrace_native(typed: dict) -> bool:
+    """The dynamic module filter naming meshtrace: by name through the search path (the chart's
+    EnvoyFilter), or by file (Envoy Gateway's local source, `module.local.filename`)."""
+    if typed.get("@type") != DYNAMIC_MODULE_TYPE:
+        return False
+    cfg = typed.get("dynamic_module_config", {})
+    filename = cfg.get("module", {}).get("local", {}).get("filename", "")
+    return cfg.get("name") == PLUGIN_NAME or filename.endswith("/" + NATIVE_FILE)
+
+
 def plugin_config_of(typed: dict) -> dict | None:
-    value = typed.get("config", {}).get("configuration", {}).get("value", "")
+    if typed.get("@type") == DYNAMIC_MODULE_TYPE:
+        value = typed.get("filter_config", {}).get("value", "")
+    else:
+        value = typed.get("config", {}).get("configuration", {}).get("value", "")
     try:
         parsed = json.loads(value) if value else {}
     except json.JSONDecodeError:
@@ -178,7 +209,7 @@ def classify(f: dict, ecds: dict[str, dict]) -> tuple[str, dict | None] | None:
     name = f.get("name", "")
     if "typed_config" in f:
         typed = f["typed_config"]
-        if is_meshtrace_wasm(typed):
+        if is_meshtrace_wasm(typed) or is_meshtrace_native(typed):
             return "loaded", plugin_config_of(typed)
         return None
     if "config_discovery" in f and PLUGIN_NAME in name:
@@ -226,7 +257,9 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             for i, f in enumerate(hcm.get("http_filters", [])):
                 c = classify(f, ecds)
                 if c:
-                    here.append(Found(name, i, names[:i], c[0], c[1]))
+                    native = is_meshtrace_native(f.get("typed_config", {}))
+                    here.append(Found(name, i, names[:i], c[0], c[1],
+                                      "native" if native else "wasm"))
             if not here:
                 without.append(name)
                 continue
@@ -239,7 +272,8 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             if provider:
                 tracer_on.append(f"{name} ({provider.get('name', '?')})")
     if total == 0:
-        report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
+        if not rejected_listeners(secs):
+            report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
         return found
     if not found:
         report.add(PROBLEM, "meshtrace's filter is in none of the "
@@ -251,8 +285,15 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
                                "Gateway): the chart's waypoints.attach" if waypoint else ""))
         return found
     listeners_with = sorted({f.listener for f in found})
+    runtimes = sorted({f.runtime for f in found})
     report.add(OK, f"meshtrace's filter is in {total - len(without)} of {total} HTTP connection "
-                   f"managers (listeners: {', '.join(listeners_with)})")
+                   f"managers (listeners: {', '.join(listeners_with)}; "
+                   + " and ".join("the dynamic module" if r == "native" else "Wasm" for r in runtimes)
+                   + ")")
+    if len(runtimes) > 1:
+        report.add(PROBLEM, "meshtrace runs both as Wasm and as the dynamic module on this proxy: a "
+                            "WasmPlugin and the native EnvoyFilter both reach it (two spans per "
+                            "request); one plugin.runtime per proxy")
     if without:
         report.add(WARN, "no meshtrace filter in listener(s) " + ", ".join(sorted(set(without)))
                    + " — requests through them are not traced by meshtrace")
@@ -402,14 +443,122 @@ def check_stats(stats: dict[str, float], cluster: str | None, loaded: bool, repo
         report.add(WARN, "spans dropped as too large for one export: raise limits.maxBatchBytes")
 
 
+# ---------------------------------------------------------------------------------------------
+# The native runtime: rejected listeners and the Envoy version
+
+
+def rejected_listeners(secs: dict) -> list[tuple[str, str, dict]]:
+    """(listener, Envoy's reason, the configuration it refused) for every listener update Envoy
+    rejected (ListenersConfigDump dynamic_listeners[].error_state)."""
+    out: dict[tuple[str, str], dict] = {}
+    for d in secs.get("ListenersConfigDump", []):
+        for lst in d.get("dynamic_listeners", []):
+            err = lst.get("error_state")
+            if err:
+                config = err.get("failed_configuration", {})
+                # Envoy also lists the failed update once without a name: one line per listener.
+                name = lst.get("name") or config.get("name") or "?"
+                out.setdefault((name, str(err.get("details", ""))), config)
+    return [(name, details, config) for (name, details), config in out.items()]
+
+
+def names_meshtrace_module(config: dict) -> bool:
+    text = json.dumps(config)
+    return DYNAMIC_MODULE_TYPE in text and (f'"name": "{PLUGIN_NAME}"' in text or NATIVE_FILE in text)
+
+
+def check_rejections(secs: dict, report: Report) -> bool:
+    """Says why Envoy refused listeners; True when meshtrace's module is involved."""
+    involved = False
+    for name, details, config in rejected_listeners(secs):
+        missing = re.search(r"(lib[\w.-]+\.so) not found in any search path", details)
+        if missing and missing.group(1) == NATIVE_FILE:
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: {NATIVE_FILE} is not on this proxy "
+                                "(ENVOY_DYNAMIC_MODULES_SEARCH_PATH), and Envoy refuses the whole "
+                                "listener — traffic through it is broken, not just untraced. "
+                                "meshtrace's EnvoyFilter reached a pod without the module: pods "
+                                "opt in only with the annotation inject.istio.io/templates: "
+                                "sidecar,meshtrace (gateways: gateway,meshtrace), which mounts the "
+                                "module and sets the label the EnvoyFilter selects; remove a label "
+                                "set by hand or re-create the pod. Waypoints: the "
+                                "meshtrace-waypoint-defaults ConfigMap must be the OLDEST "
+                                "istio-waypoint class defaults. Envoy said: " + details[:300])
+        elif "envoy.filters.http.dynamic_modules" in details and (
+                "registered" in details or "Didn't find" in details):
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: this Envoy has no "
+                                "envoy.filters.http.dynamic_modules (istio-proxy before "
+                                f"{NATIVE_ISTIO_MIN[0]}.{NATIVE_ISTIO_MIN[1]}, istio/proxy#6955); "
+                                "the EnvoyFilter's proxyVersion match should have kept it away. "
+                                "Envoy said: " + details[:300])
+        elif names_meshtrace_module(config):
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED with meshtrace's dynamic module in "
+                                "it (the module failed to load or refused its configuration): "
+                                + details[:300])
+        else:
+            report.add(WARN, f"listener {name}: Envoy rejected its last update: {details[:300]}")
+    return involved
+
+
+def envoy_version(secs: dict) -> tuple[int, int] | None:
+    """Envoy's own version, which it writes into the bootstrap's node (user_agent_build_version)."""
+    for d in secs.get("BootstrapConfigDump", []):
+        v = d.get("bootstrap", {}).get("node", {}).get("user_agent_build_version", {}).get("version")
+        if v:
+            return int(v.get("major_number", 0)), int(v.get("minor_number", 0))
+    return None
+
+
+def istio_version(secs: dict) -> tuple[int, int] | None:
+    for d in secs.get("BootstrapConfigDump", []):
+        v = str(d.get("bootstrap", {}).get("node", {}).get("metadata", {}).get("ISTIO_VERSION", ""))
+        m = re.match(r"^(\d+)\.(\d+)", v)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def check_native_versions(secs: dict, report: Report) -> None:
+    supported = " and ".join(f"{a}.{b}" for a, b in NATIVE_ENVOY_SUPPORTED)
+    envoy = envoy_version(secs)
+    if envoy is None:
+        report.add(WARN, f"Envoy's version is not in this dump; meshtrace's native module runs on "
+                         f"Envoy {supported}")
+    elif envoy in NATIVE_ENVOY_SUPPORTED:
+        report.add(OK, f"Envoy {envoy[0]}.{envoy[1]}: one meshtrace's native module supports "
+                       f"({supported})")
+    else:
+        report.add(PROBLEM, f"Envoy {envoy[0]}.{envoy[1]} is not one meshtrace's native module "
+                            f"supports ({supported}: built for {NATIVE_ENVOY_BUILD[0]}."
+                            f"{NATIVE_ENVOY_BUILD[1]}, and a module for X.Y runs on X.Y and "
+                            "X.(Y+1)): use the build for this Envoy, or the Wasm runtime")
+    istio = istio_version(secs)
+    if istio is not None and istio < NATIVE_ISTIO_MIN:
+        report.add(PROBLEM, f"istio-proxy {istio[0]}.{istio[1]} has no dynamic-modules extension "
+                            f"(from {NATIVE_ISTIO_MIN[0]}.{NATIVE_ISTIO_MIN[1]}, istio/proxy#6955)")
+
+
 def diagnose(dump: dict, stats_text: str | None = None) -> Report:
     report = Report()
     secs = sections(dump)
+    native_rejected = check_rejections(secs, report)
     found = check_filters(secs, report)
+    if native_rejected or any(f.runtime == "native" for f in found):
+        check_native_versions(secs, report)
     cluster = check_export(secs, found, report)
     if stats_text is not None:
-        check_stats(parse_stats(stats_text), cluster,
-                    any(f.state == "loaded" for f in found), report)
+        stats = parse_stats(stats_text)
+        rejected = stat_sum(stats, "listener_manager.lds.update_rejected") or 0
+        if rejected:
+            report.add(WARN if native_rejected else PROBLEM,
+                       f"listener_manager.lds.update_rejected = {int(rejected)}: Envoy refused "
+                       "listener updates from Istio"
+                       + (" (above)" if native_rejected else "; the config dump's listener "
+                          "error_state says why (a dynamic module not found, an extension this "
+                          "Envoy lacks)"))
+        check_stats(stats, cluster, any(f.state == "loaded" for f in found), report)
     return report
 
 
