@@ -78,6 +78,13 @@ def test_what_no_proxy_can_load_is_refused(content, error, tmp_path):
         oci.build_native(p, tmp_path / "layout", "0.1.0")
 
 
+def test_the_glibc_the_module_needs_is_reported(tmp_path):
+    p = tmp_path / "libmeshtrace.so"
+    p.write_bytes(stand_in() + b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.9\0")
+    assert oci.build_native(p, tmp_path / "layout", "0.1.0")["glibc"] == "2.34", \
+        "the newest version asked for, compared as numbers"
+
+
 def test_push_and_pull_keep_the_digest_and_the_module(module, registry, tmp_path):
     built = oci.build_native(module, tmp_path / "layout", "0.1.0")
     ref = f"docker://{registry}/meshtrace-native:0.1.0"

@@ -97,6 +97,11 @@ def test_the_chart_filter_traces_a_request_through_a_sidecar(stack, tmp_path):
     code, out = doctor(tmp_path, envoy.config_dump(), envoy.stats_text())
     assert code == 0, out
     assert "the dynamic module" in out and "Envoy 1.40" in out, out
+    # The module's own start-up line names the Envoy versions doctor checks against.
+    (started,) = [line for line in envoy.log().splitlines()
+                  if "dynamic_modules" in line and "ABI" in line and "meshtrace" in line]
+    assert "(1.40)" in started and "(1.41)" in started, started
+    assert "(1.40 and 1.41)" in out, "doctor and the module agree"
 
 
 def lds_envoy(stack, tmp_path: Path, http_filter: dict, search_path: Path):

@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -100,6 +101,13 @@ def elf_architecture(module: bytes) -> str:
     return ELF_MACHINES[machine]
 
 
+def glibc_floor(module: bytes) -> str | None:
+    """The newest GLIBC_x.y symbol version the module asks for: the oldest glibc its proxy
+    image may have (a musl or older glibc image cannot dlopen it). None: no glibc symbols."""
+    versions = {tuple(int(n) for n in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+)", module)}
+    return ".".join(str(n) for n in max(versions)) if versions else None
+
+
 def write_blob(layout: Path, blob: bytes) -> dict:
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -151,7 +159,7 @@ def build_native(module_path: Path, layout: Path, tag: str, base: str | None = N
         "annotations": {"org.opencontainers.image.ref.name": tag}}]}
     (layout / "index.json").write_bytes(canonical_json(index))
     return {"manifest": digest(manifest), "layer": digest(layer), "architecture": arch,
-            "module_sha256": hashlib.sha256(module).hexdigest()}
+            "glibc": glibc_floor(module) or "", "module_sha256": hashlib.sha256(module).hexdigest()}
 
 
 def main(argv: list[str]) -> int:

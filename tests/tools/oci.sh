@@ -83,7 +83,8 @@ image_native() {
 import json, sys
 o = json.loads(sys.argv[1])
 print(f"digest      {o['manifest']}   ({o['architecture']}; pin native.image to it)\n"
-      f"module      sha256:{o['module_sha256']}   (libmeshtrace.so)")
+      f"module      sha256:{o['module_sha256']}   (libmeshtrace.so)\n"
+      f"glibc       {o['glibc'] or 'none'}   (the oldest glibc the proxy image may have)")
 EOF
 }
 
