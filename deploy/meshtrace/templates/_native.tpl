@@ -70,7 +70,8 @@ Output: the patch fields for one context. Input: dict root, waypoint (bool). */}
 {{/* One EnvoyFilter. Input: dict root, name, namespace, config (pluginConfig dict), contexts
 (list), and either selector (labels, the module label added here) or targetRefs (waypoints:
 listener main_internal, pilot/pkg/networking/core/listener_waypoint.go buildWaypointInternal;
-connect_terminate only ends HBONE tunnels). */}}
+connect_terminate only ends HBONE tunnels; context SIDECAR_INBOUND, as listener.go
+patchListeners patches a waypoint's listeners — the WAYPOINT context is not read by pilot). */}}
 {{- define "meshtrace.envoyFilter" -}}
 {{- $waypoint := not (empty .targetRefs) -}}
 {{- $place := include "meshtrace.nativePlacement" (dict "root" .root "waypoint" $waypoint) | fromJson -}}
