@@ -291,14 +291,28 @@ def test_the_filter_lands_where_the_phase_says(phase, chain, want_after, want_be
 # The module on the proxy: injection template, install configuration
 
 
-def run_injection_template(text: str, native_sidecar: bool) -> dict:
+# The template's variable lines, as the test expects them (any change is reviewed here).
+TEMPLATE_VARIABLES = [
+    '{{- $templates := list }}{{ range splitList "," (index .ObjectMeta.Annotations '
+    '"inject.istio.io/templates" | default "") }}{{ $templates = append $templates (trim .) }}'
+    '{{ end }}',
+    '{{- $native := and (not (has "gateway" $templates)) (ne (index .ObjectMeta.Annotations '
+    '"sidecar.istio.io/nativeSidecar" | default (printf "%t" .NativeSidecars)) "false") }}',
+]
+
+
+def run_injection_template(text: str, native_sidecar: bool, gateway: bool = False) -> dict:
     """The template's own Go-template lines, resolved as istiod would for one pod (the test
-    substitutes the `$native` branch; everything else is plain YAML)."""
+    substitutes the `$native` branch, computed as the variable lines say: native sidecars on,
+    and not a gateway; everything else is plain YAML)."""
+    native_sidecar = native_sidecar and not gateway
     lines = []
     keep = [True]
+    variables = [line.strip() for line in text.splitlines() if line.strip().startswith("{{- $")]
+    assert variables == TEMPLATE_VARIABLES
     for line in text.splitlines():
         s = line.strip()
-        if s.startswith("{{- $native"):
+        if s.startswith("{{- $"):
             continue
         if s.startswith("{{- if $native }}{{ fail"):
             if native_sidecar:
@@ -393,6 +407,23 @@ def test_the_injection_template_delivers_module_label_and_search_path(delivery, 
     (f,) = by_kind(render({k: val for k, val in values.items() if k != "renderIstioInstallConfig"}),
                    "EnvoyFilter")
     assert reaches(f, "bookinfo", pod["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("delivery", ["imageVolume", "initContainer"])
+def test_a_gateway_keeps_its_proxy_a_container_even_with_native_sidecars(delivery):
+    """The `gateway` template always makes istio-proxy a container; were our overlay to name it
+    under initContainers, istiod's RunTemplate would move the gateway's proxy there."""
+    files = render_files(native(plugin={"scope": "namespaces", "namespaces": ["b"]},
+                                native={"image": IMAGE, "delivery": delivery},
+                                gateways={"enabled": True}, renderIstioInstallConfig=True))
+    template = yaml.safe_load(files["meshtrace/templates/istio-install.yaml"])["spec"]["values"][
+        "sidecarInjectorWebhook"]["templates"]["meshtrace"]
+    overlay = run_injection_template(template, native_sidecar=True, gateway=True)
+    assert [c["name"] for c in overlay["spec"].get("initContainers", [])] == \
+        (["meshtrace-module"] if delivery == "initContainer" else [])
+    pod = injected_pod(overlay, native_sidecar=False)
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    assert_module_on_proxy(pod["spec"], "containers", merged({"native": {"delivery": delivery, "image": IMAGE}}))
 
 
 def test_the_init_container_route_refuses_native_sidecars():

@@ -163,9 +163,12 @@ securityContext:
 overlay istiod applies after `sidecar` or `gateway` (pkg/kube/inject/inject.go RunTemplate:
 each template listed in inject.istio.io/templates is a strategic-merge overlay of the pod,
 labels included). It is itself a Go template run by istiod: with native sidecars the
-istio-proxy container is an init container (the same test as Istio's injection-template.yaml). */}}
+istio-proxy container is an init container (the same test as Istio's injection-template.yaml),
+except in a gateway, whose `gateway` template always makes it a container — and RunTemplate
+would MOVE a gateway's proxy into initContainers if our overlay put it there. */}}
 {{- define "meshtrace.injectionTemplate" -}}
-{{ `{{- $native := ne (index .ObjectMeta.Annotations "sidecar.istio.io/nativeSidecar" | default (printf "%t" .NativeSidecars)) "false" }}` }}
+{{ `{{- $templates := list }}{{ range splitList "," (index .ObjectMeta.Annotations "inject.istio.io/templates" | default "") }}{{ $templates = append $templates (trim .) }}{{ end }}` }}
+{{ `{{- $native := and (not (has "gateway" $templates)) (ne (index .ObjectMeta.Annotations "sidecar.istio.io/nativeSidecar" | default (printf "%t" .NativeSidecars)) "false") }}` }}
 {{- if eq .Values.native.delivery "initContainer" }}
 {{ `{{- if $native }}{{ fail "meshtrace: native.delivery initContainer cannot run before a native-sidecar istio-proxy; use native.delivery imageVolume" }}{{ end }}` }}
 {{- end }}
