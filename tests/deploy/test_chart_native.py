@@ -253,6 +253,14 @@ def test_waypoints_take_the_filter_by_target_refs_and_all_get_the_module(check_c
         overlay = yaml.safe_load(cm["data"]["deployment"])
         assert overlay["spec"]["template"]["metadata"]["labels"] == MODULE_LABEL
         assert_module_on_proxy(overlay["spec"]["template"]["spec"], "containers", merged(values))
+        # Merged into a waypoint Deployment as istiod does (strategic merge, lists by name).
+        pod = injected_pod(overlay["spec"]["template"], native_sidecar=False)
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": {"name": "waypoint", "namespace": "bookinfo"},
+                      "spec": {"selector": {"matchLabels": {"app": "productpage"}},
+                               "template": {"metadata": pod["metadata"], "spec": pod["spec"]}}}
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+        assert_module_on_proxy(pod["spec"], "containers", merged(values))
 
 
 # ---------------------------------------------------------------------------------------------
