@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use meshtrace_core::config::{Config, Propagator};
 use meshtrace_core::headers::{serialize, HeaderMap};
-use meshtrace_core::host::{Host, HostError, MetricKind, Outgoing};
+use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use meshtrace_core::ids::{IdGenerator, TraceId};
 use meshtrace_core::metrics::Metrics;
 use meshtrace_core::node::NodeInfo;
@@ -72,7 +72,10 @@ impl Host for BenchHost {
     fn set_response_header(&self, _name: &str, _value: &str) {
         self.writes.set(self.writes.get() + 1);
     }
-    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+    fn node_fact(&self, _fact: NodeFact<'_>) -> Option<String> {
+        None
+    }
+    fn stream_fact(&self, _fact: StreamFact) -> Option<Fact> {
         None
     }
     fn set_property(&self, _name: &str, _value: &[u8]) {

@@ -1,5 +1,7 @@
-//! The few things the core needs from the proxy, behind one small trait. The proxy-wasm adapter
-//! implements it over host calls; `mock::MockHost` implements it for tests.
+//! The few things the core needs from the proxy, behind one small trait that names facts, not
+//! any proxy's vocabulary: the proxy-wasm adapter (`src/`) answers them with property reads, the
+//! native adapter (`native/`) with the dynamic-module ABI's accessors; `mock::MockHost` answers
+//! them for tests.
 
 use crate::headers::HeaderMap;
 use std::time::Duration;
@@ -36,6 +38,185 @@ pub enum Outgoing<'a> {
     },
 }
 
+/// What the core may ask about this proxy, once per configuration. Each adapter answers from
+/// what its proxy exposes: the proxy-wasm adapter from Envoy's `xds.node.*` (older istio-proxy:
+/// `node.*`) properties, the native adapter from what its ABI and istio-proxy's environment give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFact<'a> {
+    /// Envoy's node id: `sidecar~IP~POD.NS~NS.svc.cluster.local`, `router~…`, `waypoint~…`.
+    Id,
+    /// One key of Istio's node metadata (`NAMESPACE`, `WORKLOAD_NAME`, `NAME`, `CLUSTER_ID`,
+    /// `MESH_ID`: `pkg/model/proxy.go` `NodeMetadata`).
+    Metadata(&'a str),
+    /// One pod label (node metadata `LABELS`).
+    Label(&'a str),
+    /// The node's locality zone.
+    LocalityZone,
+}
+
+/// What the core may ask about the stream that is ending. Text facts are absent when empty or
+/// not UTF-8; integer facts are Envoy's int64 values (timestamps in Unix nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StreamFact {
+    /// The upstream cluster's name (Istio's `inbound|…`/`outbound|…`).
+    UpstreamCluster,
+    /// The route's name.
+    RouteName,
+    /// The listener's traffic direction (`envoy.config.core.v3.TrafficDirection`: 1 inbound,
+    /// 2 outbound).
+    ListenerDirection,
+    /// The request's protocol (`HTTP/1.1`, `HTTP/2`, …).
+    Protocol,
+    /// Envoy's response code details (`via_upstream`, `route_not_found`, …).
+    ResponseCodeDetails,
+    /// Envoy's response flags, as its bit set (`StreamInfo::CoreResponseFlag`).
+    ResponseFlags,
+    /// The final gRPC status (trailers, trailers-only or the HTTP status mapped).
+    GrpcStatus,
+    /// The downstream peer's address (`IP:port`).
+    DownstreamAddress,
+    /// The upstream host's address (`IP:port`).
+    UpstreamAddress,
+    /// The request's size in bytes (headers and body as Envoy counts them).
+    RequestSize,
+    /// The response's size in bytes.
+    ResponseSize,
+    /// When the request started, Unix nanoseconds.
+    RequestStartTime,
+    /// The picked endpoint's Istio workload metadata (`istio.workload`:
+    /// `NAME;NAMESPACE;SERVICE;REVISION;CLUSTER`), at a waypoint.
+    UpstreamWorkload,
+    /// The downstream peer's SPIFFE principal (`io.istio.peer_principal`).
+    PeerPrincipal,
+    /// Fields of Istio's downstream peer object (`downstream_peer_obj`).
+    PeerWorkload,
+    PeerNamespace,
+    PeerService,
+    PeerRevision,
+    PeerCluster,
+}
+
+impl StreamFact {
+    /// Every fact, in declaration order (their index in [`Facts`]).
+    pub const ALL: [StreamFact; 19] = [
+        StreamFact::UpstreamCluster,
+        StreamFact::RouteName,
+        StreamFact::ListenerDirection,
+        StreamFact::Protocol,
+        StreamFact::ResponseCodeDetails,
+        StreamFact::ResponseFlags,
+        StreamFact::GrpcStatus,
+        StreamFact::DownstreamAddress,
+        StreamFact::UpstreamAddress,
+        StreamFact::RequestSize,
+        StreamFact::ResponseSize,
+        StreamFact::RequestStartTime,
+        StreamFact::UpstreamWorkload,
+        StreamFact::PeerPrincipal,
+        StreamFact::PeerWorkload,
+        StreamFact::PeerNamespace,
+        StreamFact::PeerService,
+        StreamFact::PeerRevision,
+        StreamFact::PeerCluster,
+    ];
+
+    /// Whether Envoy answers this fact with an int64 (else text).
+    pub const fn is_int(self) -> bool {
+        matches!(
+            self,
+            StreamFact::ListenerDirection
+                | StreamFact::ResponseFlags
+                | StreamFact::GrpcStatus
+                | StreamFact::RequestSize
+                | StreamFact::ResponseSize
+                | StreamFact::RequestStartTime
+        )
+    }
+
+    const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// One answer: text or an integer, as [`StreamFact::is_int`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Text(String),
+    Int(i64),
+}
+
+/// A set of [`StreamFact`]s, asked for together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FactSet(u32);
+
+impl FactSet {
+    pub const EMPTY: FactSet = FactSet(0);
+
+    pub const fn with(self, fact: StreamFact) -> FactSet {
+        FactSet(self.0 | fact.bit())
+    }
+
+    /// `fact` added when `wanted`.
+    pub const fn with_if(self, fact: StreamFact, wanted: bool) -> FactSet {
+        if wanted {
+            self.with(fact)
+        } else {
+            self
+        }
+    }
+
+    pub const fn contains(self, fact: StreamFact) -> bool {
+        self.0 & fact.bit() != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = StreamFact> {
+        StreamFact::ALL
+            .into_iter()
+            .filter(move |f| self.contains(*f))
+    }
+}
+
+/// The answers to a [`FactSet`]: absent for a fact not asked for or unknown to the proxy. Kept
+/// on the stack, indexed by fact (no allocation per request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    answers: [Option<Fact>; StreamFact::ALL.len()],
+}
+
+impl Facts {
+    /// Records an answer; a text answer that is empty is no answer.
+    pub fn set(&mut self, fact: StreamFact, value: Fact) {
+        if matches!(&value, Fact::Text(t) if t.is_empty()) {
+            return;
+        }
+        if let Some(slot) = self.answers.get_mut(fact as usize) {
+            *slot = Some(value);
+        }
+    }
+
+    pub fn text(&self, fact: StreamFact) -> Option<&str> {
+        match self.answers.get(fact as usize)? {
+            Some(Fact::Text(t)) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn int(&self, fact: StreamFact) -> Option<i64> {
+        match self.answers.get(fact as usize)? {
+            Some(Fact::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Moves a text answer out (the core keeps some in the span).
+    pub fn take_text(&mut self, fact: StreamFact) -> Option<String> {
+        match self.answers.get_mut(fact as usize)?.take()? {
+            Fact::Text(t) => Some(t),
+            Fact::Int(_) => None,
+        }
+    }
+}
+
 pub trait Host {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     fn now_unix_nanos(&self) -> u64;
@@ -51,8 +232,21 @@ pub trait Host {
     fn response_trailer(&self, _name: &str) -> Option<String> {
         None
     }
-    /// A host property (e.g. `["xds", "node", "metadata", "NAMESPACE"]`), raw bytes.
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// A fact about this proxy (asked once per configuration); absent when empty or unknown.
+    fn node_fact(&self, fact: NodeFact<'_>) -> Option<String>;
+    /// One fact about the stream that is ending.
+    fn stream_fact(&self, fact: StreamFact) -> Option<Fact>;
+    /// Several facts about the stream at once. An adapter that can answer them in one crossing
+    /// overrides this; by default each is asked on its own.
+    fn stream_facts(&self, wanted: FactSet) -> Facts {
+        let mut facts = Facts::default();
+        for fact in wanted.iter() {
+            if let Some(value) = self.stream_fact(fact) {
+                facts.set(fact, value);
+            }
+        }
+        facts
+    }
     /// Sets the request's property `name`, a path of ONE segment (`meshtrace.trace_id`): Envoy
     /// keeps it as filter state `wasm.<name>` for access logs and other filters. A failure is
     /// absorbed (no filter state), never a panic.
@@ -62,6 +256,24 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
+}
+
+impl dyn Host + '_ {
+    /// A text fact of the stream, absent when empty.
+    pub(crate) fn text_fact(&self, fact: StreamFact) -> Option<String> {
+        match self.stream_fact(fact)? {
+            Fact::Text(t) if !t.is_empty() => Some(t),
+            _ => None,
+        }
+    }
+
+    /// An integer fact of the stream.
+    pub(crate) fn int_fact(&self, fact: StreamFact) -> Option<i64> {
+        match self.stream_fact(fact)? {
+            Fact::Int(i) => Some(i),
+            Fact::Text(_) => None,
+        }
+    }
 }
 
 #[cfg(any(test, feature = "mock"))]

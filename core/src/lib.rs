@@ -28,8 +28,8 @@
 //! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
 //!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
-//!    reads what the host knows (status, gRPC status, flags, cluster, addresses; the span's
-//!    kind), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
+//!    asks the host's stream facts (status, gRPC status, flags, cluster, addresses; the span's
+//!    kind — most in one [`host::Host::stream_facts`] call), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
 //!    `tracer/attributes.rs`, name from [`naming::span_name`], status from `is_error` in
 //!    `tracer/outcome.rs`)
 //!    — and at a gateway its CLIENT child, whose id step 2 sent upstream; at a waypoint the
@@ -54,7 +54,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the `pluginConfig` contract: types, defaults, the key-path reader and its errors (its own crate, `core/config/`, built for size) |
-//! | [`node`] | Istio node metadata (`xds.node.*` / `node.*`), listener direction |
+//! | [`node`] | Istio node metadata (asked as [`host::NodeFact`]s once per configuration), listener direction |
 //! | [`istio`] | Istio's cluster names (`inbound|…`, `outbound|…`, passthrough; ambient `inbound-vip|…`, `main_internal`, `encap`), endpoint `istio.workload`, SPIFFE principals, `peer.service`, Envoy's response flags |
 //! | [`propagation`] | W3C `traceparent`/`tracestate`, B3, baggage, `x-request-id`: pure parsers and writers |
 //! | [`context`], [`ids`] | the span context that travels, trace/span ids and their generator |
@@ -66,7 +66,7 @@
 //! | [`resource`] | the OTel resource, once per configuration |
 //! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); the queue, batches, retries, drop accounting, the cache of peer resources |
 //! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
-//! | [`host`], [`headers`] | the `Host` trait the adapter implements, its `MockHost`; header maps |
+//! | [`host`], [`headers`] | the `Host` trait each adapter implements — headers, filter state, calls, metrics and named facts ([`host::NodeFact`], [`host::StreamFact`], asked together as a [`host::FactSet`] so an adapter can answer them in one crossing) — its `MockHost`; header maps |
 
 // The map above links the crate-private steps of the lifecycle on purpose.
 #![allow(rustdoc::private_intra_doc_links)]

@@ -1,4 +1,4 @@
-//! A builder-style in-memory host for tests: headers, properties, clock and recorded calls.
+//! A builder-style in-memory host for tests: headers, facts, clock and recorded calls.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -6,7 +6,7 @@
     clippy::indexing_slicing
 )]
 
-use super::{Host, HostError, MetricKind, Outgoing};
+use super::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use crate::headers::HeaderMap;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -29,14 +29,16 @@ pub struct MockHost {
     pub request_headers: RefCell<Vec<(String, String)>>,
     pub response_headers: RefCell<Vec<(String, String)>>,
     pub response_trailers: RefCell<Vec<(String, String)>>,
-    pub properties: BTreeMap<Vec<String>, Vec<u8>>,
+    /// Node facts, keyed by [`node_key`].
+    pub node: BTreeMap<String, String>,
+    pub facts: BTreeMap<StreamFact, Fact>,
     pub calls: RefCell<Vec<RecordedCall>>,
     /// When set, `dispatch` fails (e.g. unknown cluster).
     pub fail_dispatch: Cell<bool>,
     pub metric_names: RefCell<Vec<(MetricKind, String)>>,
     pub metric_values: RefCell<BTreeMap<u32, i64>>,
-    /// Every property path read, in order (property reads are among the dearest host calls).
-    pub property_reads: RefCell<Vec<String>>,
+    /// Every stream fact asked, in order (in the Wasm plugin each is a VM crossing).
+    pub fact_reads: RefCell<Vec<StreamFact>>,
     /// Every property set, in order: (name, value).
     pub properties_set: RefCell<Vec<(String, Vec<u8>)>>,
 }
@@ -72,10 +74,22 @@ impl MockHost {
         self
     }
 
-    pub fn with_property(mut self, path: &[&str], value: &[u8]) -> Self {
-        self.properties
-            .insert(path.iter().map(|s| s.to_string()).collect(), value.to_vec());
+    pub fn with_node(mut self, fact: NodeFact<'_>, value: &str) -> Self {
+        self.node.insert(node_key(fact), value.to_string());
         self
+    }
+
+    pub fn with_fact(mut self, fact: StreamFact, value: Fact) -> Self {
+        self.facts.insert(fact, value);
+        self
+    }
+
+    pub fn with_text(self, fact: StreamFact, value: &str) -> Self {
+        self.with_fact(fact, Fact::Text(value.to_string()))
+    }
+
+    pub fn with_int(self, fact: StreamFact, value: i64) -> Self {
+        self.with_fact(fact, Fact::Int(value))
     }
 
     /// First value of a request header as the upstream would see it.
@@ -157,10 +171,13 @@ impl Host for MockHost {
             .map(|(_, v)| v.clone())
     }
 
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.property_reads.borrow_mut().push(path.join("."));
-        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        self.properties.get(&key).cloned()
+    fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {
+        self.node.get(&node_key(fact)).cloned()
+    }
+
+    fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
+        self.fact_reads.borrow_mut().push(fact);
+        self.facts.get(&fact).cloned()
     }
 
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
@@ -208,6 +225,16 @@ impl Host for MockHost {
 
     fn record_metric(&self, id: u32, value: u64) {
         self.metric_values.borrow_mut().insert(id, value as i64);
+    }
+}
+
+/// The key a node fact is kept under.
+pub fn node_key(fact: NodeFact<'_>) -> String {
+    match fact {
+        NodeFact::Id => "id".to_string(),
+        NodeFact::Metadata(key) => format!("metadata.{key}"),
+        NodeFact::Label(name) => format!("label.{name}"),
+        NodeFact::LocalityZone => "zone".to_string(),
     }
 }
 

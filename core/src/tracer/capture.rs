@@ -8,11 +8,10 @@
 //! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
 //! outcome, and its start from Envoy's `request.time` when the clock was not read.
 
-use super::outcome::int_property;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
 use crate::headers::HeaderMap;
-use crate::host::Host;
+use crate::host::{Host, StreamFact};
 use crate::ids::SpanId;
 use crate::metrics::{Metric, Metrics};
 use crate::propagation::Extracted;
@@ -102,7 +101,8 @@ impl Tracer {
         );
         let start = match unsampled.latency {
             Some((start, _)) => start,
-            None => int_property(host, &["request", "time"])
+            None => host
+                .int_fact(StreamFact::RequestStartTime)
                 .and_then(|t| u64::try_from(t).ok())
                 .unwrap_or(end),
         };
@@ -140,14 +140,14 @@ impl Tracer {
             status,
             grpc_status: &|| {
                 if unsampled.grpc {
-                    int_property(host, &["response", "grpc_status"])
+                    host.int_fact(StreamFact::GrpcStatus)
                         .and_then(|c| u32::try_from(c).ok())
                 } else {
                     None
                 }
             },
             response_flags: &|| {
-                int_property(host, &["response", "flags"])
+                host.int_fact(StreamFact::ResponseFlags)
                     .and_then(|f| u64::try_from(f).ok())
                     .unwrap_or(0)
             },

@@ -4,7 +4,7 @@
 use super::waypoint::Peers;
 use super::{ActiveSpan, Tracer};
 use crate::config::{RoleSetting, SpanNameMode};
-use crate::host::Host;
+use crate::host::{FactSet, Host, StreamFact};
 use crate::istio::{cluster_direction, FLAG_NO_ROUTE};
 use crate::node::ListenerDirection;
 use crate::span::{SpanKind, StatusCode};
@@ -167,20 +167,6 @@ impl Outcome {
     }
 }
 
-/// An integer, timestamp or duration property: Envoy serialises them as 8 little-endian bytes
-/// (`serializeValue` in `source/extensions/common/wasm/context.cc`; timestamps as Unix nanos).
-pub(super) fn int_property(host: &dyn Host, path: &[&str]) -> Option<i64> {
-    let bytes: [u8; 8] = host.property(path)?.try_into().ok()?;
-    Some(i64::from_le_bytes(bytes))
-}
-
-/// A string property; absent when empty or not UTF-8.
-fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-    bytes
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty())
-}
-
 impl Tracer {
     /// The role of this proxy's span. `direction` gives the listener's direction, asked only
     /// when the role depends on it (not at gateways, not with `role` set).
@@ -205,13 +191,17 @@ impl Tracer {
     /// The span's kind, and the upstream cluster's name that told it (read once, kept for
     /// `upstream_cluster`).
     pub(super) fn read_kind(&self, host: &dyn Host) -> (SpanKind, Option<String>) {
-        let xds = self.node.xds;
-        let upstream_cluster = text(xds.read(host, "cluster_name"));
-        let kind = self.kind(|| {
-            cluster_direction(upstream_cluster.as_deref())
-                .unwrap_or_else(|| ListenerDirection::read(host, xds))
-        });
+        let upstream_cluster = host.text_fact(StreamFact::UpstreamCluster);
+        let kind = self.kind_from_cluster(host, upstream_cluster.as_deref());
         (kind, upstream_cluster)
+    }
+
+    /// The span's kind once the upstream cluster is known; the listener's direction is asked
+    /// only when the cluster's name does not tell.
+    fn kind_from_cluster(&self, host: &dyn Host, upstream_cluster: Option<&str>) -> SpanKind {
+        self.kind(|| {
+            cluster_direction(upstream_cluster).unwrap_or_else(|| ListenerDirection::read(host))
+        })
     }
 
     /// What the host knows about the stream that is ending, read for a recorded span only.
@@ -229,81 +219,95 @@ impl Tracer {
     ///   not when its `content-length` tells (Envoy's `request.size` is that header when present);
     /// - the gRPC status: for gRPC requests only; its message for a non-OK status only.
     pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
-        let xds = self.node.xds;
-        let (kind, upstream_cluster) = self.read_kind(host);
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .filter(|c| *c != 0);
+        let compat = self.config.attributes.istio_compat;
+        let headers = &active.headers;
+        let grpc_request = headers
+            .get("content-type")
+            .is_some_and(is_grpc_content_type);
+        let request_length = headers
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        // The facts every recorded span may carry, asked together (an adapter may answer them in
+        // one crossing); those that depend on an answer are asked after it.
+        let wanted = FactSet::EMPTY
+            .with(StreamFact::UpstreamCluster)
+            .with(StreamFact::Protocol)
+            .with(StreamFact::ResponseFlags)
+            .with(StreamFact::DownstreamAddress)
+            .with_if(
+                StreamFact::ResponseCodeDetails,
+                status.is_none_or(|c| c >= 400),
+            )
+            .with_if(StreamFact::GrpcStatus, grpc_request)
+            .with_if(StreamFact::RequestSize, compat && request_length.is_none())
+            .with_if(StreamFact::ResponseSize, compat);
+        let mut facts = host.stream_facts(wanted);
+        let upstream_cluster = facts.take_text(StreamFact::UpstreamCluster);
+        let kind = self.kind_from_cluster(host, upstream_cluster.as_deref());
         let sidecar_inbound = kind == SpanKind::Server && self.node.is_sidecar();
         let peers = self
             .node
             .is_waypoint()
             .then(|| self.read_peers(host, upstream_cluster.as_deref()));
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .filter(|c| *c != 0);
-        let names_from_route = matches!(
-            self.config.span_name,
-            SpanNameMode::Route | SpanNameMode::TemplatedPath
-        );
-        let compat = self.config.attributes.istio_compat;
-        let headers = &active.headers;
-        let grpc = headers
-            .get("content-type")
-            .is_some_and(is_grpc_content_type)
-            .then(|| {
-                let status = int_property(host, &["response", "grpc_status"])
-                    .and_then(|c| u32::try_from(c).ok());
-                let message = status.filter(|c| *c != GRPC_OK).and_then(|_| {
-                    host.response_trailer("grpc-message")
-                        .or_else(|| host.response_header("grpc-message"))
-                        .filter(|m| !m.is_empty())
-                });
-                GrpcOutcome { status, message }
+        let grpc = grpc_request.then(|| {
+            let status = facts
+                .int(StreamFact::GrpcStatus)
+                .and_then(|c| u32::try_from(c).ok());
+            let message = status.filter(|c| *c != GRPC_OK).and_then(|_| {
+                host.response_trailer("grpc-message")
+                    .or_else(|| host.response_header("grpc-message"))
+                    .filter(|m| !m.is_empty())
             });
+            GrpcOutcome { status, message }
+        });
         Outcome {
             kind,
             status,
-            protocol_version: text(host.property(&["request", "protocol"])).map(|p| {
+            protocol_version: facts.take_text(StreamFact::Protocol).map(|p| {
                 match p.strip_prefix("HTTP/") {
                     Some(version) => version.to_string(),
                     None => p,
                 }
             }),
-            route_name: if names_from_route && !sidecar_inbound {
-                text(xds.read(host, "route_name"))
+            // Not for a sidecar's SERVER span: Istio generates every inbound route.
+            route_name: if self.names_from_route() && !sidecar_inbound {
+                host.text_fact(StreamFact::RouteName)
             } else {
                 None
             },
-            details: if status.is_none_or(|c| c >= 400) {
-                text(host.property(&["response", "code_details"]))
-            } else {
-                None
-            },
-            response_flags: int_property(host, &["response", "flags"])
+            details: facts.take_text(StreamFact::ResponseCodeDetails),
+            response_flags: facts
+                .int(StreamFact::ResponseFlags)
                 .and_then(|f| u64::try_from(f).ok())
                 .unwrap_or(0),
             grpc,
-            downstream_address: text(host.property(&["source", "address"])),
+            downstream_address: facts.take_text(StreamFact::DownstreamAddress),
             upstream_address: if upstream_cluster.is_some() {
-                text(host.property(&["upstream", "address"]))
+                host.text_fact(StreamFact::UpstreamAddress)
             } else {
                 None
             },
             upstream_cluster,
             request_size: if compat {
-                headers
-                    .get("content-length")
-                    .and_then(|v| v.trim().parse().ok())
-                    .or_else(|| int_property(host, &["request", "size"]))
+                request_length.or_else(|| facts.int(StreamFact::RequestSize))
             } else {
                 None
             },
-            response_size: if compat {
-                int_property(host, &["response", "size"])
-            } else {
-                None
-            },
+            response_size: facts.int(StreamFact::ResponseSize),
             peers,
         }
+    }
+
+    /// The route's name can name the span (`spanName` `route` or `templatedPath`).
+    fn names_from_route(&self) -> bool {
+        matches!(
+            self.config.span_name,
+            SpanNameMode::Route | SpanNameMode::TemplatedPath
+        )
     }
 }
 

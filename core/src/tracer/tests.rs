@@ -2,6 +2,7 @@ use super::outcome::{is_error, span_status, GrpcOutcome};
 use super::*;
 use crate::config::Config;
 use crate::host::mock::MockHost;
+use crate::host::StreamFact;
 use crate::node::ListenerDirection;
 use crate::node::NodeInfo;
 use crate::span::{SpanKind, StatusCode};
@@ -291,11 +292,11 @@ fn a_grpc_outcome_reads_the_final_status_and_the_message_of_a_failure() {
     let active = request(&grpc_request(), &t).unwrap();
     let host = grpc_request()
         .with_response_header(":status", "200")
-        .with_property(
-            &["xds", "cluster_name"],
-            b"outbound|9080||cart.shop.svc.cluster.local",
+        .with_text(
+            StreamFact::UpstreamCluster,
+            "outbound|9080||cart.shop.svc.cluster.local",
         )
-        .with_property(&["response", "grpc_status"], &14i64.to_le_bytes())
+        .with_int(StreamFact::GrpcStatus, 14)
         .with_response_trailer("grpc-message", "backend down");
     let outcome = t.read_outcome(&host, &active);
     assert_eq!(
@@ -342,7 +343,7 @@ fn a_grpc_outcome_reads_the_final_status_and_the_message_of_a_failure() {
     let active = request(&grpc_request(), &t).unwrap();
     let ok = grpc_request()
         .with_response_header(":status", "200")
-        .with_property(&["response", "grpc_status"], &0i64.to_le_bytes())
+        .with_int(StreamFact::GrpcStatus, 0)
         .with_response_trailer("grpc-message", "unused");
     assert_eq!(
         t.read_outcome(&ok, &active).grpc,
@@ -437,62 +438,56 @@ fn host_calls_per_recorded_span() {
     let t = tracer(r#"{"randomSamplingPercentage": 100}"#);
     let host = base_request()
         .with_response_header(":status", "200")
-        .with_property(
-            &["xds", "cluster_name"],
-            b"outbound|9080||ratings.default.svc.cluster.local",
+        .with_text(
+            StreamFact::UpstreamCluster,
+            "outbound|9080||ratings.default.svc.cluster.local",
         );
     let active = request(&host, &t).unwrap();
-    host.property_reads.borrow_mut().clear();
+    host.fact_reads.borrow_mut().clear();
     t.read_outcome(&host, &active);
     assert_eq!(
-        *host.property_reads.borrow(),
+        *host.fact_reads.borrow(),
         [
-            "xds.cluster_name",
-            "request.protocol",
-            "response.flags",
-            "source.address",
-            "upstream.address",
-            "request.size",
-            "response.size"
+            StreamFact::UpstreamCluster,
+            StreamFact::Protocol,
+            StreamFact::ResponseFlags,
+            StreamFact::DownstreamAddress,
+            StreamFact::RequestSize,
+            StreamFact::ResponseSize,
+            StreamFact::UpstreamAddress,
         ],
-        "a plain HTTP 200 CLIENT span: 7 property reads and the :status header"
+        "a plain HTTP 200 CLIENT span: 7 facts (6 asked together) and the :status header"
     );
     let lean = tracer(r#"{"randomSamplingPercentage": 100, "attributes": {"istioCompat": false}}"#);
     let active = request(&host, &lean).unwrap();
-    host.property_reads.borrow_mut().clear();
+    host.fact_reads.borrow_mut().clear();
     lean.read_outcome(&host, &active);
     assert_eq!(
-        host.property_reads.borrow().len(),
+        host.fact_reads.borrow().len(),
         5,
         "no body sizes without the legacy tags"
     );
 }
 
 #[test]
-fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths() {
-    use crate::node::XdsAttributes;
-    let host = |status: Option<&str>, prefix: &[&str]| {
-        let path = |name: &'static str| -> Vec<&str> {
-            prefix.iter().copied().chain([name]).collect::<Vec<_>>()
-        };
+fn the_outcome_is_read_from_the_status_header_and_the_proxys_facts() {
+    let host = |status: Option<&str>| {
         let mut h = MockHost::new()
-            .with_property(&["request", "protocol"], b"HTTP/2")
-            .with_property(&path("cluster_name"), b"outbound|9080||reviews")
-            .with_property(&path("route_name"), b"reviews-v2")
-            .with_property(
-                &["response", "code_details"],
-                b"upstream_reset_before_response_started",
+            .with_text(StreamFact::Protocol, "HTTP/2")
+            .with_text(StreamFact::UpstreamCluster, "outbound|9080||reviews")
+            .with_text(StreamFact::RouteName, "reviews-v2")
+            .with_text(
+                StreamFact::ResponseCodeDetails,
+                "upstream_reset_before_response_started",
             );
         if let Some(s) = status {
             h = h.with_response_header(":status", s);
         }
         h
     };
-    let nested = tracer(r#"{"spanName": "route"}"#);
-    let mut top_level = tracer(r#"{"spanName": "route"}"#);
-    top_level.node.xds = XdsAttributes::TopLevel;
+    let t = tracer(r#"{"spanName": "route"}"#);
 
-    let ok = nested.read_outcome(&host(Some("200"), &["xds"]), &recorded());
+    let ok = t.read_outcome(&host(Some("200")), &recorded());
     assert_eq!(ok.status, Some(200));
     assert_eq!(
         ok.kind,
@@ -507,18 +502,7 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
     assert_eq!(ok.route_name.as_deref(), Some("reviews-v2"));
     assert_eq!(ok.details, None, "details are read for errors only");
 
-    let old = top_level.read_outcome(&host(Some("200"), &[]), &recorded());
-    assert_eq!(
-        old.upstream_cluster.as_deref(),
-        Some("outbound|9080||reviews")
-    );
-    let mismatch = nested.read_outcome(&host(Some("200"), &[]), &recorded());
-    assert_eq!(
-        mismatch.upstream_cluster, None,
-        "one path per attribute, the proxy's own"
-    );
-
-    let reset = nested.read_outcome(&host(None, &["xds"]), &recorded());
+    let reset = t.read_outcome(&host(None), &recorded());
     assert_eq!(
         reset.status, None,
         "no response headers: the stream was reset"
@@ -527,13 +511,13 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
         reset.details.as_deref(),
         Some("upstream_reset_before_response_started")
     );
-    let error = nested.read_outcome(&host(Some("503"), &["xds"]), &recorded());
+    let error = t.read_outcome(&host(Some("503")), &recorded());
     assert_eq!(error.status, Some(503));
     assert!(
         error.details.is_some(),
         "an error's details become its status message"
     );
-    let garbage = nested.read_outcome(&host(Some("2x0"), &["xds"]), &recorded());
+    let garbage = t.read_outcome(&host(Some("2x0")), &recorded());
     assert_eq!(garbage.status, None);
 }
 
@@ -541,7 +525,6 @@ fn the_outcome_is_read_from_the_status_header_and_the_proxys_own_attribute_paths
 /// span. (role from the cluster name or else the listener, which property paths are read)
 #[test]
 fn each_property_is_read_only_where_it_can_change_the_span() {
-    let direction = |d: i64| d.to_le_bytes().to_vec();
     let mut sidecar = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "templatedPath"}"#);
     sidecar.node.id = "sidecar~10.0.0.7~reviews-v2-x.default~default.svc.cluster.local".into();
     let mut gateway = tracer(r#"{"randomSamplingPercentage": 100, "spanName": "templatedPath"}"#);
@@ -575,23 +558,19 @@ fn each_property_is_read_only_where_it_can_change_the_span() {
     {
         let mut host = base_request()
             .with_response_header(":status", "200")
-            .with_property(&["xds", "listener_direction"], &direction(1));
+            .with_int(StreamFact::ListenerDirection, 1);
         if let Some(c) = cluster {
-            host = host.with_property(&["xds", "cluster_name"], c.as_bytes());
+            host = host.with_text(StreamFact::UpstreamCluster, c);
         }
         let outcome = t.read_outcome(&host, &recorded());
         assert_eq!(outcome.kind, kind, "{why}");
-        let reads = host.property_reads.borrow();
+        let reads = host.fact_reads.borrow();
         assert_eq!(
-            reads.iter().any(|r| r == "xds.listener_direction"),
+            reads.contains(&StreamFact::ListenerDirection),
             reads_direction,
             "{why}"
         );
-        assert_eq!(
-            reads.iter().any(|r| r == "xds.route_name"),
-            reads_route,
-            "{why}"
-        );
+        assert_eq!(reads.contains(&StreamFact::RouteName), reads_route, "{why}");
     }
 }
 
@@ -607,8 +586,8 @@ fn requests_read_no_property() {
         request(&host, &t);
         assert!(host.header("traceparent").is_some());
         assert_eq!(
-            *host.property_reads.borrow(),
-            Vec::<String>::new(),
+            *host.fact_reads.borrow(),
+            Vec::<StreamFact>::new(),
             "{json}"
         );
     }
@@ -784,29 +763,19 @@ fn waypoint_host(host: MockHost) -> MockHost {
 }
 
 fn waypoint_host_status(host: MockHost, status: &str) -> MockHost {
-    let field = |h: MockHost, k: &str, v: &str| {
-        h.with_property(&["filter_state", "downstream_peer_obj", k], v.as_bytes())
-    };
-    let h = host
-        .with_response_header(":status", status)
-        .with_property(
-            &["xds", "cluster_name"],
-            b"inbound-vip|9080|http|reviews.default.svc.cluster.local",
+    host.with_response_header(":status", status)
+        .with_text(
+            StreamFact::UpstreamCluster,
+            "inbound-vip|9080|http|reviews.default.svc.cluster.local",
         )
-        .with_property(
-            &[
-                "xds",
-                "upstream_host_metadata",
-                "filter_metadata",
-                "istio",
-                "workload",
-            ],
-            b"reviews-v2;default;reviews;v2;Kubernetes",
-        );
-    let h = field(h, "workload", "productpage-v1");
-    let h = field(h, "namespace", "default");
-    let h = field(h, "service", "productpage");
-    field(h, "revision", "v1")
+        .with_text(
+            StreamFact::UpstreamWorkload,
+            "reviews-v2;default;reviews;v2;Kubernetes",
+        )
+        .with_text(StreamFact::PeerWorkload, "productpage-v1")
+        .with_text(StreamFact::PeerNamespace, "default")
+        .with_text(StreamFact::PeerService, "productpage")
+        .with_text(StreamFact::PeerRevision, "v1")
 }
 
 fn attr(s: &Span, key: &str) -> Option<String> {
@@ -829,10 +798,9 @@ fn a_waypoint_records_the_sources_client_span_and_the_destinations_server_span()
     let outcome = t.read_outcome(&host, &active);
     assert!(
         !host
-            .property_reads
+            .fact_reads
             .borrow()
-            .iter()
-            .any(|r| r == "xds.listener_direction"),
+            .contains(&StreamFact::ListenerDirection),
         "a waypoint never reads the listener's direction"
     );
     let finished = t.finish(active, outcome, 1_700_000_000_000_500_000);
@@ -1022,9 +990,9 @@ fn unsampled_requests_at_a_waypoint_read_no_property() {
     let state = state(&host, &t);
     assert!(state.pending.is_none());
     assert!(
-        host.property_reads.borrow().is_empty(),
+        host.fact_reads.borrow().is_empty(),
         "{:?}",
-        host.property_reads.borrow()
+        host.fact_reads.borrow()
     );
 }
 

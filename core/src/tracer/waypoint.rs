@@ -22,11 +22,11 @@
 //! recorded CLIENT span's ([`CLIENT_MARK_KEY`]); the waypoint compares that id with its parent.
 
 use super::Tracer;
-use crate::host::Host;
+use crate::host::{Host, StreamFact};
 use crate::ids::{push_hex, SpanId};
 use crate::istio::{parse_endpoint_workload, parse_principal, parse_subset_key};
 use crate::naming;
-use crate::node::{NodeInfo, XdsAttributes, LABEL_CANONICAL_NAME};
+use crate::node::{NodeInfo, LABEL_CANONICAL_NAME};
 use crate::propagation::tracestate::TraceState;
 use crate::span::PeerResource;
 
@@ -71,14 +71,19 @@ pub struct Peers {
 }
 
 /// Fields of `downstream_peer_obj` read, with the tag each gives (`buildWaypointSourceTags`).
-const SOURCE_FIELDS: [&str; 4] = ["namespace", "service", "revision", "cluster"];
+const SOURCE_FIELDS: [StreamFact; 4] = [
+    StreamFact::PeerNamespace,
+    StreamFact::PeerService,
+    StreamFact::PeerRevision,
+    StreamFact::PeerCluster,
+];
 
 impl Tracer {
     /// Who the request came from and went to (a recorded span at a waypoint only).
     pub(super) fn read_peers(&self, host: &dyn Host, upstream_cluster: Option<&str>) -> Peers {
         Peers {
             source: read_source(host),
-            destination: read_destination(host, self.node.xds, upstream_cluster),
+            destination: read_destination(host, upstream_cluster),
         }
     }
 
@@ -106,17 +111,16 @@ impl Tracer {
     }
 }
 
-fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-    bytes
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty() && s != "-")
+/// A peer field: absent when empty or `-` (Istio's placeholder for an unknown value).
+fn peer_text(host: &dyn Host, fact: StreamFact) -> Option<String> {
+    host.text_fact(fact).filter(|s| s != "-")
 }
 
 /// The source: Istio's peer object field by field (its workload first: nothing more is read
 /// when the peer is unknown), else the principal's namespace and service account.
 fn read_source(host: &dyn Host) -> Option<PeerWorkload> {
-    let field = |name: &str| text(host.property(&["filter_state", "downstream_peer_obj", name]));
-    if let Some(workload) = field("workload") {
+    let field = |fact: StreamFact| peer_text(host, fact);
+    if let Some(workload) = field(StreamFact::PeerWorkload) {
         let [namespace, canonical_service, canonical_revision, cluster] =
             SOURCE_FIELDS.map(|f| field(f).unwrap_or_default());
         return Some(PeerWorkload {
@@ -127,7 +131,7 @@ fn read_source(host: &dyn Host) -> Option<PeerWorkload> {
             cluster,
         });
     }
-    let principal = text(host.property(&["filter_state", "io.istio.peer_principal"]))?;
+    let principal = peer_text(host, StreamFact::PeerPrincipal)?;
     let (namespace, account) = parse_principal(&principal)?;
     Some(PeerWorkload {
         namespace: namespace.to_string(),
@@ -137,22 +141,10 @@ fn read_source(host: &dyn Host) -> Option<PeerWorkload> {
 }
 
 /// The destination: the picked endpoint's `istio.workload`, else the service of the cluster.
-fn read_destination(
-    host: &dyn Host,
-    xds: XdsAttributes,
-    upstream_cluster: Option<&str>,
-) -> Option<PeerWorkload> {
-    let metadata: &[&str] = &[
-        "upstream_host_metadata",
-        "filter_metadata",
-        "istio",
-        "workload",
-    ];
-    let path: Vec<&str> = match xds {
-        XdsAttributes::Nested => ["xds"].iter().chain(metadata).copied().collect(),
-        XdsAttributes::TopLevel => metadata.to_vec(),
-    };
-    if let Some(value) = upstream_cluster.and_then(|_| text(host.property(&path))) {
+fn read_destination(host: &dyn Host, upstream_cluster: Option<&str>) -> Option<PeerWorkload> {
+    if let Some(value) =
+        upstream_cluster.and_then(|_| peer_text(host, StreamFact::UpstreamWorkload))
+    {
         if let Some(w) = parse_endpoint_workload(&value) {
             return Some(PeerWorkload {
                 workload: w.workload.to_string(),
@@ -241,10 +233,8 @@ mod tests {
         assert_eq!(client_mark(SpanId([0xab; 8])), "c:abababababababab");
     }
 
-    fn source_obj(host: MockHost, fields: &[(&str, &str)]) -> MockHost {
-        fields.iter().fold(host, |h, (k, v)| {
-            h.with_property(&["filter_state", "downstream_peer_obj", k], v.as_bytes())
-        })
+    fn source_obj(host: MockHost, fields: &[(StreamFact, &str)]) -> MockHost {
+        fields.iter().fold(host, |h, (k, v)| h.with_text(*k, v))
     }
 
     #[test]
@@ -252,16 +242,16 @@ mod tests {
         let host = source_obj(
             MockHost::new(),
             &[
-                ("workload", "productpage-v1"),
-                ("namespace", "default"),
-                ("service", "productpage"),
-                ("revision", "v1"),
-                ("cluster", "Kubernetes"),
+                (StreamFact::PeerWorkload, "productpage-v1"),
+                (StreamFact::PeerNamespace, "default"),
+                (StreamFact::PeerService, "productpage"),
+                (StreamFact::PeerRevision, "v1"),
+                (StreamFact::PeerCluster, "Kubernetes"),
             ],
         )
-        .with_property(
-            &["filter_state", "io.istio.peer_principal"],
-            b"spiffe://cluster.local/ns/other/sa/x",
+        .with_text(
+            StreamFact::PeerPrincipal,
+            "spiffe://cluster.local/ns/other/sa/x",
         );
         let peer = read_source(&host).unwrap();
         assert_eq!(
@@ -271,16 +261,15 @@ mod tests {
         );
         assert!(
             !host
-                .property_reads
+                .fact_reads
                 .borrow()
-                .iter()
-                .any(|r| r.contains("principal")),
+                .contains(&StreamFact::PeerPrincipal),
             "the principal is not read when the peer is known"
         );
 
-        let host = MockHost::new().with_property(
-            &["filter_state", "io.istio.peer_principal"],
-            b"spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        let host = MockHost::new().with_text(
+            StreamFact::PeerPrincipal,
+            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
         );
         let peer = read_source(&host).unwrap();
         assert_eq!(
@@ -289,7 +278,7 @@ mod tests {
             "no peer object (Istio < 1.29): the principal's namespace and service account"
         );
         assert_eq!(
-            host.property_reads.borrow().len(),
+            host.fact_reads.borrow().len(),
             2,
             "one read for the absent object's workload, one for the principal"
         );
@@ -299,20 +288,19 @@ mod tests {
     #[test]
     #[rustfmt::skip]
     fn the_destination_is_the_endpoints_workload_else_the_clusters_service() {
-        let metadata = ["xds", "upstream_host_metadata", "filter_metadata", "istio", "workload"];
         let vip = Some("inbound-vip|9080|http|reviews.default.svc.cluster.local");
-        let host = MockHost::new().with_property(&metadata, b"reviews-v2;default;reviews;v2;Kubernetes");
-        let got = read_destination(&host, XdsAttributes::Nested, vip).unwrap();
+        let host = MockHost::new().with_text(StreamFact::UpstreamWorkload, "reviews-v2;default;reviews;v2;Kubernetes");
+        let got = read_destination(&host, vip).unwrap();
         assert_eq!((got.workload.as_str(), got.canonical_revision.as_str()), ("reviews-v2", "v2"), "endpoint metadata");
-        let got = read_destination(&MockHost::new(), XdsAttributes::Nested, vip).unwrap();
+        let got = read_destination(&MockHost::new(), vip).unwrap();
         assert_eq!((got.canonical_service.as_str(), got.namespace.as_str()), ("reviews", "default"), "the VIP's service");
-        let got = read_destination(&MockHost::new(), XdsAttributes::Nested, Some("outbound|443||api.example.com")).unwrap();
+        let got = read_destination(&MockHost::new(), Some("outbound|443||api.example.com")).unwrap();
         assert_eq!((got.canonical_service.as_str(), got.namespace.as_str()), ("api.example.com", ""), "a ServiceEntry host");
-        assert_eq!(read_destination(&host, XdsAttributes::Nested, Some("encap")), Some(PeerWorkload {
+        assert_eq!(read_destination(&host, Some("encap")), Some(PeerWorkload {
             workload: "reviews-v2".into(), namespace: "default".into(), canonical_service: "reviews".into(),
             canonical_revision: "v2".into(), cluster: "Kubernetes".into() }), "encap: the endpoint still tells");
         let none = MockHost::new();
-        assert_eq!(read_destination(&none, XdsAttributes::Nested, None), None, "no upstream: nothing read");
-        assert!(none.property_reads.borrow().is_empty(), "no upstream cluster, no endpoint to ask about");
+        assert_eq!(read_destination(&none, None), None, "no upstream: nothing read");
+        assert!(none.fact_reads.borrow().is_empty(), "no upstream cluster, no endpoint to ask about");
     }
 }

@@ -5,7 +5,7 @@ use super::super::{Finished, Pending, Tracer};
 use crate::config::Config;
 use crate::headers::HeaderMap;
 use crate::host::mock::MockHost;
-use crate::host::{Host, HostError, MetricKind, Outgoing};
+use crate::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use crate::ids::IdGenerator;
 use crate::metrics::Metrics;
 use crate::node::NodeInfo;
@@ -62,9 +62,12 @@ impl Host for Counting {
         self.log(format!("set property {name}"));
         self.inner.set_property(name, value)
     }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.log(path.join("."));
-        self.inner.property(path)
+    fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {
+        self.inner.node_fact(fact)
+    }
+    fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
+        self.log(format!("{fact:?}"));
+        self.inner.stream_fact(fact)
     }
     fn dispatch(&self, call: Outgoing<'_>) -> Result<u32, HostError> {
         self.inner.dispatch(call)
@@ -97,7 +100,7 @@ fn request(status: Option<&str>) -> Counting {
         .with_header(":authority", "reviews:9080")
         .with_header("traceparent", &format!("00-{TRACE}-{PARENT}-00"))
         .with_header("x-request-id", "0b4e1f34-6a2c-4c1b-9a8e-3f0c2d1e5a77")
-        .with_property(&["request", "time"], &(START - 7_000).to_le_bytes());
+        .with_int(StreamFact::RequestStartTime, START as i64 - 7_000);
     if let Some(s) = status {
         host = host.with_response_header(":status", s);
     }
@@ -211,7 +214,7 @@ fn a_failed_unsampled_request_becomes_a_captured_span_that_links_to_its_parent()
         "status, then the end time for the cap"
     );
     assert!(
-        calls.contains(&"request.time".to_string()),
+        calls.contains(&"RequestStartTime".to_string()),
         "the start from Envoy, not from a clock read every request pays"
     );
     assert!(
