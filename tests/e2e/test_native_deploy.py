@@ -165,3 +165,22 @@ def test_doctor_checks_the_envoy_and_istio_versions_the_module_supports(bare_sta
     code, out = doctor(tmp_path, with_versions(41, "1.30.2"))
     assert "Envoy 1.41: one meshtrace's native module supports" in out, out
     assert "istio-proxy 1.30 has no dynamic-modules extension" in out, out
+
+
+@pytest.mark.parametrize("labels, hint", [
+    ({"app": "productpage"}, "inject.istio.io/templates: sidecar,meshtrace"),  # not opted in
+    ({"app": "productpage", "meshtrace.io/module": "native"}, "This pod has the module"),
+], ids=["not-opted-in", "opted-in-no-filter"])
+def test_doctor_on_a_pod_without_the_native_filter_says_what_to_check(bare_stack, tmp_path, labels, hint):
+    """A sidecar no EnvoyFilter reached: doctor tells the opt-in apart from a filter that did
+    not arrive, from the pod labels istio-agent puts in the node."""
+    up = bare_stack.upstream()
+    node = istio_node()
+    node["metadata"]["LABELS"] = labels
+    bootstrap = {"node": node, "static_resources": {
+        "listeners": [listener("virtualInbound", free_port(), INBOUND, f"inbound|{up.port}||", [])],
+        "clusters": [static_cluster(f"inbound|{up.port}||", up.port)]}}
+    envoy = bare_stack.envoy("no-filter", bootstrap)
+    code, out = doctor(tmp_path, envoy.config_dump())
+    assert code == 1 and "meshtrace's filter is in none of the 1 HTTP" in out, out
+    assert hint in out, out

@@ -234,6 +234,24 @@ def node_id(secs: dict) -> str:
     return ""
 
 
+# The pod label the chart's injection template sets with the module (values native.label).
+NATIVE_LABEL = ("meshtrace.io/module", "native")
+
+
+def native_hint(secs: dict) -> str:
+    """Why the native filter may be missing, from the pod labels istio-agent put in the node."""
+    labels: dict = {}
+    for d in secs.get("BootstrapConfigDump", []):
+        labels = d.get("bootstrap", {}).get("node", {}).get("metadata", {}).get("LABELS", {}) or {}
+    if labels.get(NATIVE_LABEL[0]) == NATIVE_LABEL[1]:
+        return (f". This pod has the module ({NATIVE_LABEL[0]}={NATIVE_LABEL[1]}): is meshtrace's "
+                "EnvoyFilter installed for its namespace (kubectl get envoyfilter -A), and is its "
+                "istio-proxy 1.31 or later (the EnvoyFilter's proxyVersion match)?")
+    return (". With plugin.runtime native: the pod opts in with the annotation "
+            "inject.istio.io/templates: sidecar,meshtrace (gateways: gateway,meshtrace), which "
+            "mounts the module and sets the label the EnvoyFilter selects; re-create the pod")
+
+
 def check_filters(secs: dict, report: Report) -> list[Found]:
     ecds = ecds_filters(secs)
     waypoint = node_id(secs).startswith("waypoint~")
@@ -282,7 +300,8 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
                             "kubectl get wasmplugin -A)"
                             + (". A waypoint takes a WasmPlugin only through targetRefs "
                                "(GatewayClass istio-waypoint from the root namespace, or its "
-                               "Gateway): the chart's waypoints.attach" if waypoint else ""))
+                               "Gateway): the chart's waypoints.attach" if waypoint else "")
+                            + native_hint(secs))
         return found
     listeners_with = sorted({f.listener for f in found})
     runtimes = sorted({f.runtime for f in found})
