@@ -96,7 +96,7 @@ def test_the_chart_filter_traces_a_request_through_a_sidecar(stack, tmp_path):
                "meshtrace_spans_exported > 0")
     code, out = doctor(tmp_path, envoy.config_dump(), envoy.stats_text())
     assert code == 0, out
-    assert "the dynamic module" in out and "Envoy 1.40" in out, out
+    assert "meshtrace runs as the Envoy dynamic module" in out and "Envoy 1.40" in out, out
     # The module's own start-up line names the Envoy versions doctor checks against.
     (started,) = [line for line in envoy.log().splitlines()
                   if "dynamic_modules" in line and "ABI" in line and "meshtrace" in line]
@@ -169,7 +169,7 @@ def test_doctor_checks_the_envoy_and_istio_versions_the_module_supports(bare_sta
 
 @pytest.mark.parametrize("labels, hint", [
     ({"app": "productpage"}, "inject.istio.io/templates: sidecar,meshtrace"),  # not opted in
-    ({"app": "productpage", "meshtrace.io/module": "native"}, "This pod has the module"),
+    ({"app": "productpage", "meshtrace.io/module": "native"}, "this pod has the module"),
 ], ids=["not-opted-in", "opted-in-no-filter"])
 def test_doctor_on_a_pod_without_the_native_filter_says_what_to_check(bare_stack, tmp_path, labels, hint):
     """A sidecar no EnvoyFilter reached: doctor tells the opt-in apart from a filter that did

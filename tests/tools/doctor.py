@@ -1,6 +1,9 @@
 """meshtrace doctor: reads one proxy's Envoy configuration dump (and optionally its stats) and
 says, in plain words, whether meshtrace can trace there. Exit status 0 when it finds nothing
-wrong, 1 when it finds a problem, 2 when the input cannot be read.
+wrong, 1 when it finds a problem, 2 when the input cannot be read. It knows both runtimes: the
+Wasm plugin and the Envoy dynamic module (plugin.runtime native: the filter, a listener Envoy
+rejected for a missing module, the Envoy versions the module supports; "The native runtime"
+below).
 
     python3 doctor.py CONFIG_DUMP.json [STATS.txt]        (./build.sh doctor ...)
 
@@ -32,13 +35,6 @@ What it checks, and where Istio decides it:
   buildWaypointInternal); `connect_terminate` only terminates HBONE tunnels and is not expected
   to carry the filter. A waypoint takes a WasmPlugin only through targetRefs
   (pilot/pkg/model/policyattachment.go), never a selector.
-- the native runtime (plugin.runtime native): meshtrace as envoy.filters.http.dynamic_modules
-  (dynamic_module_config.name meshtrace → libmeshtrace.so), put there by an EnvoyFilter; a listener
-  Envoy REJECTED because the module is not on ENVOY_DYNAMIC_MODULES_SEARCH_PATH (the listener's
-  error_state in the dump, listener_manager.lds.update_rejected in the stats: the whole listener
-  is gone, traffic through it breaks), or because the proxy lacks the extension (istio-proxy
-  before 1.31, istio/proxy#6955); and whether the proxy's Envoy is one the published module's
-  ABI supports (Envoy's dynamic modules: a module built for X.Y runs on X.Y and X.(Y+1)).
 """
 from __future__ import annotations
 
@@ -52,16 +48,6 @@ PLUGIN_NAME = "meshtrace"
 # Mirrors the plugin's default exporter (core/config/src/lib.rs DEFAULT_COLLECTOR_CLUSTER).
 DEFAULT_CLUSTER = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-DYNAMIC_MODULE_TYPE = \
-    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
-# The native module's file (dynamic_module_config.name meshtrace → lib{name}.so).
-NATIVE_FILE = "libmeshtrace.so"
-# Envoy versions the published native module runs on: built against Envoy 1.40's ABI, and from
-# 1.38 a module for X.Y runs on X.Y and X.(Y+1) (Envoy's dynamic modules documentation).
-NATIVE_ENVOY_BUILD = (1, 40)
-NATIVE_ENVOY_SUPPORTED = (NATIVE_ENVOY_BUILD, (NATIVE_ENVOY_BUILD[0], NATIVE_ENVOY_BUILD[1] + 1))
-# The first Istio whose proxy has envoy.filters.http.dynamic_modules (istio/proxy#6955).
-NATIVE_ISTIO_MIN = (1, 31)
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 HCM_SUFFIX = ".HttpConnectionManager"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -168,7 +154,6 @@ class Found:
     before: list[str]
     state: str  # "loaded", "fail-open", "pending"
     plugin_config: dict | None
-    runtime: str = "wasm"  # or "native" (the dynamic module)
 
 
 def is_meshtrace_wasm(typed: dict) -> bool:
@@ -182,18 +167,8 @@ def is_meshtrace_wasm(typed: dict) -> bool:
         name.endswith("." + PLUGIN_NAME) or PLUGIN_NAME in json.dumps(cfg.get("vm_config", {}).get("code", {}))
 
 
-def is_meshtrace_native(typed: dict) -> bool:
-    """The dynamic module filter naming meshtrace: by name through the search path (the chart's
-    EnvoyFilter), or by file (Envoy Gateway's local source, `module.local.filename`)."""
-    if typed.get("@type") != DYNAMIC_MODULE_TYPE:
-        return False
-    cfg = typed.get("dynamic_module_config", {})
-    filename = cfg.get("module", {}).get("local", {}).get("filename", "")
-    return cfg.get("name") == PLUGIN_NAME or filename.endswith("/" + NATIVE_FILE)
-
-
 def plugin_config_of(typed: dict) -> dict | None:
-    if typed.get("@type") == DYNAMIC_MODULE_TYPE:
+    if typed.get("@type") == DYNAMIC_MODULE_TYPE:  # the native runtime (see below)
         value = typed.get("filter_config", {}).get("value", "")
     else:
         value = typed.get("config", {}).get("configuration", {}).get("value", "")
@@ -234,24 +209,6 @@ def node_id(secs: dict) -> str:
     return ""
 
 
-# The pod label the chart's injection template sets with the module (values native.label).
-NATIVE_LABEL = ("meshtrace.io/module", "native")
-
-
-def native_hint(secs: dict) -> str:
-    """Why the native filter may be missing, from the pod labels istio-agent put in the node."""
-    labels: dict = {}
-    for d in secs.get("BootstrapConfigDump", []):
-        labels = d.get("bootstrap", {}).get("node", {}).get("metadata", {}).get("LABELS", {}) or {}
-    if labels.get(NATIVE_LABEL[0]) == NATIVE_LABEL[1]:
-        return (f". This pod has the module ({NATIVE_LABEL[0]}={NATIVE_LABEL[1]}): is meshtrace's "
-                "EnvoyFilter installed for its namespace (kubectl get envoyfilter -A), and is its "
-                "istio-proxy 1.31 or later (the EnvoyFilter's proxyVersion match)?")
-    return (". With plugin.runtime native: the pod opts in with the annotation "
-            "inject.istio.io/templates: sidecar,meshtrace (gateways: gateway,meshtrace), which "
-            "mounts the module and sets the label the EnvoyFilter selects; re-create the pod")
-
-
 def check_filters(secs: dict, report: Report) -> list[Found]:
     ecds = ecds_filters(secs)
     waypoint = node_id(secs).startswith("waypoint~")
@@ -275,9 +232,7 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             for i, f in enumerate(hcm.get("http_filters", [])):
                 c = classify(f, ecds)
                 if c:
-                    native = is_meshtrace_native(f.get("typed_config", {}))
-                    here.append(Found(name, i, names[:i], c[0], c[1],
-                                      "native" if native else "wasm"))
+                    here.append(Found(name, i, names[:i], c[0], c[1]))
             if not here:
                 without.append(name)
                 continue
@@ -290,8 +245,7 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             if provider:
                 tracer_on.append(f"{name} ({provider.get('name', '?')})")
     if total == 0:
-        if not rejected_listeners(secs):
-            report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
+        report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
         return found
     if not found:
         report.add(PROBLEM, "meshtrace's filter is in none of the "
@@ -300,19 +254,11 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
                             "kubectl get wasmplugin -A)"
                             + (". A waypoint takes a WasmPlugin only through targetRefs "
                                "(GatewayClass istio-waypoint from the root namespace, or its "
-                               "Gateway): the chart's waypoints.attach" if waypoint else "")
-                            + native_hint(secs))
+                               "Gateway): the chart's waypoints.attach" if waypoint else ""))
         return found
     listeners_with = sorted({f.listener for f in found})
-    runtimes = sorted({f.runtime for f in found})
     report.add(OK, f"meshtrace's filter is in {total - len(without)} of {total} HTTP connection "
-                   f"managers (listeners: {', '.join(listeners_with)}; "
-                   + " and ".join("the dynamic module" if r == "native" else "Wasm" for r in runtimes)
-                   + ")")
-    if len(runtimes) > 1:
-        report.add(PROBLEM, "meshtrace runs both as Wasm and as the dynamic module on this proxy: a "
-                            "WasmPlugin and the native EnvoyFilter both reach it (two spans per "
-                            "request); one plugin.runtime per proxy")
+                   f"managers (listeners: {', '.join(listeners_with)})")
     if without:
         report.add(WARN, "no meshtrace filter in listener(s) " + ", ".join(sorted(set(without)))
                    + " — requests through them are not traced by meshtrace")
@@ -463,7 +409,62 @@ def check_stats(stats: dict[str, float], cluster: str | None, loaded: bool, repo
 
 
 # ---------------------------------------------------------------------------------------------
-# The native runtime: rejected listeners and the Envoy version
+# The native runtime (plugin.runtime native): meshtrace as envoy.filters.http.dynamic_modules
+# (dynamic_module_config.name meshtrace → libmeshtrace.so), put there by an EnvoyFilter. Envoy
+# REJECTS a whole listener whose filter names a module it cannot load — not on
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH, or an extension this Envoy lacks (istio-proxy before 1.31,
+# istio/proxy#6955): the listener's error_state in the dump, listener_manager.lds.update_rejected
+# in the stats, and traffic through that listener breaks. The published module runs on the
+# Envoy versions its ABI supports (Envoy's dynamic modules: a module built for X.Y runs on X.Y
+# and X.(Y+1)).
+
+DYNAMIC_MODULE_TYPE = \
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+# The native module's file (dynamic_module_config.name meshtrace → lib{name}.so).
+NATIVE_FILE = "libmeshtrace.so"
+# Built against Envoy 1.40's ABI (the module says so in its start-up log line).
+NATIVE_ENVOY_BUILD = (1, 40)
+NATIVE_ENVOY_SUPPORTED = (NATIVE_ENVOY_BUILD, (NATIVE_ENVOY_BUILD[0], NATIVE_ENVOY_BUILD[1] + 1))
+# The first Istio whose proxy has envoy.filters.http.dynamic_modules (istio/proxy#6955).
+NATIVE_ISTIO_MIN = (1, 31)
+# The pod label the chart's injection template sets with the module (values native.label).
+NATIVE_LABEL = ("meshtrace.io/module", "native")
+
+
+def is_meshtrace_native(typed: dict) -> bool:
+    """The dynamic module filter naming meshtrace: by name through the search path (the chart's
+    EnvoyFilter), or by file (Envoy Gateway's local source, `module.local.filename`)."""
+    if typed.get("@type") != DYNAMIC_MODULE_TYPE:
+        return False
+    cfg = typed.get("dynamic_module_config", {})
+    filename = cfg.get("module", {}).get("local", {}).get("filename", "")
+    return cfg.get("name") == PLUGIN_NAME or filename.endswith("/" + NATIVE_FILE)
+
+
+def runtimes_in(secs: dict) -> set[str]:
+    """Which of meshtrace's runtimes have a filter inline in this proxy's connection managers."""
+    out = set()
+    for lst in listeners(secs):
+        for hcm in connection_managers(lst):
+            for f in hcm.get("http_filters", []):
+                typed = f.get("typed_config", {})
+                if is_meshtrace_native(typed):
+                    out.add("native")
+                elif is_meshtrace_wasm(typed) or (f.get("config_discovery") and PLUGIN_NAME in f.get("name", "")):
+                    out.add("wasm")
+    return out
+
+
+def check_runtime(secs: dict, report: Report) -> bool:
+    """Says which runtime runs here; True when the native one does."""
+    runtimes = runtimes_in(secs)
+    if runtimes == {"native"}:
+        report.add(INFO, "meshtrace runs as the Envoy dynamic module (plugin.runtime native)")
+    if len(runtimes) > 1:
+        report.add(PROBLEM, "meshtrace runs both as Wasm and as the dynamic module on this proxy: a "
+                            "WasmPlugin and the native EnvoyFilter both reach it (two spans per "
+                            "request); one plugin.runtime per proxy")
+    return "native" in runtimes
 
 
 def rejected_listeners(secs: dict) -> list[tuple[str, str, dict]]:
@@ -521,22 +522,21 @@ def check_rejections(secs: dict, report: Report) -> bool:
     return involved
 
 
+def node_of(secs: dict) -> dict:
+    for d in secs.get("BootstrapConfigDump", []):
+        return d.get("bootstrap", {}).get("node", {}) or {}
+    return {}
+
+
 def envoy_version(secs: dict) -> tuple[int, int] | None:
     """Envoy's own version, which it writes into the bootstrap's node (user_agent_build_version)."""
-    for d in secs.get("BootstrapConfigDump", []):
-        v = d.get("bootstrap", {}).get("node", {}).get("user_agent_build_version", {}).get("version")
-        if v:
-            return int(v.get("major_number", 0)), int(v.get("minor_number", 0))
-    return None
+    v = node_of(secs).get("user_agent_build_version", {}).get("version")
+    return (int(v.get("major_number", 0)), int(v.get("minor_number", 0))) if v else None
 
 
 def istio_version(secs: dict) -> tuple[int, int] | None:
-    for d in secs.get("BootstrapConfigDump", []):
-        v = str(d.get("bootstrap", {}).get("node", {}).get("metadata", {}).get("ISTIO_VERSION", ""))
-        m = re.match(r"^(\d+)\.(\d+)", v)
-        if m:
-            return int(m.group(1)), int(m.group(2))
-    return None
+    m = re.match(r"^(\d+)\.(\d+)", str(node_of(secs).get("metadata", {}).get("ISTIO_VERSION", "")))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def check_native_versions(secs: dict, report: Report) -> None:
@@ -559,12 +559,28 @@ def check_native_versions(secs: dict, report: Report) -> None:
                             f"(from {NATIVE_ISTIO_MIN[0]}.{NATIVE_ISTIO_MIN[1]}, istio/proxy#6955)")
 
 
+def native_hint(secs: dict) -> str:
+    """Why the native filter may be missing, from the pod labels istio-agent put in the node."""
+    labels = node_of(secs).get("metadata", {}).get("LABELS", {}) or {}
+    if labels.get(NATIVE_LABEL[0]) == NATIVE_LABEL[1]:
+        return (f"this pod has the module ({NATIVE_LABEL[0]}={NATIVE_LABEL[1]}): is meshtrace's "
+                "EnvoyFilter installed for its namespace (kubectl get envoyfilter -A), and is its "
+                "istio-proxy 1.31 or later (the EnvoyFilter's proxyVersion match)?")
+    return ("with plugin.runtime native, a pod opts in with the annotation "
+            "inject.istio.io/templates: sidecar,meshtrace (gateways: gateway,meshtrace), which "
+            "mounts the module and sets the label the EnvoyFilter selects; re-create the pod")
+
+
 def diagnose(dump: dict, stats_text: str | None = None) -> Report:
     report = Report()
     secs = sections(dump)
     native_rejected = check_rejections(secs, report)
-    found = check_filters(secs, report)
-    if native_rejected or any(f.runtime == "native" for f in found):
+    serving = any(connection_managers(lst) for lst in listeners(secs))
+    # Every listener rejected: nothing else to read (check_filters would only say it is empty).
+    found = check_filters(secs, report) if serving or not native_rejected else []
+    if serving and not found:
+        report.add(INFO, native_hint(secs))
+    if check_runtime(secs, report) or native_rejected:
         check_native_versions(secs, report)
     cluster = check_export(secs, found, report)
     if stats_text is not None:
