@@ -541,3 +541,33 @@ def test_envoy_gateway_resources_match_the_crds_and_allow_list_the_module(delive
     clusters = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
     assert dm["config"]["exporter"]["cluster"] in clusters
     assert proxy["spec"]["bootstrap"]["type"] == "Merge", "Envoy Gateway's own bootstrap is kept"
+
+
+NATIVE_VARIANTS = [
+    native(plugin={"scope": "namespaces", "namespaces": ["bookinfo"]}, gateways={"enabled": True},
+           waypoints={"attach": "gateways", "gateways": [{"name": "waypoint", "namespace": "bookinfo"}]}),
+    native(native={"image": IMAGE, "injectByDefault": True}, gateways={"enabled": True}),
+    native(plugin={"scope": "workloads", "namespaces": ["shop"], "selector": {"app": "checkout"},
+                   "phase": "STATS"}),
+] + [values_of(p) for p in sorted((CHART / "ci").glob("native-*-values.yaml"))]
+
+
+@pytest.mark.parametrize("values", NATIVE_VARIANTS, ids=lambda v: json.dumps(v["plugin"].get("scope", "mesh")))
+def test_every_native_envoy_filter_is_safe_and_valid(values, crd_schemas, check_config):
+    """For every variant: the CRD schema and its CEL rule (targetRefs or workloadSelector, never
+    both), the version match on every patch, a selector that always includes the module label,
+    and a filter_config the module's parser accepts."""
+    docs = render(values)
+    filters = by_kind(docs, "EnvoyFilter")
+    assert filters and not by_kind(docs, "WasmPlugin")
+    for f in filters:
+        jsonschema.validate(f, crd_schemas[(f["apiVersion"], "EnvoyFilter")])
+        spec = f["spec"]
+        assert ("targetRefs" in spec) != ("workloadSelector" in spec), f["metadata"]
+        if "workloadSelector" in spec:
+            assert MODULE_LABEL.items() <= spec["workloadSelector"]["labels"].items()
+        for patch in spec["configPatches"]:
+            assert version_matches(f, "1.31.0") and not version_matches(f, "1.30.9")
+            assert patch["applyTo"] == "HTTP_FILTER"
+            assert_plugin_config_parses(check_config, json.loads(
+                module_filter(patch)["typed_config"]["filter_config"]["value"]))
