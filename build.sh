@@ -159,13 +159,13 @@ cmd_demo() {
 
 # --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
 cmd_image() {
-  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/tests/tools/oci.sh" image-native "$@"; return; fi
-  cmd_build; bash "$ROOT/tests/tools/oci.sh" image "$@"
+  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/deploy/oci/oci.sh" image-native "$@"; return; fi
+  cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"
 }
 cmd_push() {
   ensure_apt skopeo:skopeo
-  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/tests/tools/oci.sh" push-native "$@"; return; fi
-  bash "$ROOT/tests/tools/oci.sh" push "$@"
+  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/deploy/oci/oci.sh" push-native "$@"; return; fi
+  bash "$ROOT/deploy/oci/oci.sh" push "$@"
 }
 cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
@@ -182,7 +182,7 @@ cmd_soak() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
 }
 cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
-cmd_doctor() { python3 "$ROOT/tests/tools/doctor.py" "$@"; }
+cmd_doctor() { python3 "$ROOT/deploy/doctor/doctor.py" "$@"; }
 
 usage() {
   cat <<'EOF'

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "tools"))
+sys.path.insert(0, str(ROOT / "deploy" / "oci"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 import oci  # noqa: E402
@@ -111,7 +111,7 @@ def test_build_sh_push_prints_the_manifest_digest_as_spec_sha256(wasm, registry)
     """For oci:// URLs Istio checks spec.sha256 against the image manifest digest
     (istio/istio pkg/wasm/imagefetcher.go ImageFetcher.PrepareFetch → img.Digest().Hex, compared
     in pkg/wasm/cache.go LocalFileCache.getOrFetch); the wasm's own sha256 there never loads."""
-    out = subprocess.run(["bash", str(ROOT / "tests" / "tools" / "oci.sh"), "push",
+    out = subprocess.run(["bash", str(ROOT / "deploy" / "oci" / "oci.sh"), "push",
                           f"{registry}/meshtrace/plugin:test", "--insecure"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "tools"))
+sys.path.insert(0, str(ROOT / "deploy" / "oci"))
 
 import oci  # noqa: E402
 from test_chart import by_kind, render  # noqa: E402
@@ -138,7 +138,7 @@ def test_the_init_container_image_is_the_base_plus_the_module_layer(module, regi
 
 
 def test_build_sh_push_native_prints_a_pinned_reference_the_chart_accepts(module, registry):
-    out = subprocess.run(["bash", str(ROOT / "tests" / "tools" / "oci.sh"), "push-native",
+    out = subprocess.run(["bash", str(ROOT / "deploy" / "oci" / "oci.sh"), "push-native",
                           f"{registry}/meshtrace/native:test", "--insecure"],
                          capture_output=True, text=True, env={**os.environ, "MESHTRACE_NATIVE": str(module)})
     assert out.returncode == 0, out.stderr

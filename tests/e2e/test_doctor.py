@@ -16,7 +16,7 @@ from harness import (INBOUND, free_port, listener, plugin_filter, static_cluster
                      wasm_path)
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCTOR = ROOT / "tests" / "tools" / "doctor.py"
+DOCTOR = ROOT / "deploy" / "doctor" / "doctor.py"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 CONFIG = {"randomSamplingPercentage": 100}

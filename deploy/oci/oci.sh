@@ -28,7 +28,7 @@ image() {
   [ -f "$WASM" ] || die "$WASM is missing: run ./build.sh build"
   rm -rf "$LAYOUT"
   local out
-  out=$(python3 "$ROOT/tests/tools/oci.py" build "$WASM" "$LAYOUT" "$tag")
+  out=$(python3 "$ROOT/deploy/oci/oci.py" build "$WASM" "$LAYOUT" "$tag")
   echo "OCI layout  $LAYOUT (tag $tag)"
   python3 - "$out" <<'EOF'
 import json, sys
@@ -76,7 +76,7 @@ image_native() {
   [ -f "$NATIVE" ] || die "$NATIVE is missing: build the native module first"
   rm -rf "$NATIVE_LAYOUT"
   local out
-  out=$(python3 "$ROOT/tests/tools/oci.py" build-native "$NATIVE" "$NATIVE_LAYOUT" "$tag" "${base[@]}") \
+  out=$(python3 "$ROOT/deploy/oci/oci.py" build-native "$NATIVE" "$NATIVE_LAYOUT" "$tag" "${base[@]}") \
     || die "could not build the native image"
   echo "OCI layout  $NATIVE_LAYOUT (tag $tag)"
   python3 - "$out" <<'EOF'
