@@ -7,11 +7,13 @@ or file name, and JSON is written with sorted keys — the same wasm always give
 
     python oci.py build WASM LAYOUT_DIR TAG   → prints the manifest digest
 
-The native module (plugin.runtime native) is a plain OCI image whose one layer holds
-`libmeshtrace.so` at its root: mounted as a Kubernetes image volume, the directory is what
-ENVOY_DYNAMIC_MODULES_SEARCH_PATH names. For the init-container route the same layer goes on top
-of a base image that has `cp` (an OCI layout, e.g. `skopeo copy docker://busybox:1.37
-oci:base:1.37`), and the init container copies /libmeshtrace.so into the pod's emptyDir.
+The native module (plugin.runtime native) is one layer holding /var/lib/meshtrace/libmeshtrace.so
+(the chart's native.path, ENVOY_DYNAMIC_MODULES_SEARCH_PATH), on top of a base image given as an
+OCI layout (`skopeo copy docker://IMAGE oci:DIR:TAG`): a base with `cp` (busybox) for the chart's
+init-container route, which copies the module into an emptyDir istio-proxy mounts; or Istio's
+proxyv2 image (Envoy's, for Envoy Gateway) for the proxyImage route, where the proxy's own image
+carries it. Not an image volume: Kubernetes mounts those noexec, and the loader cannot map code
+from there. Without a base the image holds the layer alone (for inspection and tests).
 
     python oci.py build-native SO LAYOUT_DIR TAG [BASE_LAYOUT:BASE_TAG]
 """
@@ -86,6 +88,29 @@ def build(wasm_path: Path, layout: Path, tag: str) -> dict[str, str]:
             "wasm_sha256": hashlib.sha256(wasm).hexdigest()}
 
 
+# Where the module sits in the image: the chart's native.path.
+NATIVE_DIR = "var/lib/meshtrace"
+
+
+def native_layer_tar(module: bytes) -> bytes:
+    """The module under NATIVE_DIR, with its parent directories (root-owned, 0755)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        parts = NATIVE_DIR.split("/")
+        for i in range(1, len(parts) + 1):
+            info = tarfile.TarInfo("/".join(parts[:i]) + "/")
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info)
+        info = tarfile.TarInfo(f"{NATIVE_DIR}/{NATIVE_MODULE}")
+        info.size, info.mode, info.mtime = len(module), 0o755, 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(module))
+    return buf.getvalue()
+
+
 # ELF e_machine → OCI architecture: the image must match the proxy's (a kubelet pulls the
 # platform it runs; dlopen refuses a foreign machine).
 ELF_MACHINES = {0x3E: "amd64", 0xB7: "arm64"}
@@ -131,7 +156,7 @@ def read_base(base: str) -> tuple[Path, dict, dict]:
 def build_native(module_path: Path, layout: Path, tag: str, base: str | None = None) -> dict[str, str]:
     module = module_path.read_bytes()
     arch = elf_architecture(module)
-    tar = layer_tar(module, NATIVE_MODULE, 0o755)
+    tar = native_layer_tar(module)
     layer = gzip_reproducible(tar)
     layers, diff_ids, config_body = [], [], {"config": {}}
     if base is not None:

@@ -342,22 +342,27 @@ def run_injection_template(text: str, native_sidecar: bool, gateway: bool = Fals
 
 
 def assert_module_on_proxy(pod_spec: dict, proxy_list: str, v: dict) -> None:
-    """istio-proxy finds libmeshtrace.so: search path = mount path, the volume from the image."""
+    """istio-proxy finds libmeshtrace.so on ENVOY_DYNAMIC_MODULES_SEARCH_PATH: in its own image
+    (proxyImage), or in the emptyDir the init container filled from the image (initContainer).
+    Never from an image volume (mounted noexec: the loader cannot map the module's code)."""
     (proxy,) = [c for c in pod_spec[proxy_list] if c["name"] == "istio-proxy"]
     env = {e["name"]: e["value"] for e in proxy["env"]}
+    assert env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] == v["native"]["path"]
+    assert not [vol for vol in pod_spec.get("volumes", []) if "image" in vol], "no image volume"
+    if v["native"]["delivery"] == "proxyImage":
+        assert proxy["image"] == v["native"]["image"], "the proxy image carrying the module"
+        assert not [m for m in proxy.get("volumeMounts", []) if m["name"] == "meshtrace-module"]
+        return
     (mount,) = [m for m in proxy["volumeMounts"] if m["name"] == "meshtrace-module"]
-    assert mount.get("readOnly") is True
-    assert env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] == mount["mountPath"] == v["native"]["path"]
+    assert mount["mountPath"] == v["native"]["path"] and mount.get("readOnly") is True
     (volume,) = [vol for vol in pod_spec["volumes"] if vol["name"] == mount["name"]]
-    if v["native"]["delivery"] == "imageVolume":
-        assert volume["image"]["reference"] == v["native"]["image"], "pinned by digest"
-    else:
-        assert volume == {"name": mount["name"], "emptyDir": {}}
-        (copier,) = [c for c in pod_spec["initContainers"] if c["name"] == "meshtrace-module"]
-        assert copier["image"] == v["native"]["image"]
-        (target,) = copier["volumeMounts"]
-        assert target["name"] == mount["name"]
-        assert copier["command"][-1] == target["mountPath"] + "/libmeshtrace.so"
+    assert volume == {"name": mount["name"], "emptyDir": {}}
+    (copier,) = [c for c in pod_spec["initContainers"] if c["name"] == "meshtrace-module"]
+    assert copier["image"] == v["native"]["image"], "pinned by digest"
+    (target,) = copier["volumeMounts"]
+    assert target["name"] == mount["name"]
+    assert copier["command"] == ["cp", v["native"]["path"] + "/libmeshtrace.so",
+                                 target["mountPath"] + "/libmeshtrace.so"]
 
 
 def injected_pod(overlay: dict, native_sidecar: bool) -> dict:
@@ -392,8 +397,8 @@ def injected_pod(overlay: dict, native_sidecar: bool) -> dict:
 
 
 @pytest.mark.parametrize("delivery, native_sidecar", [
-    ("imageVolume", False), ("imageVolume", True), ("initContainer", False),
-], ids=["image-volume", "image-volume-native-sidecar", "init-container"])
+    ("proxyImage", False), ("proxyImage", True), ("initContainer", False),
+], ids=["proxy-image", "proxy-image-native-sidecar", "init-container"])
 def test_the_injection_template_delivers_module_label_and_search_path(delivery, native_sidecar):
     values = native(plugin={"scope": "namespaces", "namespaces": ["bookinfo"]},
                     native={"image": IMAGE, "delivery": delivery}, renderIstioInstallConfig=True)
@@ -417,7 +422,7 @@ def test_the_injection_template_delivers_module_label_and_search_path(delivery, 
     assert reaches(f, "bookinfo", pod["metadata"]["labels"])
 
 
-@pytest.mark.parametrize("delivery", ["imageVolume", "initContainer"])
+@pytest.mark.parametrize("delivery", ["proxyImage", "initContainer"])
 def test_a_gateway_keeps_its_proxy_a_container_even_with_native_sidecars(delivery):
     """The `gateway` template always makes istio-proxy a container; were our overlay to name it
     under initContainers, istiod's RunTemplate would move the gateway's proxy there."""
@@ -508,7 +513,7 @@ def eg_schemas() -> dict[str, dict]:
     return out
 
 
-@pytest.mark.parametrize("delivery", ["imageVolume", "initContainer"])
+@pytest.mark.parametrize("delivery", ["proxyImage", "initContainer"])
 def test_envoy_gateway_resources_match_the_crds_and_allow_list_the_module(delivery, eg_schemas, check_config):
     values = values_of(CHART / "ci" / "envoy-gateway-values.yaml")
     values["native"] = {**values["native"], "delivery": delivery}
@@ -534,9 +539,10 @@ def test_envoy_gateway_resources_match_the_crds_and_allow_list_the_module(delive
     pod_spec = {"containers": [{"name": "istio-proxy", **dep["container"],
                                 "env": [{"name": "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
                                          "value": v["native"]["path"]}]}],
-                "volumes": dep["pod"]["volumes"], "initContainers": dep.get("initContainers", [])}
+                "volumes": dep.get("pod", {}).get("volumes", []),
+                "initContainers": dep.get("initContainers", [])}
     assert_module_on_proxy(pod_spec, "containers", v)
-    assert source["local"]["path"] == dep["container"]["volumeMounts"][0]["mountPath"] + "/libmeshtrace.so"
+    assert source["local"]["path"] == v["native"]["path"] + "/libmeshtrace.so"
     bootstrap = yaml.safe_load(proxy["spec"]["bootstrap"]["value"])
     clusters = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
     assert dm["config"]["exporter"]["cluster"] in clusters

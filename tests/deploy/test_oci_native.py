@@ -1,8 +1,8 @@
 """The native module's OCI image (plugin.runtime native, Envoy Gateway) against a real registry on
 loopback with skopeo: reproducible, pushed and pulled by digest, one layer holding a byte-identical
-/libmeshtrace.so for an image volume, the same layer on top of a base image for the init-container
-route, the architecture read from the module, and the pinned reference `./build.sh push --native`
-prints is one the chart accepts.
+/var/lib/meshtrace/libmeshtrace.so (the chart's native.path) on top of a base image (one with cp
+for the init-container route, the proxy's own for proxyImage), the architecture read from the
+module, and the pinned reference `./build.sh push --native` prints is one the chart accepts.
 
 The module is dist/libmeshtrace.so (or MESHTRACE_NATIVE) when it has been built; otherwise a
 stand-in with an x86-64 ELF header — these tests are about packaging, not loading."""
@@ -26,6 +26,10 @@ sys.path.insert(0, str(ROOT / "deploy" / "oci"))
 import oci  # noqa: E402
 from test_chart import by_kind, render  # noqa: E402
 from test_oci import registry, skopeo  # noqa: E402,F401
+
+
+# The module layer's entries: the chart's native.path and the module.
+MODULE_LAYER = ["var", "var/lib", "var/lib/meshtrace", "var/lib/meshtrace/libmeshtrace.so"]
 
 
 def stand_in(machine: int = 0x3E) -> bytes:
@@ -95,16 +99,17 @@ def test_push_and_pull_keep_the_digest_and_the_module(module, registry, tmp_path
     skopeo("copy", "--quiet", "--src-tls-verify=false", ref, f"oci:{tmp_path / 'pulled'}:0.1.0")
     manifest, config = image_of(tmp_path / "pulled")
     (layer,) = manifest["layers"]
-    assert layer["mediaType"] == oci.LAYER_TYPE, "a plain image layer: what image volumes mount"
+    assert layer["mediaType"] == oci.LAYER_TYPE, "a plain image layer"
     assert config["architecture"] == built["architecture"] and config["os"] == "linux"
     members = files_in(blob(tmp_path / "pulled", layer["digest"]))
-    assert list(members) == ["libmeshtrace.so"], "the module at the mount's root: the search path"
+    assert list(members) == MODULE_LAYER, "the module at native.path, with its directories"
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(tmp_path / "pulled", layer["digest"])))) as tar:
-        assert tar.extractfile("libmeshtrace.so").read() == module.read_bytes(), "byte-identical"
+        assert tar.extractfile(MODULE_LAYER[-1]).read() == module.read_bytes(), "byte-identical"
 
 
 def test_the_init_container_image_is_the_base_plus_the_module_layer(module, registry, tmp_path):
-    """The init container runs `cp /libmeshtrace.so ...` from the base image's tools."""
+    """The init container runs the base image's `cp`; the proxyImage route stacks the same layer
+    on the proxy's image."""
     base = tmp_path / "base"  # a stand-in base image: one layer with bin/cp
     cp_tar = oci.layer_tar(b"#!/bin/sh\n# stand-in for a base image's cp\n", "bin/cp", 0o755)
     cp_layer = oci.gzip_reproducible(cp_tar)
@@ -128,7 +133,7 @@ def test_the_init_container_image_is_the_base_plus_the_module_layer(module, regi
            f"oci:{tmp_path / 'pulled'}:0.1.0")
     manifest, config = image_of(tmp_path / "pulled")
     names = [list(files_in(blob(tmp_path / "pulled", layer["digest"]))) for layer in manifest["layers"]]
-    assert names == [["bin/cp"], ["libmeshtrace.so"]], "the base's layers, then the module's"
+    assert names == [["bin/cp"], MODULE_LAYER], "the base's layers, then the module's"
     assert config["config"] == {"Env": ["PATH=/bin"]}, "the base's settings kept (cp on PATH)"
     diff_ids = [oci.digest(gzip.decompress(blob(tmp_path / "pulled", layer["digest"])))
                 for layer in manifest["layers"]]

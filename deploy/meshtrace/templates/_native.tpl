@@ -117,37 +117,39 @@ spec:
     {{- end }}
 {{- end }}
 
-{{/* The istio-proxy container's share of the module: the search path and the mount. */}}
+{{/* The istio-proxy container's share of the module: the search path, and either the emptyDir
+the init container filled (initContainer) or the image that carries the module (proxyImage).
+Never a Kubernetes image volume: those are mounted noexec (KEP-4639, "The volume is mounted as
+read-only (ro) and non-executable files (noexec)"), and the dynamic loader cannot map a shared
+object's code from a noexec mount. */}}
 {{- define "meshtrace.nativeProxyContainer" -}}
 name: istio-proxy
+{{- if eq .Values.native.delivery "proxyImage" }}
+image: {{ .Values.native.image }}
+{{- end }}
 env:
   - name: ENVOY_DYNAMIC_MODULES_SEARCH_PATH
     value: {{ .Values.native.path }}
+{{- if eq .Values.native.delivery "initContainer" }}
 volumeMounts:
   - name: meshtrace-module
     mountPath: {{ .Values.native.path }}
     readOnly: true
 {{- end }}
+{{- end }}
 
-{{/* The module's volume, and for delivery initContainer the container that fills it. The
-init-container image is the module image built on a base with `cp` (./build.sh image --native
---base); its layer holds /libmeshtrace.so. */}}
+{{/* delivery initContainer: the emptyDir, and the container that fills it from native.image
+(the module at native.path on a base with `cp`: ./build.sh image --native --base). */}}
 {{- define "meshtrace.nativeVolume" -}}
 - name: meshtrace-module
-  {{- if eq .Values.native.delivery "imageVolume" }}
-  image:
-    reference: {{ .Values.native.image }}
-    pullPolicy: {{ .Values.native.imagePullPolicy }}
-  {{- else }}
   emptyDir: {}
-  {{- end }}
 {{- end }}
 
 {{- define "meshtrace.nativeCopier" -}}
 name: meshtrace-module
 image: {{ .Values.native.image }}
 imagePullPolicy: {{ .Values.native.imagePullPolicy }}
-command: ["cp", "/libmeshtrace.so", "/meshtrace-module/libmeshtrace.so"]
+command: ["cp", "{{ .Values.native.path }}/libmeshtrace.so", "/meshtrace-module/libmeshtrace.so"]
 volumeMounts:
   - name: meshtrace-module
     mountPath: /meshtrace-module
@@ -170,15 +172,15 @@ would MOVE a gateway's proxy into initContainers if our overlay put it there. */
 {{ `{{- $templates := list }}{{ range splitList "," (index .ObjectMeta.Annotations "inject.istio.io/templates" | default "") }}{{ $templates = append $templates (trim .) }}{{ end }}` }}
 {{ `{{- $native := and (not (has "gateway" $templates)) (ne (index .ObjectMeta.Annotations "sidecar.istio.io/nativeSidecar" | default (printf "%t" .NativeSidecars)) "false") }}` }}
 {{- if eq .Values.native.delivery "initContainer" }}
-{{ `{{- if $native }}{{ fail "meshtrace: native.delivery initContainer cannot run before a native-sidecar istio-proxy; use native.delivery imageVolume" }}{{ end }}` }}
+{{ `{{- if $native }}{{ fail "meshtrace: native.delivery initContainer cannot run before a native-sidecar istio-proxy (istiod starts it first); use native.delivery proxyImage" }}{{ end }}` }}
 {{- end }}
 metadata:
   labels:
     {{- include "meshtrace.nativeLabel" . | nindent 4 }}
 spec:
+  {{- if eq .Values.native.delivery "initContainer" }}
   volumes:
     {{- include "meshtrace.nativeVolume" . | nindent 4 }}
-  {{- if eq .Values.native.delivery "initContainer" }}
   initContainers:
     - {{- include "meshtrace.nativeCopier" . | nindent 6 }}
   {{- end }}
@@ -201,9 +203,9 @@ spec:
       labels:
         {{- include "meshtrace.nativeLabel" . | nindent 8 }}
     spec:
+      {{- if eq .Values.native.delivery "initContainer" }}
       volumes:
         {{- include "meshtrace.nativeVolume" . | nindent 8 }}
-      {{- if eq .Values.native.delivery "initContainer" }}
       initContainers:
         - {{- include "meshtrace.nativeCopier" . | nindent 10 }}
       {{- end }}
