@@ -504,6 +504,13 @@ def check_rejections(secs: dict, report: Report) -> bool:
                                 "set by hand or re-create the pod. Waypoints: the "
                                 "meshtrace-waypoint-defaults ConfigMap must be the OLDEST "
                                 "istio-waypoint class defaults. Envoy said: " + details[:300])
+        elif NATIVE_FILE in details and "failed to map segment" in details:
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: {NATIVE_FILE} is there but on a "
+                                "noexec mount, and the loader cannot map its code (a Kubernetes "
+                                "image volume is always mounted noexec): deliver it with the "
+                                "chart's native.delivery initContainer (an emptyDir) or "
+                                "proxyImage. Envoy said: " + details[:300])
         elif "envoy.filters.http.dynamic_modules" in details and (
                 "registered" in details or "Didn't find" in details):
             involved = True

@@ -184,3 +184,26 @@ def test_doctor_on_a_pod_without_the_native_filter_says_what_to_check(bare_stack
     code, out = doctor(tmp_path, envoy.config_dump())
     assert code == 1 and "meshtrace's filter is in none of the 1 HTTP" in out, out
     assert hint in out, out
+
+
+# What Envoy 1.40 says when libmeshtrace.so is on a noexec mount (recorded with a noexec tmpfs as
+# the search path; a Kubernetes image volume is mounted noexec, KEP-4639).
+NOEXEC = ("Failed to load dynamic module: Failed to load dynamic module: {dir}/libmeshtrace.so : "
+          "{dir}/libmeshtrace.so: failed to map segment from shared object")
+
+
+def test_doctor_tells_a_noexec_mount_from_a_missing_module(bare_stack, tmp_path):
+    """The same rejected listener, with the reason Envoy gives when the file is there but on a
+    noexec mount: doctor points at the delivery, not at the opt-in."""
+    empty = tmp_path / "no-module"
+    empty.mkdir()
+    envoy, _ = lds_envoy(bare_stack, tmp_path, chart_filters(VALUES)["SIDECAR_INBOUND"], empty)
+    dump = envoy.config_dump()
+    for c in dump["configs"]:
+        for lst in c.get("dynamic_listeners", []):
+            if "error_state" in lst:
+                lst["error_state"]["details"] = NOEXEC.format(dir="/var/lib/meshtrace")
+    code, out = doctor(tmp_path, dump)
+    assert code == 1, out
+    assert "is there but on a noexec mount" in out and "native.delivery initContainer" in out, out
+    assert "inject.istio.io/templates" not in out, "not the opt-in's fault"
