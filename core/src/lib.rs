@@ -11,7 +11,8 @@
 //!    [`node::NodeInfo::read`] reads Istio's node metadata once; [`tracer::Tracer::new`] computes
 //!    everything static — service name ([`naming::service_name`]), resource ([`resource`]),
 //!    sampler ([`sampling::Sampler::new`]), custom tags — and [`export::Exporter::new`] the
-//!    exporter; [`metrics::Metrics::define`] defines the counters.
+//!    exporter, its settings derived once (`export/settings.rs`); [`metrics::Metrics::define`]
+//!    defines the counters.
 //! 2. **Request headers** (`Request::on_http_request_headers` →
 //!    [`tracer::Tracer::on_request_headers`]), in four steps, each a `Tracer` method of that
 //!    name: *extract* ([`propagation::extract`]: W3C, B3, baggage), *decide*
@@ -27,23 +28,25 @@
 //!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default.
 //! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
-//!    time, under its own cap); for a recorded or captured one [`tracer::Tracer::read_outcome`]
-//!    asks the host's stream facts (status, gRPC status, flags, cluster, addresses; the span's
-//!    kind — most in one [`host::Host::stream_facts`] call), [`tracer::Tracer::finish`] builds the [`span::Span`] (attributes in
-//!    `tracer/attributes.rs`, name from [`naming::span_name`], status from `is_error` in
-//!    `tracer/outcome.rs`)
-//!    — and at a gateway its CLIENT child, whose id step 2 sent upstream; at a waypoint the
-//!    source's CLIENT span above it, each under its service's resource (`tracer/waypoint.rs`) — and
+//!    time, under its own cap; `is_capturable`); for a recorded or captured one
+//!    [`tracer::Tracer::read_outcome`] asks the host's stream facts (status, gRPC status, flags,
+//!    cluster, addresses; the span's kind — most in one [`host::Host::stream_facts`] call),
+//!    [`tracer::Tracer::finish`] builds the [`span::Span`] — attributes one function per
+//!    convention, in order of importance (`tracer/attributes.rs`; a `SpanRole` says whether it
+//!    stands for Envoy's downstream or upstream span), name from [`naming::span_name`], status
+//!    from the error rule, `is_error` in `tracer/outcome.rs` (gRPC codes in [`grpc`]) — and at a
+//!    gateway its CLIENT child, whose id step 2 sent upstream; at a waypoint the source's CLIENT
+//!    span above it, each under its service's resource (`tracer/waypoint.rs`). Then
 //!    [`export::Exporter::enqueue`] (captured spans: `enqueue_captured`, a share of their own)
-//!    encodes each
-//!    ([`otlp::BatchEncoder::encode_span`]) into the bounded queue; a span that completes a
-//!    batch sends it at once (the call is the root context's, so its answer comes to the root).
+//!    encodes each ([`otlp::BatchEncoder::encode_span`]) into the bounded queue
+//!    (`export/queue.rs`); a span that completes a batch sends it at once through the sender
+//!    (`export/sender.rs`; the call is the root context's, so its answer comes to the root).
 //! 4. **Tick** (`Root::on_tick`, every `exporter.flushInterval`, at most 200 ms):
 //!    [`export::Exporter::on_tick`] sends partial batches (once per flush interval) and retries
-//!    through the collector's Envoy cluster; the
-//!    answer comes back in `Root::on_http_call_response` → [`export::Exporter::on_response`]
-//!    (retry, back-off, drop and count); [`metrics::Metrics::flush`] hands the request path's
-//!    deferred counters to the host.
+//!    through the collector's Envoy cluster; the answer comes back in
+//!    `Root::on_http_call_response` → [`export::Exporter::on_response`] (the sender reads it —
+//!    [`export::ExportResponse`] — and retries, backs off, drops and counts);
+//!    [`metrics::Metrics::flush`] hands the request path's deferred counters to the host.
 //!
 //! # Modules
 //!
@@ -61,10 +64,12 @@
 //! | [`sampling`] | the decision: parent, rules (and overrides), probes, consistent probability, rate cap; [`sampling::capture`] error and latency capture |
 //! | [`naming`] | the service name (Istio's `tracingServiceName`) and span names |
 //! | [`http`] | one parser of `:authority` and `:path` for rules and attributes |
-//! | [`tracer`] | the request path above; [`tracer::Outcome`] and `is_error` in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs` |
+//! | [`grpc`] | which requests are gRPC (Envoy's test) and what their status codes mean, for the span's status, `error.type`, Envoy's `error` tag and error capture |
+//! | [`tracer`] | the request path above; [`tracer::Outcome`] and the error rule (`is_error`) in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs`, their tests beside it (`tracer/waypoint/tests.rs`, as `tracer/capture/tests.rs`) |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
-//! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); the queue, batches, retries, drop accounting, the cache of peer resources |
+//! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); export as OpenTelemetry's SDK divides it: the `Exporter` (the batch span processor: schedule, retirement) over a queue (`export/queue.rs`: sampled and captured lanes and their bytes, batching), a sender (`export/sender.rs`: in flight, retries, back-off, answers), settings derived once (`export/settings.rs`) and the cache of peer resources (`export/resources.rs`) |
+//! | `clock` | the core's time: `u64` nanoseconds since the epoch, and durations in it |
 //! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
 //! | [`host`], [`headers`] | the `Host` trait each adapter implements — headers, filter state, calls, metrics and named facts ([`host::NodeFact`], [`host::StreamFact`], asked together as a [`host::FactSet`] so an adapter can answer them in one crossing) — its `MockHost`; header maps |
 
@@ -74,8 +79,10 @@
 /// The configuration contract lives in its own crate (`core/config/`), built for size: see its
 /// `Cargo.toml`.
 pub use meshtrace_config as config;
+pub(crate) mod clock;
 pub mod context;
 pub mod export;
+pub(crate) mod grpc;
 pub mod headers;
 pub mod host;
 pub(crate) mod http;

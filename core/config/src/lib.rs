@@ -9,6 +9,31 @@
 use std::fmt;
 use std::time::Duration;
 
+/// A configuration value written as one of a fixed set of names (`"grpc"`, `"templatedPath"`):
+/// the names live on the type, and the reader (`read.rs` `choice`), error messages and the
+/// reference take them from here.
+pub trait Named: Copy + 'static {
+    /// Every value, in the order an error message lists them.
+    const ALL: &'static [Self];
+    /// Its name in the `pluginConfig`.
+    fn name(self) -> &'static str;
+}
+
+/// `named!(Enum { Variant => "name", ... })`: [`Named`] for an enum, one line per variant (a
+/// variant left out does not compile).
+macro_rules! named {
+    ($enum:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl Named for $enum {
+            const ALL: &'static [Self] = &[$($enum::$variant),+];
+            fn name(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
 /// Default OTLP/HTTP collector cluster, named the way Istio names outbound clusters, for the
 /// collector of the seed walkthrough (`opentelemetry-collector` in `observability`).
 pub const DEFAULT_COLLECTOR_CLUSTER: &str =
@@ -78,6 +103,12 @@ pub enum ServiceNameMode {
     CanonicalNameAndNamespace,
 }
 
+named!(ServiceNameMode {
+    AppLabelAndNamespace => "APP_LABEL_AND_NAMESPACE",
+    CanonicalNameOnly => "CANONICAL_NAME_ONLY",
+    CanonicalNameAndNamespace => "CANONICAL_NAME_AND_NAMESPACE",
+});
+
 /// Role of the proxy's span: `auto` derives it from the listener direction (and gateway node id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoleSetting {
@@ -86,6 +117,8 @@ pub enum RoleSetting {
     Server,
     Client,
 }
+
+named!(RoleSetting { Auto => "auto", Server => "server", Client => "client" });
 
 /// `spanName`: how a span is named. Every mode has bounded cardinality; a request Envoy answered
 /// itself with no route (`NR`) never has its path in the name.
@@ -104,6 +137,8 @@ pub enum SpanNameMode {
     TemplatedPath,
 }
 
+named!(SpanNameMode { Istio => "istio", Route => "route", TemplatedPath => "templatedPath" });
+
 /// `waypoint.spans`: what a waypoint records per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaypointSpans {
@@ -115,6 +150,8 @@ pub enum WaypointSpans {
     /// Istio's waypoint span: one SERVER span named after the waypoint itself.
     Proxy,
 }
+
+named!(WaypointSpans { Pair => "pair", Proxy => "proxy" });
 
 /// `waypoint`: settings that apply only where the node id says `waypoint~` (ambient mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +171,8 @@ pub enum UrlQueryMode {
     /// As the client sent it (Envoy's `http.url` does this).
     Full,
 }
+
+named!(UrlQueryMode { Omit => "omit", Redact => "redact", Full => "full" });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttributesConfig {
@@ -263,6 +302,8 @@ pub enum ParentMode {
     Override,
 }
 
+named!(ParentMode { Follow => "follow", Override => "override" });
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleMatch {
     pub method: Option<String>,
@@ -296,6 +337,8 @@ pub enum RuleKeyword {
     Never,
 }
 
+named!(RuleKeyword { Always => "always", Never => "never" });
+
 /// Context propagation formats, named as `OTEL_PROPAGATORS` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Propagator {
@@ -304,6 +347,13 @@ pub enum Propagator {
     B3multi,
     Baggage,
 }
+
+named!(Propagator {
+    Tracecontext => "tracecontext",
+    B3 => "b3",
+    B3multi => "b3multi",
+    Baggage => "baggage",
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PropagationConfig {
@@ -333,27 +383,16 @@ pub enum ContextValue {
     RequestId,
 }
 
+// The names in `propagation.publishContext`, in the order they are published.
+named!(ContextValue {
+    TraceId => "trace_id",
+    SpanId => "span_id",
+    ParentSpanId => "parent_span_id",
+    Sampled => "sampled",
+    RequestId => "request_id",
+});
+
 impl ContextValue {
-    /// Every value, in the order they are published.
-    pub const ALL: [ContextValue; 5] = [
-        ContextValue::TraceId,
-        ContextValue::SpanId,
-        ContextValue::ParentSpanId,
-        ContextValue::Sampled,
-        ContextValue::RequestId,
-    ];
-
-    /// The name in `propagation.publishContext`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ContextValue::TraceId => "trace_id",
-            ContextValue::SpanId => "span_id",
-            ContextValue::ParentSpanId => "parent_span_id",
-            ContextValue::Sampled => "sampled",
-            ContextValue::RequestId => "request_id",
-        }
-    }
-
     /// The property path, one segment: Envoy stores it as filter state `wasm.<path>`
     /// (envoy source/extensions/common/wasm/context.cc, `Context::setProperty`), which an access
     /// log reads as `%FILTER_STATE(wasm.meshtrace.trace_id:PLAIN)%`. A path of two segments
@@ -394,6 +433,8 @@ pub enum ExportProtocol {
     Grpc,
     None,
 }
+
+named!(ExportProtocol { HttpProtobuf => "http/protobuf", Grpc => "grpc", None => "none" });
 
 /// A static header sent with every export request (Istio's `headers` form).
 #[derive(Debug, Clone, PartialEq, Eq)]

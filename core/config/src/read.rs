@@ -7,11 +7,9 @@
 //! every VM compiles, for a function that runs once per configuration.
 
 use super::{
-    AttributesConfig, CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExportProtocol,
-    ExporterConfig, HeaderMatch, HeaderValue, LimitsConfig, ParentMode, PathMatch,
-    PropagationConfig, Propagator, RoleSetting, RuleAction, RuleKeyword, RuleMatch, SamplingConfig,
-    SamplingRule, ServiceNameMode, SpanNameMode, StatusClass, UrlQueryMode, WaypointConfig,
-    WaypointSpans,
+    AttributesConfig, CaptureErrors, Config, ConfigError, ContextValue, CustomTag, ExporterConfig,
+    HeaderMatch, HeaderValue, LimitsConfig, Named, PathMatch, PropagationConfig, RuleAction,
+    RuleMatch, SamplingConfig, SamplingRule, StatusClass, WaypointConfig,
 };
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -167,18 +165,26 @@ fn number(v: &Value, path: &str) -> Result<f64> {
 }
 
 /// One of a fixed set of names.
-fn choice<T: Copy>(v: &Value, path: &str, choices: &[(&str, T)]) -> Result<T> {
+/// A value of `T` by its name (see [`Named`]).
+fn choice<T: Named>(v: &Value, path: &str) -> Result<T> {
+    let index = choose(v, path, &|i| T::ALL.get(i).map(|t| t.name()))?;
+    T::ALL
+        .get(index)
+        .copied()
+        .ok_or_else(|| expected(path, v, "a known name"))
+}
+
+/// The index of the name `v` among `name_at(0)`, `name_at(1)`, … (the part of [`choice`] that
+/// is the same for every type, compiled once).
+fn choose(v: &Value, path: &str, name_at: &dyn Fn(usize) -> Option<&'static str>) -> Result<usize> {
     let name = v.as_str().ok_or_else(|| expected(path, v, "a string"))?;
-    choices
+    let names: Vec<&str> = (0..).map_while(name_at).collect();
+    names
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
+        .position(|n| *n == name)
         .ok_or_else(|| ConfigError {
             key: path.to_string(),
-            message: format!(
-                "unknown value `{name}`, expected one of {}",
-                quoted(&choices.iter().map(|(n, _)| *n).collect::<Vec<_>>())
-            ),
+            message: format!("unknown value `{name}`, expected one of {}", quoted(&names)),
         })
 }
 
@@ -257,52 +263,12 @@ impl Config {
                 .number("randomSamplingPercentage")?
                 .unwrap_or(d.random_sampling_percentage),
             tracing_service_name: o
-                .read("tracingServiceName", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            (
-                                "APP_LABEL_AND_NAMESPACE",
-                                ServiceNameMode::AppLabelAndNamespace,
-                            ),
-                            ("CANONICAL_NAME_ONLY", ServiceNameMode::CanonicalNameOnly),
-                            (
-                                "CANONICAL_NAME_AND_NAMESPACE",
-                                ServiceNameMode::CanonicalNameAndNamespace,
-                            ),
-                        ],
-                    )
-                })?
+                .read("tracingServiceName", &choice)?
                 .unwrap_or(d.tracing_service_name),
             service_name: o.string("serviceName")?,
-            role: o
-                .read("role", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("auto", RoleSetting::Auto),
-                            ("server", RoleSetting::Server),
-                            ("client", RoleSetting::Client),
-                        ],
-                    )
-                })?
-                .unwrap_or(d.role),
+            role: o.read("role", &choice)?.unwrap_or(d.role),
             custom_tags: o.map("customTags", &custom_tag)?.unwrap_or_default(),
-            span_name: o
-                .read("spanName", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("istio", SpanNameMode::Istio),
-                            ("route", SpanNameMode::Route),
-                            ("templatedPath", SpanNameMode::TemplatedPath),
-                        ],
-                    )
-                })?
-                .unwrap_or(d.span_name),
+            span_name: o.read("spanName", &choice)?.unwrap_or(d.span_name),
             spawn_upstream_span: o.bool("spawnUpstreamSpan")?,
             waypoint: o
                 .read("waypoint", &WaypointConfig::from_json)?
@@ -439,18 +405,7 @@ impl SamplingRule {
         Ok(SamplingRule {
             matcher: o.read("match", &RuleMatch::from_json)?.unwrap_or_default(),
             sample: required(o.read("sample", &rule_action)?, &o, "sample")?,
-            parent: o
-                .read("parent", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("follow", ParentMode::Follow),
-                            ("override", ParentMode::Override),
-                        ],
-                    )
-                })?
-                .unwrap_or_default(),
+            parent: o.read("parent", &choice)?.unwrap_or_default(),
             capture_slower_than: o.duration("captureSlowerThan")?,
         })
     }
@@ -460,14 +415,7 @@ fn rule_action(v: &Value, path: &str) -> Result<RuleAction> {
     if v.is_number() {
         return number(v, path).map(RuleAction::Percentage);
     }
-    choice(
-        v,
-        path,
-        &[
-            ("always", RuleAction::Keyword(RuleKeyword::Always)),
-            ("never", RuleAction::Keyword(RuleKeyword::Never)),
-        ],
-    )
+    choice(v, path).map(RuleAction::Keyword)
 }
 
 impl RuleMatch {
@@ -498,34 +446,21 @@ impl RuleMatch {
     }
 }
 
-fn propagator(v: &Value, path: &str) -> Result<Propagator> {
-    choice(
-        v,
-        path,
-        &[
-            ("tracecontext", Propagator::Tracecontext),
-            ("b3", Propagator::B3),
-            ("b3multi", Propagator::B3multi),
-            ("baggage", Propagator::Baggage),
-        ],
-    )
-}
-
 /// `propagation.publishContext`: a set of names, kept in [`ContextValue::ALL`] order, each once
 /// (the host calls are a fixed sequence). Read by hand rather than with `Object::list`: a
 /// generic list of one more type costs 3 KB of module for a line of configuration.
 fn context_values(v: &Value, path: &str) -> Result<Vec<ContextValue>> {
     let items = v.as_array().ok_or_else(|| expected(path, v, "a list"))?;
-    let choices = ContextValue::ALL.map(|c| (c.name(), c));
     let mut listed = [false; ContextValue::ALL.len()];
     for (i, item) in items.iter().enumerate() {
-        let value = choice(item, &format!("{path}[{i}]"), &choices)?;
+        let value: ContextValue = choice(item, &format!("{path}[{i}]"))?;
         if let Some(flag) = listed.get_mut(value as usize) {
             *flag = true;
         }
     }
     Ok(ContextValue::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .zip(listed)
         .filter_map(|(value, on)| on.then_some(value))
         .collect())
@@ -548,8 +483,8 @@ impl PropagationConfig {
         let d = PropagationConfig::default();
         let publish_context = o.read("publishContext", &context_values)?;
         Ok(PropagationConfig {
-            extract: o.list("extract", &propagator)?.unwrap_or(d.extract),
-            inject: o.list("inject", &propagator)?.unwrap_or(d.inject),
+            extract: o.list("extract", &choice)?.unwrap_or(d.extract),
+            inject: o.list("inject", &choice)?.unwrap_or(d.inject),
             trust_incoming_request_id: o
                 .bool("trustIncomingRequestId")?
                 .unwrap_or(d.trust_incoming_request_id),
@@ -582,19 +517,7 @@ impl ExporterConfig {
         )?;
         let d = ExporterConfig::default();
         Ok(ExporterConfig {
-            protocol: o
-                .read("protocol", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("http/protobuf", ExportProtocol::HttpProtobuf),
-                            ("grpc", ExportProtocol::Grpc),
-                            ("none", ExportProtocol::None),
-                        ],
-                    )
-                })?
-                .unwrap_or(d.protocol),
+            protocol: o.read("protocol", &choice)?.unwrap_or(d.protocol),
             cluster: o.string("cluster")?.unwrap_or(d.cluster),
             authority: o.string("authority")?,
             path: o.string("path")?.unwrap_or(d.path),
@@ -622,19 +545,7 @@ impl AttributesConfig {
         let d = AttributesConfig::default();
         Ok(AttributesConfig {
             istio_compat: o.bool("istioCompat")?.unwrap_or(d.istio_compat),
-            url_query: o
-                .read("urlQuery", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("omit", UrlQueryMode::Omit),
-                            ("redact", UrlQueryMode::Redact),
-                            ("full", UrlQueryMode::Full),
-                        ],
-                    )
-                })?
-                .unwrap_or(d.url_query),
+            url_query: o.read("urlQuery", &choice)?.unwrap_or(d.url_query),
         })
     }
 }
@@ -643,18 +554,7 @@ impl WaypointConfig {
     fn from_json(v: &Value, path: &str) -> Result<WaypointConfig> {
         let o = Object::new(v, path.to_string(), &["spans"])?;
         Ok(WaypointConfig {
-            spans: o
-                .read("spans", &|v, p| {
-                    choice(
-                        v,
-                        p,
-                        &[
-                            ("pair", WaypointSpans::Pair),
-                            ("proxy", WaypointSpans::Proxy),
-                        ],
-                    )
-                })?
-                .unwrap_or_default(),
+            spans: o.read("spans", &choice)?.unwrap_or_default(),
         })
     }
 }

@@ -288,3 +288,33 @@ fn bad_capture_and_override_keys_name_the_key() {
         (r#"{"sampling": {"captureErrors": {"statuses": ["5x"]}}}"#,               "sampling.captureErrors.statuses[0]",       "too short"),
     ]);
 }
+
+/// Every value of every named setting is read from the name its type gives it ([`Named`]), and a
+/// wrong name's error lists them all, in order.
+#[test]
+#[rustfmt::skip]
+fn every_named_value_is_read_from_its_name() {
+    fn check<T: Named + PartialEq + fmt::Debug>(json: &dyn Fn(&str) -> String, get: &dyn Fn(Config) -> T) {
+        for &value in T::ALL {
+            let text = json(&format!("\"{}\"", value.name()));
+            assert_eq!(get(Config::parse(text.as_bytes()).unwrap()), value, "{text}");
+        }
+        let text = json("\"nope\"");
+        let err = Config::parse(text.as_bytes()).unwrap_err().to_string();
+        let names: Vec<String> = T::ALL.iter().map(|v| format!("`{}`", v.name())).collect();
+        assert!(err.ends_with(&format!("expected one of {}", names.join(", "))), "{text}: {err}");
+    }
+    check(&|v| format!(r#"{{"tracingServiceName": {v}}}"#), &|c| c.tracing_service_name);
+    check(&|v| format!(r#"{{"role": {v}}}"#), &|c| c.role);
+    check(&|v| format!(r#"{{"spanName": {v}}}"#), &|c| c.span_name);
+    check(&|v| format!(r#"{{"waypoint": {{"spans": {v}}}}}"#), &|c| c.waypoint.spans);
+    check(&|v| format!(r#"{{"attributes": {{"urlQuery": {v}}}}}"#), &|c| c.attributes.url_query);
+    check(&|v| format!(r#"{{"exporter": {{"protocol": {v}}}}}"#), &|c| c.exporter.protocol);
+    check(&|v| format!(r#"{{"propagation": {{"extract": [{v}]}}}}"#), &|c| c.propagation.extract[0]);
+    check(&|v| format!(r#"{{"propagation": {{"publishContext": [{v}]}}}}"#), &|c| c.propagation.publish_context[0]);
+    check(&|v| format!(r#"{{"sampling": {{"rules": [{{"sample": 1, "parent": {v}}}]}}}}"#), &|c| c.sampling.rules[0].parent);
+    check(&|v| format!(r#"{{"sampling": {{"rules": [{{"sample": {v}}}]}}}}"#), &|c| match c.sampling.rules[0].sample {
+        RuleAction::Keyword(k) => k,
+        RuleAction::Percentage(p) => panic!("a keyword, not {p}"),
+    });
+}

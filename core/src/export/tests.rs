@@ -1,3 +1,4 @@
+use super::sender::MAX_IN_FLIGHT;
 use super::*;
 use crate::config::{Config, ExportProtocol};
 use crate::context::{SpanContext, TraceFlags};
@@ -18,7 +19,7 @@ fn http(status: Option<u16>) -> ExportResponse<'static> {
         ..ExportResponse::default()
     }
 }
-use crate::span::SpanKind;
+use crate::span::{PeerResource, SpanKind};
 use prost::Message;
 
 const MS: u64 = 1_000_000;

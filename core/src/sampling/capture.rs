@@ -3,11 +3,12 @@
 //! so the spans captured along a failing path link up, parent to child, into one partial trace.
 //!
 //! The decision is made when the stream ends, from what the response says; each fact is a host
-//! call, so [`CapturePolicy::is_error`] asks for them one at a time and stops at the first that
+//! call, so [`CapturePolicy::is_capturable`] asks for them one at a time and stops at the first that
 //! settles it: on a 2xx answer of a plain HTTP request only `:status` is read.
 
 use super::TokenBucket;
 use crate::config::{CaptureErrors, SamplingConfig};
+use crate::grpc;
 
 /// Why an unsampled request was recorded: the span's `meshtrace.capture` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +25,6 @@ impl CaptureReason {
         }
     }
 }
-
-/// gRPC codes that are a server's fault, hence errors whichever side records the span (OTel
-/// semantic conventions, "Semantic conventions for gRPC", status: UNKNOWN, DEADLINE_EXCEEDED,
-/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS are errors on SERVER spans; CLIENT spans count
-/// every non-OK code, but the span's kind costs a property read and client-side codes such as
-/// NOT_FOUND are the normal life of many APIs).
-const GRPC_SERVER_FAULTS: [u32; 6] = [2, 4, 12, 13, 14, 15];
 
 /// What the response says, each fact but the status behind a host call made on demand.
 pub(crate) struct ResponseReads<'a> {
@@ -64,11 +58,18 @@ impl CapturePolicy {
         self.errors.is_some()
     }
 
-    /// Whether the response is an error worth capturing. The one predicate of error capture:
-    /// no response at all; a configured status (`statuses`, default `5xx`); a gRPC server fault
-    /// under an HTTP 2xx; an Envoy local reply (4xx/5xx with response flags, e.g. `NR`, `RL`,
-    /// `UAEX`, `UF`); a configured `clientStatuses` status on a CLIENT span.
-    pub(crate) fn is_error(&self, response: &ResponseReads<'_>) -> bool {
+    /// Whether the response is an error worth capturing: no response at all; a configured status
+    /// (`statuses`, default `5xx`); a gRPC server fault ([`grpc::is_server_fault`]) under an
+    /// HTTP 2xx; an Envoy local reply (4xx/5xx with response flags, e.g. `NR`, `RL`, `UAEX`,
+    /// `UF`); a configured `clientStatuses` status on a CLIENT span.
+    ///
+    /// The span's status is another question, answered by the tracer's one error rule
+    /// (`tracer/outcome.rs` `is_error`, OTel semantic conventions) once the span is recorded.
+    /// This one is asked of every unsampled request, so it reads the response alone, one fact at
+    /// a time, and the span's kind last: a gRPC status counts only as a server fault under a
+    /// 2xx (the kind's rule for CLIENT spans would cost a property read on every gRPC request),
+    /// a gRPC call without a status is not captured, Envoy's own 4xx replies are.
+    pub(crate) fn is_capturable(&self, response: &ResponseReads<'_>) -> bool {
         let Some(errors) = &self.errors else {
             return false;
         };
@@ -82,7 +83,7 @@ impl CapturePolicy {
             // gRPC carries its status in trailers under HTTP 200; Envoy's local replies to gRPC
             // requests too (`Grpc::Utility::sendLocalReply`).
             return (200..300).contains(&status)
-                && (response.grpc_status)().is_some_and(|c| GRPC_SERVER_FAULTS.contains(&c));
+                && (response.grpc_status)().is_some_and(grpc::is_server_fault);
         }
         (response.response_flags)() != 0
             || (errors.client_statuses.iter().any(|c| c.matches(status)) && (response.is_client)())
@@ -104,7 +105,7 @@ mod tests {
         CapturePolicy::new(&Config::parse(json.as_bytes()).unwrap().sampling)
     }
 
-    /// (is_error, host calls made after `:status`).
+    /// (is_capturable, host calls made after `:status`).
     fn judge(
         p: &CapturePolicy,
         status: Option<u16>,
@@ -114,7 +115,7 @@ mod tests {
     ) -> (bool, u32) {
         let calls = Cell::new(0);
         let count = || calls.set(calls.get() + 1);
-        let error = p.is_error(&ResponseReads {
+        let error = p.is_capturable(&ResponseReads {
             status,
             grpc_status: &|| {
                 count();

@@ -27,11 +27,11 @@ mod rules;
 pub(crate) use self::ot::{threshold_for_percentage, OtValue};
 
 use self::rules::{is_probe, Rule};
+use crate::clock::nanos;
 use crate::config::Config;
 use crate::headers::HeaderMap;
 use crate::ids::TraceId;
 use std::cell::Cell;
-use std::time::Duration;
 
 /// Why a decision was made; reported as metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,10 +235,6 @@ fn decision(sampled: bool, reason: Reason, ot: OtValue) -> Decision {
         starts_mid_trace: false,
         capture_slower_than: None,
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A token bucket per worker VM: `rate` per second, bursts up to one second's worth.

@@ -14,6 +14,7 @@
 use super::outcome::{span_status, Outcome};
 use super::{ActiveSpan, Tracer, REQUEST_ID};
 use crate::config::{LimitsConfig, UrlQueryMode};
+use crate::headers::HeaderMap;
 use crate::http::{split_authority, split_query};
 use crate::istio::{parse_subset_key, peer_service, response_flags_short};
 use crate::naming::{grpc_method, span_name, NameParts};
@@ -84,6 +85,156 @@ fn redact_query(query: &str) -> String {
     out
 }
 
+/// Which of Envoy's spans a span stands for, which decides the request's own tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SpanRole {
+    /// The request as this proxy received it (Envoy's downstream span,
+    /// `finalizeDownstreamSpan`): the proxy's own span, and at a waypoint the source's CLIENT
+    /// span above it.
+    Downstream,
+    /// The CLIENT child spawned for the upstream (Envoy's upstream span,
+    /// `finalizeUpstreamSpan`).
+    Upstream,
+}
+
+/// What the conventions read of the request, parsed once per span.
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    method: &'a str,
+    /// `:path` without its query.
+    path: &'a str,
+    /// The query as `attributes.urlQuery` lets it be recorded.
+    query: Option<String>,
+    scheme: Option<&'a str>,
+    authority: &'a str,
+    /// `:authority` split into host and port.
+    host: &'a str,
+    port: Option<u16>,
+}
+
+impl<'a> Request<'a> {
+    fn new(headers: &'a HeaderMap, recorded_query: impl Fn(&str) -> Option<String>) -> Self {
+        let header = |name: &str| headers.get(name).unwrap_or("");
+        let (path, query) = split_query(header(":path"));
+        let authority = header(":authority");
+        let (host, port) = split_authority(authority);
+        Request {
+            headers,
+            method: header(":method"),
+            path,
+            query: recorded_query(query),
+            scheme: headers.get(":scheme").filter(|s| !s.is_empty()),
+            authority,
+            host,
+            port,
+        }
+    }
+}
+
+/// OpenTelemetry HTTP semantic conventions (stable HTTP attributes, semconv v1.26+), both
+/// kinds; the peer of the connection is the caller for a SERVER span, the server for a CLIENT
+/// one.
+fn http_conventions(a: &mut Attrs<'_>, request: &Request<'_>, outcome: &Outcome, kind: SpanKind) {
+    a.str("http.request.method", request.method);
+    a.str("url.path", request.path);
+    if let Some(q) = &request.query {
+        a.str("url.query", q);
+    }
+    if let Some(scheme) = request.scheme {
+        a.str("url.scheme", scheme);
+    }
+    if !request.host.is_empty() {
+        a.str("server.address", request.host);
+    }
+    if let Some(port) = request.port {
+        a.int("server.port", i64::from(port));
+    }
+    if let Some(code) = outcome.status {
+        a.int("http.response.status_code", i64::from(code));
+    }
+    if let Some(v) = &outcome.protocol_version {
+        a.str("network.protocol.version", v);
+    }
+    if let Some(ua) = request.headers.get("user-agent") {
+        a.str("user_agent.original", ua);
+    }
+    if let Some(error_type) = outcome.error_type(kind) {
+        a.string("error.type", error_type);
+    }
+    let peer = match kind {
+        SpanKind::Server => outcome.downstream_address.as_deref(),
+        SpanKind::Client => outcome.upstream_address.as_deref(),
+    };
+    if let Some((ip, port)) = peer.map(split_authority) {
+        a.str("network.peer.address", ip);
+        if let Some(port) = port {
+            a.int("network.peer.port", i64::from(port));
+        }
+    }
+}
+
+/// HTTP conventions of a SERVER span: the original client, when a proxy in front of this one
+/// said who it was (`x-forwarded-for`), else the connection's peer.
+fn caller(a: &mut Attrs<'_>, request: &Request<'_>, outcome: &Outcome) {
+    let forwarded = request
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|x| x.split(',').next())
+        .map(str::trim)
+        .filter(|x| !x.is_empty());
+    let downstream = outcome.downstream_address.as_deref();
+    if let Some(client) = forwarded.or(downstream.map(|d| split_authority(d).0)) {
+        a.str("client.address", client);
+    }
+}
+
+/// HTTP conventions of a CLIENT span: the URL called, and the called service, so calls leaving
+/// the mesh are nodes of service graphs.
+fn callee(a: &mut Attrs<'_>, request: &Request<'_>, outcome: &Outcome) {
+    let mut full = String::with_capacity(request.authority.len() + request.path.len() + 16);
+    full.push_str(request.scheme.unwrap_or("http"));
+    full.push_str("://");
+    full.push_str(request.authority);
+    full.push_str(request.path);
+    if let Some(q) = &request.query {
+        full.push('?');
+        full.push_str(q);
+    }
+    a.string("url.full", full);
+    let upstream_key = outcome
+        .upstream_cluster
+        .as_deref()
+        .and_then(parse_subset_key);
+    let called = match upstream_key {
+        Some(k) if !k.host.is_empty() => peer_service(k.host),
+        _ => peer_service(request.host),
+    };
+    if let Some(service) = called {
+        a.str("peer.service", service);
+    }
+}
+
+/// OpenTelemetry RPC semantic conventions (gRPC); `compat` adds Istio's `grpc.status_code`.
+fn rpc_conventions(a: &mut Attrs<'_>, request: &Request<'_>, outcome: &Outcome, compat: bool) {
+    let Some(grpc) = &outcome.grpc else {
+        return;
+    };
+    a.str("rpc.system", "grpc");
+    if let Some((service, rpc_method)) = grpc_method(request.path) {
+        a.str("rpc.service", service);
+        a.str("rpc.method", rpc_method);
+    }
+    if let Some(code) = grpc.status {
+        a.int("rpc.grpc.status_code", i64::from(code));
+        if compat {
+            a.string("grpc.status_code", code.to_string());
+        }
+    }
+    if let Some(message) = &grpc.message {
+        a.str("grpc.message", message);
+    }
+}
+
 impl Tracer {
     /// The query as `attributes.urlQuery` lets it be recorded (without `?`); `None` when omitted
     /// or empty.
@@ -120,131 +271,50 @@ impl Tracer {
         )
     }
 
-    /// Every attribute of a span. `downstream` is this proxy's own span (Envoy's downstream
-    /// span: the request's tags); `false` is the CLIENT child spawned for the upstream (Envoy's
-    /// upstream span: the upstream's tags).
+    /// Every attribute of a span, convention by convention. The order is the order of
+    /// importance: under `limits.maxAttributes` the last ones are dropped first (see
+    /// [`Span::set_attribute`]), so semantic conventions come before Istio's tags, its
+    /// duplicates and the custom tags.
     pub(super) fn set_attributes(
         &self,
         span: &mut Span,
         active: &ActiveSpan,
         outcome: &Outcome,
-        downstream: bool,
+        role: SpanRole,
     ) {
-        let compat = self.config.attributes.istio_compat;
         let kind = span.kind;
-        let (status, message) = span_status(kind, outcome);
-        span.status = status;
-        span.status_message = message;
+        (span.status, span.status_message) = span_status(kind, outcome);
+        let request = Request::new(&active.headers, |q| self.recorded_query(q));
         let mut a = Attrs {
             span,
             limits: &self.config.limits,
         };
-        let headers = &active.headers;
-        let header = |name: &str| headers.get(name).unwrap_or("");
-        let method = header(":method");
-        let (path, query) = split_query(header(":path"));
-        let query = self.recorded_query(query);
-        let scheme = headers.get(":scheme").filter(|s| !s.is_empty());
-        let authority = header(":authority");
-        let upstream_address = outcome.upstream_address.as_deref();
-        let downstream_address = outcome.downstream_address.as_deref();
-
-        // OpenTelemetry HTTP semantic conventions (stable HTTP attributes, semconv v1.26+).
-        a.str("http.request.method", method);
-        a.str("url.path", path);
-        if let Some(q) = &query {
-            a.str("url.query", q);
-        }
-        if let Some(scheme) = scheme {
-            a.str("url.scheme", scheme);
-        }
-        let (host_part, port) = split_authority(authority);
-        if !host_part.is_empty() {
-            a.str("server.address", host_part);
-        }
-        if let Some(port) = port {
-            a.int("server.port", i64::from(port));
-        }
-        if let Some(code) = outcome.status {
-            a.int("http.response.status_code", i64::from(code));
-        }
-        if let Some(v) = &outcome.protocol_version {
-            a.str("network.protocol.version", v);
-        }
-        if let Some(ua) = headers.get("user-agent") {
-            a.str("user_agent.original", ua);
-        }
-        if let Some(error_type) = outcome.error_type(kind) {
-            a.string("error.type", error_type);
-        }
-        // The peer of the connection: the caller for a SERVER span, the server for a CLIENT one.
-        let peer = match kind {
-            SpanKind::Server => downstream_address,
-            SpanKind::Client => upstream_address,
-        };
-        if let Some((ip, port)) = peer.map(split_authority) {
-            a.str("network.peer.address", ip);
-            if let Some(port) = port {
-                a.int("network.peer.port", i64::from(port));
-            }
-        }
-        let upstream_key = outcome
-            .upstream_cluster
-            .as_deref()
-            .and_then(parse_subset_key);
+        http_conventions(&mut a, &request, outcome, kind);
         match kind {
-            SpanKind::Server => {
-                // The original client, when a proxy in front of this one said who it was.
-                let forwarded = headers
-                    .get("x-forwarded-for")
-                    .and_then(|x| x.split(',').next())
-                    .map(str::trim)
-                    .filter(|x| !x.is_empty());
-                if let Some(client) = forwarded.or(downstream_address.map(|d| split_authority(d).0))
-                {
-                    a.str("client.address", client);
-                }
-            }
-            SpanKind::Client => {
-                let mut full = String::with_capacity(authority.len() + path.len() + 16);
-                full.push_str(scheme.unwrap_or("http"));
-                full.push_str("://");
-                full.push_str(authority);
-                full.push_str(path);
-                if let Some(q) = &query {
-                    full.push('?');
-                    full.push_str(q);
-                }
-                a.string("url.full", full);
-                // The called service, so calls leaving the mesh are nodes of service graphs.
-                let called = match upstream_key {
-                    Some(k) if !k.host.is_empty() => peer_service(k.host),
-                    _ => peer_service(host_part),
-                };
-                if let Some(service) = called {
-                    a.str("peer.service", service);
-                }
-            }
+            SpanKind::Server => caller(&mut a, &request, outcome),
+            SpanKind::Client => callee(&mut a, &request, outcome),
         }
-        // OpenTelemetry RPC semantic conventions (gRPC).
-        if let Some(grpc) = &outcome.grpc {
-            a.str("rpc.system", "grpc");
-            if let Some((service, rpc_method)) = grpc_method(path) {
-                a.str("rpc.service", service);
-                a.str("rpc.method", rpc_method);
-            }
-            if let Some(code) = grpc.status {
-                a.int("rpc.grpc.status_code", i64::from(code));
-                if compat {
-                    a.string("grpc.status_code", code.to_string());
-                }
-            }
-            if let Some(message) = &grpc.message {
-                a.str("grpc.message", message);
-            }
+        rpc_conventions(
+            &mut a,
+            &request,
+            outcome,
+            self.config.attributes.istio_compat,
+        );
+        self.istio_tracer_tags(&mut a, active, outcome, role);
+        if self.config.attributes.istio_compat {
+            self.istio_duplicates(&mut a, active, &request, outcome, role);
         }
+        self.custom_tags(&mut a, &active.headers);
+    }
 
-        // Istio's tracer: tags with no semantic-convention twin, always.
+    /// Istio's tracer: tags with no semantic-convention twin, always.
+    fn istio_tracer_tags(
+        &self,
+        a: &mut Attrs<'_>,
+        active: &ActiveSpan,
+        outcome: &Outcome,
+        role: SpanRole,
+    ) {
         for (tag, value) in &self.istio_tags {
             a.str(tag, value);
         }
@@ -262,66 +332,77 @@ impl Tracer {
             // Envoy's observability name: the cluster's `alt_stat_name`, which Istio leaves unset.
             a.str("upstream_cluster.name", cluster);
         }
-        if let Some(address) = upstream_address {
+        if let Some(address) = &outcome.upstream_address {
             a.str("upstream_address", address);
         }
         // On the spawned CLIENT child too (Envoy leaves it off): one request, one id to search.
         let request_id = match &active.generated_request_id {
             Some(id) => id.as_str(),
-            None => header(REQUEST_ID),
+            None => active.headers.get(REQUEST_ID).unwrap_or(""),
         };
         a.str("guid:x-request-id", request_id);
-        if downstream {
+        if role == SpanRole::Downstream {
+            let cluster = active.headers.get("x-envoy-downstream-service-cluster");
+            a.str("downstream_cluster", cluster.unwrap_or("-"));
+        }
+    }
+
+    /// Istio's tracer: the duplicates of semantic-convention attributes, under
+    /// `attributes.istioCompat`; the request's own only on Envoy's downstream span
+    /// (`finalizeDownstreamSpan`, `addGrpcRequestTags`).
+    fn istio_duplicates(
+        &self,
+        a: &mut Attrs<'_>,
+        active: &ActiveSpan,
+        request: &Request<'_>,
+        outcome: &Outcome,
+        role: SpanRole,
+    ) {
+        a.string("http.status_code", outcome.status.unwrap_or(0).to_string());
+        if let Some(v) = &outcome.protocol_version {
+            a.string("http.protocol", format!("HTTP/{v}"));
+        }
+        if outcome.envoy_error_tag() {
+            a.str("error", "true");
+        }
+        let peer_address = match role {
+            SpanRole::Downstream => &outcome.downstream_address,
+            SpanRole::Upstream => &outcome.upstream_address,
+        };
+        if let Some(address) = peer_address {
+            a.str("peer.address", address);
+        }
+        if role == SpanRole::Upstream {
+            return;
+        }
+        let headers = &active.headers;
+        a.str("http.method", request.method);
+        a.string("http.url", self.http_url(active, request.query.as_deref()));
+        a.str("user_agent", headers.get("user-agent").unwrap_or("-"));
+        if let Some(size) = outcome.request_size {
+            a.string("request_size", size.to_string());
+            a.int("http.request.body.size", size);
+        }
+        if let Some(size) = outcome.response_size {
+            a.string("response_size", size.to_string());
+            a.int("http.response.body.size", size);
+        }
+        if outcome.grpc.is_some() {
+            // `addGrpcRequestTags`.
+            a.str("grpc.path", headers.get(":path").unwrap_or(""));
+            a.str("grpc.authority", request.authority);
             a.str(
-                "downstream_cluster",
-                headers
-                    .get("x-envoy-downstream-service-cluster")
-                    .unwrap_or("-"),
+                "grpc.content_type",
+                headers.get("content-type").unwrap_or(""),
             );
-        }
-
-        // Istio's tracer: the duplicates of semantic-convention attributes.
-        if compat {
-            a.string("http.status_code", outcome.status.unwrap_or(0).to_string());
-            if let Some(v) = &outcome.protocol_version {
-                a.string("http.protocol", format!("HTTP/{v}"));
-            }
-            if outcome.envoy_error_tag() {
-                a.str("error", "true");
-            }
-            let peer_address = if downstream {
-                downstream_address
-            } else {
-                upstream_address
-            };
-            if let Some(address) = peer_address {
-                a.str("peer.address", address);
-            }
-            if downstream {
-                a.str("http.method", method);
-                a.string("http.url", self.http_url(active, query.as_deref()));
-                a.str("user_agent", headers.get("user-agent").unwrap_or("-"));
-                if let Some(size) = outcome.request_size {
-                    a.string("request_size", size.to_string());
-                    a.int("http.request.body.size", size);
-                }
-                if let Some(size) = outcome.response_size {
-                    a.string("response_size", size.to_string());
-                    a.int("http.response.body.size", size);
-                }
-                if outcome.grpc.is_some() {
-                    // `addGrpcRequestTags`.
-                    a.str("grpc.path", header(":path"));
-                    a.str("grpc.authority", authority);
-                    a.str("grpc.content_type", header("content-type"));
-                    if let Some(timeout) = headers.get("grpc-timeout") {
-                        a.str("grpc.timeout", timeout);
-                    }
-                }
+            if let Some(timeout) = headers.get("grpc-timeout") {
+                a.str("grpc.timeout", timeout);
             }
         }
+    }
 
-        // Istio's custom tags (Envoy applies them to every span, `setCommonTags`).
+    /// Istio's custom tags (Envoy applies them to every span, `setCommonTags`).
+    fn custom_tags(&self, a: &mut Attrs<'_>, headers: &HeaderMap) {
         for (tag, value) in &self.static_tags {
             a.set(tag.clone(), AttrValue::Str(value.clone()));
         }

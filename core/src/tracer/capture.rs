@@ -10,6 +10,7 @@
 
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
+use crate::grpc::is_grpc_content_type;
 use crate::headers::HeaderMap;
 use crate::host::{Host, StreamFact};
 use crate::ids::SpanId;
@@ -63,7 +64,7 @@ impl Tracer {
             trace_state: incoming.tracestate.header_value().unwrap_or_default(),
             grpc: headers
                 .get("content-type")
-                .is_some_and(|c| c.starts_with("application/grpc")),
+                .is_some_and(is_grpc_content_type),
             latency: latency.map(|threshold| (host.now_unix_nanos(), threshold)),
             source_span_id: None,
         })
@@ -126,9 +127,8 @@ impl Tracer {
         })
     }
 
-    /// Error capture's decision, reading the response one fact at a time.
-    // TODO(issue 14): swap for outcome.rs's gRPC-aware "is this outcome an error for this span
-    // kind" once merged, keeping the lazy reads.
+    /// Error capture's decision, reading the response one fact at a time. Not the span's
+    /// status: [`crate::sampling::capture::CapturePolicy::is_capturable`] says how they differ.
     fn is_capturable_error(&self, host: &dyn Host, unsampled: &Unsampled) -> bool {
         if !self.capture.captures_errors() {
             return false;
@@ -136,7 +136,7 @@ impl Tracer {
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok());
-        self.capture.is_error(&ResponseReads {
+        self.capture.is_capturable(&ResponseReads {
             status,
             grpc_status: &|| {
                 if unsampled.grpc {

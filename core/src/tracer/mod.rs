@@ -20,6 +20,7 @@ mod capture;
 mod outcome;
 mod waypoint;
 
+use self::attributes::SpanRole;
 pub(crate) use self::capture::Unsampled;
 pub use self::outcome::Outcome;
 use self::waypoint::CLIENT_MARK_KEY;
@@ -525,17 +526,17 @@ impl Tracer {
                 .and_then(|p| p.destination.as_ref())
                 .map(|d| self.peer_resource(d));
         }
-        self.set_attributes(&mut span, &active, &outcome, true);
+        self.set_attributes(&mut span, &active, &outcome, SpanRole::Downstream);
         self.note(&mut span, active.note);
         let upstream = active.upstream_span_id.map(|id| {
             let mut child = new_span(id, Some(active.context.span_id), SpanKind::Client);
-            self.set_attributes(&mut child, &active, &outcome, false);
+            self.set_attributes(&mut child, &active, &outcome, SpanRole::Upstream);
             child
         });
         let source = source.map(|(id, peer)| {
             let mut client = new_span(id, active.parent, SpanKind::Client);
             client.resource = Some(self.peer_resource(peer));
-            self.set_attributes(&mut client, &active, &outcome, true);
+            self.set_attributes(&mut client, &active, &outcome, SpanRole::Downstream);
             self.note(&mut client, active.note);
             client
         });

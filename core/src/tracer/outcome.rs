@@ -4,6 +4,7 @@
 use super::waypoint::Peers;
 use super::{ActiveSpan, Tracer};
 use crate::config::{RoleSetting, SpanNameMode};
+use crate::grpc::{self, is_grpc_content_type, OK as GRPC_OK};
 use crate::host::{FactSet, Host, StreamFact};
 use crate::istio::{cluster_direction, FLAG_NO_ROUTE};
 use crate::node::ListenerDirection;
@@ -25,7 +26,7 @@ pub struct Outcome {
     pub details: Option<String>,
     /// Envoy's response flags (`response.flags`, bit order of `CoreResponseFlag`).
     pub response_flags: u64,
-    /// `Some` for a gRPC request (request `content-type: application/grpc*`).
+    /// `Some` for a gRPC request (Envoy's test: [`crate::grpc::is_grpc_content_type`]).
     pub grpc: Option<GrpcOutcome>,
     /// The downstream peer, `ip:port` (`source.address`).
     pub downstream_address: Option<String>,
@@ -49,47 +50,6 @@ pub struct GrpcOutcome {
     pub message: Option<String>,
 }
 
-/// gRPC status codes (`grpc/doc/statuscodes.md`).
-pub(crate) const GRPC_OK: u32 = 0;
-const GRPC_CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// The canonical name of a gRPC status code (`UNAVAILABLE`), `None` beyond the known codes.
-pub(crate) fn grpc_code_name(code: u32) -> Option<&'static str> {
-    GRPC_CODE_NAMES.get(usize::try_from(code).ok()?).copied()
-}
-
-/// Envoy's rule for the `error` tag on a gRPC response (`source/common/tracing/
-/// http_tracer_impl.cc` `addGrpcResponseTags`): the codes that mean the server failed.
-fn envoy_grpc_error(code: u32) -> bool {
-    matches!(code, 2 | 4 | 8 | 12 | 13 | 14 | 15)
-}
-
-/// Is a request gRPC? Envoy's test (`Grpc::Common::isGrpcRequestHeaders`): `content-type`
-/// `application/grpc`, or a `+codec` / `;parameter` form of it.
-pub(crate) fn is_grpc_content_type(content_type: &str) -> bool {
-    content_type
-        .strip_prefix("application/grpc")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
-}
-
 /// Whether the span of `kind` for `outcome` is an error — the one rule for span status, for
 /// `error.type`, and for anyone who needs to know (error capture at any sampling rate).
 ///
@@ -104,7 +64,7 @@ pub(crate) fn is_error(kind: SpanKind, outcome: &Outcome) -> bool {
         return match grpc.status {
             None => true,
             Some(GRPC_OK) => false,
-            Some(code) => kind == SpanKind::Client || matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+            Some(code) => kind == SpanKind::Client || grpc::is_server_fault(code),
         };
     }
     match outcome.status {
@@ -133,7 +93,7 @@ impl Outcome {
             .grpc
             .as_ref()
             .and_then(|g| g.status)
-            .is_some_and(envoy_grpc_error)
+            .is_some_and(grpc::is_envoy_error)
     }
 
     /// OTel `error.type`: the gRPC status name, the HTTP status as a string, or — no response
@@ -147,7 +107,7 @@ impl Outcome {
             return None;
         }
         if let Some(code) = self.grpc.as_ref().and_then(|g| g.status).filter(|_| error) {
-            return Some(grpc_code_name(code).map_or_else(|| code.to_string(), str::to_string));
+            return Some(grpc::code_name(code).map_or_else(|| code.to_string(), str::to_string));
         }
         match self.status.filter(|c| *c != 0) {
             Some(code) => Some(code.to_string()),

@@ -7,10 +7,10 @@ use crate::node::ListenerDirection;
 use crate::node::NodeInfo;
 use crate::span::{SpanKind, StatusCode};
 
-const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const SPAN: &str = "00f067aa0ba902b7";
+pub(super) const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(super) const SPAN: &str = "00f067aa0ba902b7";
 
-fn tracer(json: &str) -> Tracer {
+pub(super) fn tracer(json: &str) -> Tracer {
     let node = NodeInfo {
         namespace: "default".into(),
         workload_name: "reviews-v2".into(),
@@ -23,14 +23,14 @@ fn tracer(json: &str) -> Tracer {
     })
 }
 
-fn request(host: &MockHost, t: &Tracer) -> Option<ActiveSpan> {
+pub(super) fn request(host: &MockHost, t: &Tracer) -> Option<ActiveSpan> {
     let mut ids = IdGenerator::from_seed(1);
     t.on_request_headers(host, &mut ids, &Metrics::none())
         .pending
         .and_then(Pending::into_recorded)
 }
 
-fn traceparent(host: &MockHost) -> (String, String, String) {
+pub(super) fn traceparent(host: &MockHost) -> (String, String, String) {
     let tp = host
         .header("traceparent")
         .expect("traceparent is always sent on");
@@ -49,7 +49,7 @@ fn recorded() -> ActiveSpan {
     .unwrap()
 }
 
-fn base_request() -> MockHost {
+pub(super) fn base_request() -> MockHost {
     MockHost::new()
         .with_time(1_700_000_000_000_000_000)
         .with_header(":method", "GET")
@@ -623,7 +623,7 @@ fn an_unparsable_tracestate_is_replaced_by_our_entry_alone() {
     assert_eq!(count, 0);
 }
 
-fn state(host: &MockHost, t: &Tracer) -> RequestState {
+pub(super) fn state(host: &MockHost, t: &Tracer) -> RequestState {
     let mut ids = IdGenerator::from_seed(1);
     t.on_request_headers(host, &mut ids, &Metrics::none())
 }
@@ -745,281 +745,82 @@ fn traceresponse_and_request_id_are_returned_only_when_configured() {
     }
 }
 
-fn waypoint(json: &str) -> Tracer {
-    let node = NodeInfo {
-        id: "waypoint~10.0.0.5~waypoint-6c8f.default~default.svc.cluster.local".into(),
-        namespace: "default".into(),
-        workload_name: "waypoint".into(),
-        labels: vec![(crate::node::LABEL_CANONICAL_NAME, "waypoint".into())],
-        ..NodeInfo::default()
+/// Every attribute of a gateway's spans, in the order they are written: the order of importance
+/// under `limits.maxAttributes` (HTTP conventions, RPC, Istio's tags, its duplicates, the custom
+/// tags); the CLIENT child has the upstream's tags, not the request's own.
+#[test]
+#[rustfmt::skip]
+fn attributes_are_written_convention_by_convention_in_order_of_importance() {
+    let gateway = |json: &str| {
+        let mut t = tracer(json);
+        t.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+        Tracer::new(t.config.clone(), t.node.clone(), &|_| None)
     };
-    Tracer::new(Config::parse(json.as_bytes()).unwrap(), node, &|_| None)
-}
+    let config = r#"{"randomSamplingPercentage": 100, "customTags": {
+        "team": {"literal": {"value": "books"}},
+        "tenant": {"header": {"name": "x-tenant", "defaultValue": "none"}}}}"#;
+    let finish = |t: &Tracer| {
+        let host = MockHost::new()
+            .with_header(":method", "POST")
+            .with_header(":path", "/shop.Cart/Add?x=1")
+            .with_header(":authority", "cart:9080")
+            .with_header(":scheme", "http")
+            .with_header("content-type", "application/grpc")
+            .with_header("grpc-timeout", "1S")
+            .with_header("user-agent", "grpc-go/1.60")
+            .with_header("x-forwarded-for", "203.0.113.7, 10.0.0.2")
+            .with_header("x-envoy-downstream-service-cluster", "gw");
+        let active = request(&host, t).unwrap();
+        let outcome = Outcome {
+            kind: SpanKind::Server,
+            status: Some(200),
+            protocol_version: Some("2".into()),
+            upstream_cluster: Some("outbound|9080||cart.shop.svc.cluster.local".into()),
+            grpc: Some(GrpcOutcome {
+                status: Some(14),
+                message: Some("backend down".into()),
+            }),
+            downstream_address: Some("10.0.0.2:51234".into()),
+            upstream_address: Some("10.0.0.9:9080".into()),
+            request_size: Some(12),
+            response_size: Some(34),
+            ..Outcome::default()
+        };
+        t.finish(active, outcome, 1_700_000_000_000_500_000)
+    };
+    let keys = |s: &Span| s.attributes.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    let http = [
+        "http.request.method", "url.path", "url.query", "url.scheme", "server.address",
+        "server.port", "http.response.status_code", "network.protocol.version",
+        "user_agent.original", "error.type", "network.peer.address", "network.peer.port",
+    ];
+    let rpc = [
+        "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "grpc.status_code",
+        "grpc.message",
+    ];
+    let istio = [
+        "istio.canonical_revision", "istio.canonical_service", "istio.mesh_id", "istio.namespace",
+        "istio.cluster_id", "node_id", "zone", "component", "response_flags", "upstream_cluster",
+        "upstream_cluster.name", "upstream_address", "guid:x-request-id",
+    ];
+    let duplicates = ["http.status_code", "http.protocol", "error", "peer.address"];
+    let request_duplicates = [
+        "http.method", "http.url", "user_agent", "request_size", "http.request.body.size",
+        "response_size", "http.response.body.size", "grpc.path", "grpc.authority",
+        "grpc.content_type", "grpc.timeout",
+    ];
+    let custom = ["team", "tenant"];
+    let finished = finish(&gateway(config));
+    let server = [
+        &http[..], &["client.address"], &rpc, &istio, &["downstream_cluster"], &duplicates,
+        &request_duplicates, &custom,
+    ];
+    assert_eq!(keys(&finished.span), server.concat(), "the SERVER span");
+    let client = [&http[..], &["url.full", "peer.service"], &rpc, &istio, &duplicates, &custom];
+    assert_eq!(keys(finished.upstream.as_ref().unwrap()), client.concat(), "its CLIENT child");
 
-/// What a waypoint's host knows when the request to reviews ends: Istio's cluster and endpoint
-/// metadata, the peer object of the source.
-fn waypoint_host(host: MockHost) -> MockHost {
-    waypoint_host_status(host, "200")
-}
-
-fn waypoint_host_status(host: MockHost, status: &str) -> MockHost {
-    host.with_response_header(":status", status)
-        .with_text(
-            StreamFact::UpstreamCluster,
-            "inbound-vip|9080|http|reviews.default.svc.cluster.local",
-        )
-        .with_text(
-            StreamFact::UpstreamWorkload,
-            "reviews-v2;default;reviews;v2;Kubernetes",
-        )
-        .with_text(StreamFact::PeerWorkload, "productpage-v1")
-        .with_text(StreamFact::PeerNamespace, "default")
-        .with_text(StreamFact::PeerService, "productpage")
-        .with_text(StreamFact::PeerRevision, "v1")
-}
-
-fn attr(s: &Span, key: &str) -> Option<String> {
-    s.attributes
-        .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| match v {
-            AttrValue::Str(s) => Some(s.clone()),
-            _ => None,
-        })
-}
-
-#[test]
-fn a_waypoint_records_the_sources_client_span_and_the_destinations_server_span() {
-    let t = waypoint(r#"{"randomSamplingPercentage": 100}"#);
-    let host =
-        waypoint_host(base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01")));
-    let active = request(&host, &t).unwrap();
-    let (_, sent, _) = traceparent(&host);
-    let outcome = t.read_outcome(&host, &active);
-    assert!(
-        !host
-            .fact_reads
-            .borrow()
-            .contains(&StreamFact::ListenerDirection),
-        "a waypoint never reads the listener's direction"
-    );
-    let finished = t.finish(active, outcome, 1_700_000_000_000_500_000);
-    let server = &finished.span;
-    let client = finished.source.as_ref().expect("the source's CLIENT span");
-    assert!(
-        finished.upstream.is_none(),
-        "no spawned child at a waypoint"
-    );
-    assert_eq!(client.kind, SpanKind::Client);
-    assert_eq!(
-        client.parent.map(|p| p.to_hex()),
-        Some(SPAN.to_string()),
-        "child of the caller"
-    );
-    assert_eq!(server.kind, SpanKind::Server);
-    assert_eq!(
-        server.parent,
-        Some(client.context.span_id),
-        "SERVER child of CLIENT"
-    );
-    assert_eq!(
-        server.context.span_id.to_hex(),
-        sent,
-        "the SERVER span's id goes upstream"
-    );
-    let service = |s: &Span| s.resource.as_ref().map(|r| r.service_name.clone());
-    assert_eq!(
-        service(client).as_deref(),
-        Some("productpage.default"),
-        "the source's service"
-    );
-    assert_eq!(
-        service(server).as_deref(),
-        Some("reviews.default"),
-        "the destination's service"
-    );
-    assert_eq!(
-        server.resource.as_ref().map(|r| r.version.as_str()),
-        Some("v2")
-    );
-    for s in [client, server] {
-        assert_eq!(
-            attr(s, "istio.source_workload").as_deref(),
-            Some("productpage-v1")
-        );
-        assert_eq!(
-            attr(s, "istio.source_canonical_service").as_deref(),
-            Some("productpage")
-        );
-        assert_eq!(
-            attr(s, "istio.destination_workload").as_deref(),
-            Some("reviews-v2")
-        );
-        assert_eq!(
-            attr(s, "istio.destination_canonical_revision").as_deref(),
-            Some("v2")
-        );
-        assert_eq!(
-            attr(s, "istio.destination_cluster_id").as_deref(),
-            Some("Kubernetes")
-        );
-        assert!(
-            attr(s, "node_id").is_some_and(|n| n.starts_with("waypoint~")),
-            "who recorded it"
-        );
-    }
-    assert_eq!(
-        attr(client, "peer.service").as_deref(),
-        Some("reviews.default"),
-        "the edge"
-    );
-}
-
-#[test]
-fn a_waypoint_names_the_destination_under_the_configured_mode() {
-    let t = waypoint(
-        r#"{"randomSamplingPercentage": 100, "tracingServiceName": "CANONICAL_NAME_ONLY"}"#,
-    );
-    let host = waypoint_host(base_request());
-    let active = request(&host, &t).unwrap();
-    let outcome = t.read_outcome(&host, &active);
-    let finished = t.finish(active, outcome, 2);
-    let service = |s: &Span| s.resource.as_ref().map(|r| r.service_name.clone());
-    assert_eq!(service(&finished.span).as_deref(), Some("reviews"));
-    assert_eq!(
-        service(finished.source.as_ref().unwrap()).as_deref(),
-        Some("productpage")
-    );
-}
-
-#[test]
-fn a_waypoint_leaves_out_the_client_span_its_callers_proxy_recorded() {
-    // A meshtrace gateway: its CLIENT child's id goes upstream, marked.
-    let mut gw = tracer(r#"{"randomSamplingPercentage": 100}"#);
-    gw.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
-    let gw = Tracer::new(gw.config.clone(), gw.node.clone(), &|_| None);
-    let host = base_request().with_header("tracestate", "congo=1");
-    request(&host, &gw).unwrap();
-    let (trace, sent, _) = traceparent(&host);
-    let tracestate = host.header("tracestate").unwrap();
-    assert!(
-        tracestate.starts_with(&format!("meshtrace=c:{sent},")),
-        "the gateway marks the CLIENT span it sends: {tracestate}"
-    );
-
-    let t = waypoint(r#"{"randomSamplingPercentage": 100}"#);
-    let host = waypoint_host(
-        base_request()
-            .with_header("traceparent", &format!("00-{trace}-{sent}-01"))
-            .with_header("tracestate", &tracestate),
-    );
-    let active = request(&host, &t).unwrap();
-    let outcome = t.read_outcome(&host, &active);
-    let finished = t.finish(active, outcome, 2);
-    assert!(
-        finished.source.is_none(),
-        "the gateway recorded the CLIENT span"
-    );
-    assert_eq!(
-        finished.span.parent.map(|p| p.to_hex()),
-        Some(sent.clone()),
-        "SERVER child of it"
-    );
-
-    // A mark naming another span (left by a proxy further up): the CLIENT span is recorded.
-    let host = waypoint_host(
-        base_request()
-            .with_header("traceparent", &format!("00-{trace}-{SPAN}-01"))
-            .with_header("tracestate", &tracestate),
-    );
-    let active = request(&host, &t).unwrap();
-    let outcome = t.read_outcome(&host, &active);
-    assert!(
-        t.finish(active, outcome, 2).source.is_some(),
-        "a stale mark is ignored"
-    );
-}
-
-#[test]
-fn waypoint_spans_proxy_keeps_istios_one_waypoint_span() {
-    let t = waypoint(r#"{"randomSamplingPercentage": 100, "waypoint": {"spans": "proxy"}}"#);
-    let host =
-        waypoint_host(base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01")));
-    let active = request(&host, &t).unwrap();
-    let outcome = t.read_outcome(&host, &active);
-    let finished = t.finish(active, outcome, 2);
-    assert!(finished.source.is_none(), "one span");
-    assert_eq!(finished.span.kind, SpanKind::Server);
-    assert_eq!(finished.span.resource, None, "the waypoint's own resource");
-    assert_eq!(
-        finished.span.parent.map(|p| p.to_hex()),
-        Some(SPAN.to_string())
-    );
-    assert_eq!(
-        attr(&finished.span, "istio.source_workload").as_deref(),
-        Some("productpage-v1"),
-        "Istio's tags kept"
-    );
-}
-
-#[test]
-fn a_waypoint_without_a_known_source_records_the_server_span_alone() {
-    let t = waypoint(r#"{"randomSamplingPercentage": 100}"#);
-    let host = base_request()
-        .with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"))
-        .with_response_header(":status", "200");
-    let active = request(&host, &t).unwrap();
-    let outcome = t.read_outcome(&host, &active);
-    let finished = t.finish(active, outcome, 2);
-    assert!(
-        finished.source.is_none(),
-        "no CLIENT span under the waypoint's own name"
-    );
-    assert_eq!(
-        finished.span.parent.map(|p| p.to_hex()),
-        Some(SPAN.to_string()),
-        "no dangling parent"
-    );
-}
-
-#[test]
-fn unsampled_requests_at_a_waypoint_read_no_property() {
-    let t = waypoint(r#"{"randomSamplingPercentage": 0, "sampling": {"captureErrors": false}}"#);
-    let host =
-        waypoint_host(base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00")));
-    let state = state(&host, &t);
-    assert!(state.pending.is_none());
-    assert!(
-        host.fact_reads.borrow().is_empty(),
-        "{:?}",
-        host.fact_reads.borrow()
-    );
-}
-
-#[test]
-fn a_captured_error_at_a_waypoint_gives_the_pair_too() {
-    let t = waypoint(r#"{"randomSamplingPercentage": 0}"#);
-    let host = waypoint_host_status(
-        base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00")),
-        "503",
-    );
-    let state = state(&host, &t);
-    let (_, sent, _) = traceparent(&host);
-    let finished = t
-        .end(&host, state.pending.unwrap(), &Metrics::none())
-        .expect("a 503 is captured");
-    let client = finished.source.as_ref().expect("the source's CLIENT span");
-    assert_eq!(
-        finished.span.context.span_id.to_hex(),
-        sent,
-        "the id the upstream saw"
-    );
-    assert_eq!(finished.span.parent, Some(client.context.span_id));
-    assert_eq!(
-        finished.span.status,
-        StatusCode::Error,
-        "the destination's 503"
-    );
-    assert_eq!(client.status, StatusCode::Error, "and the source's");
-    assert_eq!(attr(client, "meshtrace.capture").as_deref(), Some("error"));
+    let limited = config.replacen('{', r#"{"limits": {"maxAttributes": 14},"#, 1);
+    let span = finish(&gateway(&limited)).span;
+    assert_eq!(keys(&span), server.concat()[..14], "the first ones kept");
+    assert_eq!(span.dropped_attributes as usize, server.concat().len() - 14, "the rest counted");
 }

@@ -278,6 +278,36 @@ fn which_endings_are_captured() {
     }
 }
 
+/// Error capture and the span's status tell gRPC by one test, Envoy's: a server fault under
+/// HTTP 200 is captured and its span is an error; gRPC-Web is gRPC to neither (capture read its
+/// status and kept a span whose status said no error).
+#[test]
+#[rustfmt::skip]
+fn a_grpc_failure_under_http_200_is_captured_by_envoys_grpc_test() {
+    let cases = [
+        ("application/grpc",       Some("error"), "gRPC UNAVAILABLE under HTTP 200"),
+        ("application/grpc+proto", Some("error"), "a +codec form is gRPC"),
+        ("application/grpc-web",   None,          "gRPC-Web is not gRPC: Envoy's gRPC-Web filter translates it"),
+    ];
+    for (content_type, want, why) in cases {
+        let host = MockHost::new()
+            .with_time(START)
+            .with_header(":method", "POST")
+            .with_header(":path", "/shop.Cart/Add")
+            .with_header(":authority", "cart:9080")
+            .with_header("content-type", content_type)
+            .with_header("traceparent", &format!("00-{TRACE}-{PARENT}-00"))
+            .with_response_header(":status", "200")
+            .with_int(StreamFact::GrpcStatus, 14);
+        let t = tracer(r#"{"randomSamplingPercentage": 0}"#);
+        let (_, finished, _) = run(&t, &Counting::new(host), &Metrics::none(), 1_000);
+        assert_eq!(finished.as_ref().and_then(|f| attr(f, "meshtrace.capture")), want.map(|w| AttrValue::Str(w.into())), "{why}");
+        if let Some(f) = finished {
+            assert_eq!(f.span.status, StatusCode::Error, "{why}: the span's status agrees");
+        }
+    }
+}
+
 #[test]
 fn captures_beyond_the_cap_are_counted_not_recorded() {
     let t = tracer(r#"{"randomSamplingPercentage": 0, "sampling": {"maxCapturedPerSecond": 2}}"#);
