@@ -159,12 +159,12 @@ cmd_demo() {
 
 # --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
 cmd_image() {
-  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/deploy/oci/oci.sh" image-native "$@"; return; fi
+  if [ "${1:-}" = --native ]; then shift; cmd_build; bash "$ROOT/deploy/oci/oci.sh" image-native "$@"; return; fi
   cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"
 }
 cmd_push() {
   ensure_apt skopeo:skopeo
-  if [ "${1:-}" = --native ]; then shift; bash "$ROOT/deploy/oci/oci.sh" push-native "$@"; return; fi
+  if [ "${1:-}" = --native ]; then shift; cmd_build; bash "$ROOT/deploy/oci/oci.sh" push-native "$@"; return; fi
   bash "$ROOT/deploy/oci/oci.sh" push "$@"
 }
 cmd_bench() {
