@@ -197,7 +197,7 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
                           the test files given; every ARG goes to pytest
   demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
   image [--native]        OCI image layout of the plugin (Istio's Wasm image format); --native:
-                          of dist/libmeshtrace.so (--base LAYOUT:TAG for the init-container route)
+                          dist/libmeshtrace.so on a base image (--base LAYOUT:TAG, see docs/native-deployment.md)
   push [--native] REF     push that image with skopeo (prints the digest-pinned chart value)
   bench                   what meshtrace costs per request, against Envoy's own tracer
   soak MINUTES            sustained load; VM memory and queue depth over time
