@@ -122,16 +122,17 @@ cmd_test() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
 }
 
-# The fast inner loop: core tests natively; `--wasi` adds the same tests under wasmtime. Other
-# arguments are cargo test's (a name filter, `-- --nocapture`).
+# The fast inner loop: the core's and the adapter's tests natively; `--wasi` adds the core's tests
+# under wasmtime (the adapter's need a proxy-wasm host). Other arguments are cargo test's (a name
+# filter, `-- --nocapture`).
 cmd_unit() {
   local wasi=false args=()
   for a in "$@"; do
     if [ "$a" = --wasi ]; then wasi=true; else args+=("$a"); fi
   done
   ensure_rust
-  say "core unit and property tests (native)"
-  cargo test -p meshtrace-core -p meshtrace-config "${args[@]}"
+  say "core and adapter unit and property tests (native)"
+  cargo test -p meshtrace-core -p meshtrace-config -p meshtrace "${args[@]}"
   if $wasi; then
     ensure_venv
     say "core unit tests compiled to $WASM_TARGET, run under wasmtime"
@@ -151,10 +152,16 @@ cmd_e2e() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q "${where[@]}" "$@"
 }
 
+# A script of tests/ on the built plugin, with the shared package tests/helpers importable (the
+# scripts' counterpart of tests/pytest.ini's pythonpath).
+run_py() {
+  MESHTRACE_WASM="$DIST/meshtrace.wasm" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" "$@"
+}
+
 cmd_demo() {
   cmd_build
   ensure_venv
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/demo/demo.py" "$@"
+  run_py "$ROOT/tests/demo/demo.py" "$@"
 }
 
 # --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
@@ -171,17 +178,17 @@ cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
   if [ "${1:-}" = --meter ]; then
     shift; cmd_build; ensure_venv
-    MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/meter/meter.py" "$@"
+    run_py "$ROOT/tests/meter/meter.py" "$@"
     return
   fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/bench.py" "$@"
+  run_py "$ROOT/tests/bench/bench.py" "$@"
 }
 cmd_soak() {
   cmd_build; ensure_venv; ensure_apt wrk:wrk
-  MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" "$ROOT/tests/bench/soak.py" "$@"
+  run_py "$ROOT/tests/bench/soak.py" "$@"
 }
-cmd_fuzz() { ensure_rust; bash "$ROOT/tests/tools/fuzz.sh" "$@"; }
+cmd_fuzz() { ensure_rust; bash "$ROOT/tests/fuzz/fuzz.sh" "$@"; }
 cmd_doctor() { python3 "$ROOT/deploy/doctor/doctor.py" "$@"; }
 
 usage() {
@@ -191,8 +198,8 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
   build                   release .wasm -> dist/meshtrace.wasm (size and sha256 printed)
   test [PYTEST ARGS]      every suite: fmt, clippy, unit (native and wasm32-wasip1), release
                           build, end-to-end, demo and deployment tests (about 5 minutes)
-  unit [--wasi] [FILTER]  core unit and property tests, natively, in seconds; --wasi runs them
-                          compiled to wasm32-wasip1 under wasmtime as well
+  unit [--wasi] [FILTER]  core and adapter unit and property tests, natively, in seconds; --wasi
+                          runs the core's compiled to wasm32-wasip1 under wasmtime as well
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
   demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)

@@ -1,10 +1,11 @@
 //! The proxy-wasm ABI (v0.2.1) as meshtrace uses it, both ways, with nothing that can trap.
 //!
-//! Host calls: every one the plugin makes is declared here returning the raw `u32` status and
-//! wrapped into a `Result<_, HostError>` carrying that status. The SDK's wrappers `panic!` on a
-//! status they did not expect (and declare the status as a Rust enum, so a number outside it is
-//! undefined behaviour); a panic traps the VM and ends tracing on that worker, so the plugin no
-//! longer links the SDK at all.
+//! Host calls: every one the plugin makes is declared once here (`host_calls!`, which gives the
+//! wasm32 import and the native fake), with typed map, buffer and metric kinds, returning the raw
+//! `u32` status, and wrapped into a `Result<_, HostError>` carrying that status. The SDK's
+//! wrappers `panic!` on a status they did not expect (and declare the status as a Rust enum, so a
+//! number outside it is undefined behaviour); a panic traps the VM and ends tracing on that
+//! worker, so the plugin no longer links the SDK at all.
 //!
 //! Callbacks: [`exports`] are the `proxy_on_*` functions the host calls, handed to
 //! [`crate::filter`]; only those meshtrace implements exist, so Envoy makes no needless trip into
@@ -23,19 +24,33 @@ pub mod status {
     pub const NOT_FOUND: u32 = 1;
 }
 
-/// `MapType`.
+/// `MapType`: which header map a call reads or writes. A type of its own, as are
+/// [`BufferType`] and [`MetricType`], so that a buffer's number cannot be passed where a map's is
+/// expected (both are small integers in the ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct MapType(u32);
+
+/// The header maps the plugin uses.
 pub mod map {
-    pub const REQUEST_HEADERS: u32 = 0;
-    pub const RESPONSE_HEADERS: u32 = 2;
-    pub const RESPONSE_TRAILERS: u32 = 3;
-    pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
-    pub const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
+    use super::MapType;
+    pub const REQUEST_HEADERS: MapType = MapType(0);
+    pub const RESPONSE_HEADERS: MapType = MapType(2);
+    pub const RESPONSE_TRAILERS: MapType = MapType(3);
+    pub const HTTP_CALL_RESPONSE_HEADERS: MapType = MapType(6);
+    pub const HTTP_CALL_RESPONSE_TRAILERS: MapType = MapType(7);
 }
 
-/// `BufferType`.
+/// `BufferType`: which buffer [`buffer`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct BufferType(u32);
+
+/// The buffers the plugin reads.
 pub mod buffer {
-    pub const HTTP_CALL_RESPONSE_BODY: u32 = 4;
-    pub const PLUGIN_CONFIGURATION: u32 = 7;
+    use super::BufferType;
+    pub const HTTP_CALL_RESPONSE_BODY: BufferType = BufferType(4);
+    pub const PLUGIN_CONFIGURATION: BufferType = BufferType(7);
 }
 
 /// `LogLevel`.
@@ -48,57 +63,85 @@ pub mod level {
     pub const CRITICAL: u32 = 5;
 }
 
-/// `MetricType`.
+/// `MetricType`: what [`define_metric`] defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct MetricType(u32);
+
+/// The metric types the plugin defines.
 pub mod metric {
-    pub const COUNTER: u32 = 0;
-    pub const GAUGE: u32 = 1;
+    use super::MetricType;
+    pub const COUNTER: MetricType = MetricType(0);
+    pub const GAUGE: MetricType = MetricType(1);
 }
 
-#[cfg(target_arch = "wasm32")]
+/// Declares host calls once and gives both builds: on wasm32 the imports from `$module`; off it,
+/// a native stand-in of the same signature that answers [`fake::answer`]'s status and writes
+/// nothing back. The kinds above are `repr(transparent)` over `u32`, so they cross the ABI as
+/// the `u32` the host expects.
+macro_rules! host_calls {
+    ($module:literal: $(fn $name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
+        #[cfg(target_arch = "wasm32")]
+        #[link(wasm_import_module = $module)]
+        extern "C" {
+            $(pub fn $name($($arg: $ty),*) -> u32;)*
+        }
+        $(
+            #[cfg(not(target_arch = "wasm32"))]
+            #[allow(unused_variables)]
+            pub unsafe fn $name($($arg: $ty),*) -> u32 {
+                $crate::abi::fake::status()
+            }
+        )*
+    };
+}
+
+/// Every call the plugin makes to its host, each returning the raw status.
+#[allow(clippy::too_many_arguments, clippy::missing_safety_doc)]
 mod sys {
-    #[link(wasm_import_module = "env")]
-    extern "C" {
-        pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
-        pub fn proxy_get_log_level(level: *mut u32) -> u32;
-        pub fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
-        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
-        pub fn proxy_get_buffer_bytes(
-            buffer: u32,
+    use super::{BufferType, MapType, MetricType};
+
+    host_calls! { "env":
+        fn proxy_log(level: u32, data: *const u8, size: usize);
+        fn proxy_get_log_level(level: *mut u32);
+        fn proxy_get_current_time_nanoseconds(time: *mut u64);
+        fn proxy_set_tick_period_milliseconds(period: u32);
+        fn proxy_get_buffer_bytes(
+            buffer: BufferType,
             start: usize,
             max_size: usize,
             data: *mut *mut u8,
             size: *mut usize,
-        ) -> u32;
-        pub fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
-        pub fn proxy_get_header_map_value(
-            map: u32,
+        );
+        fn proxy_get_header_map_pairs(map: MapType, data: *mut *mut u8, size: *mut usize);
+        fn proxy_get_header_map_value(
+            map: MapType,
             key: *const u8,
             key_size: usize,
             data: *mut *mut u8,
             size: *mut usize,
-        ) -> u32;
-        pub fn proxy_replace_header_map_value(
-            map: u32,
+        );
+        fn proxy_replace_header_map_value(
+            map: MapType,
             key: *const u8,
             key_size: usize,
             value: *const u8,
             value_size: usize,
-        ) -> u32;
-        pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
-        pub fn proxy_set_property(
+        );
+        fn proxy_remove_header_map_value(map: MapType, key: *const u8, key_size: usize);
+        fn proxy_set_property(
             path: *const u8,
             path_size: usize,
             value: *const u8,
             value_size: usize,
-        ) -> u32;
-        pub fn proxy_get_property(
+        );
+        fn proxy_get_property(
             path: *const u8,
             path_size: usize,
             data: *mut *mut u8,
             size: *mut usize,
-        ) -> u32;
-        #[allow(clippy::too_many_arguments)]
-        pub fn proxy_http_call(
+        );
+        fn proxy_http_call(
             upstream: *const u8,
             upstream_size: usize,
             headers: *const u8,
@@ -109,115 +152,17 @@ mod sys {
             trailers_size: usize,
             timeout_ms: u32,
             token: *mut u32,
-        ) -> u32;
-        pub fn proxy_define_metric(kind: u32, name: *const u8, size: usize, id: *mut u32) -> u32;
-        pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
-        pub fn proxy_record_metric(id: u32, value: u64) -> u32;
-        pub fn proxy_done() -> u32;
+        );
+        fn proxy_define_metric(kind: MetricType, name: *const u8, size: usize, id: *mut u32);
+        fn proxy_increment_metric(id: u32, offset: i64);
+        fn proxy_record_metric(id: u32, value: u64);
+        fn proxy_done();
     }
 
     // WASI's environment calls (errno 0 is success).
-    #[link(wasm_import_module = "wasi_snapshot_preview1")]
-    extern "C" {
-        pub fn environ_sizes_get(count: *mut usize, size: *mut usize) -> u32;
-        pub fn environ_get(environ: *mut *mut u8, buffer: *mut u8) -> u32;
-    }
-}
-
-/// Native stand-in for the host: answers every call with [`fake::answer`]'s status and writes
-/// nothing back.
-#[cfg(not(target_arch = "wasm32"))]
-#[allow(clippy::too_many_arguments, clippy::missing_safety_doc)]
-mod sys {
-    use super::fake::status;
-
-    pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_log_level(_: *mut u32) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_buffer_bytes(
-        _: u32,
-        _: usize,
-        _: usize,
-        _: *mut *mut u8,
-        _: *mut usize,
-    ) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_header_map_value(
-        _: u32,
-        _: *const u8,
-        _: usize,
-        _: *mut *mut u8,
-        _: *mut usize,
-    ) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_replace_header_map_value(
-        _: u32,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-    ) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_set_property(_: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_get_property(
-        _: *const u8,
-        _: usize,
-        _: *mut *mut u8,
-        _: *mut usize,
-    ) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_http_call(
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-        _: u32,
-        _: *mut u32,
-    ) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_define_metric(_: u32, _: *const u8, _: usize, _: *mut u32) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_record_metric(_: u32, _: u64) -> u32 {
-        status()
-    }
-    pub unsafe fn proxy_done() -> u32 {
-        status()
-    }
-    pub unsafe fn environ_sizes_get(_: *mut usize, _: *mut usize) -> u32 {
-        status()
-    }
-    pub unsafe fn environ_get(_: *mut *mut u8, _: *mut u8) -> u32 {
-        status()
+    host_calls! { "wasi_snapshot_preview1":
+        fn environ_sizes_get(count: *mut usize, size: *mut usize);
+        fn environ_get(environ: *mut *mut u8, buffer: *mut u8);
     }
 }
 
@@ -286,21 +231,27 @@ pub fn set_tick_period(period: std::time::Duration) -> Result<(), HostError> {
 }
 
 /// Up to `max_size` bytes of a buffer from `start`; `None` when the host has none.
-pub fn buffer(kind: u32, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, HostError> {
+pub fn buffer(
+    kind: BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0);
-    // SAFETY: see `take`.
+    // SAFETY: the host writes a pointer and a size into our locals.
     let status =
         unsafe { sys::proxy_get_buffer_bytes(kind, start, max_size, &mut data, &mut size) };
     if status == status::NOT_FOUND {
         return Ok(None);
     }
+    // SAFETY: `data` and `size` are the host's answer to this call, as `take` requires.
     unsafe { take(status, data, size) }
 }
 
 /// A header map in the host's serialized layout (read by `HeaderMap::from_serialized_vec`).
-pub fn header_map_pairs(map: u32) -> Result<Option<Vec<u8>>, HostError> {
+pub fn header_map_pairs(map: MapType) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0);
-    // SAFETY: see `take`.
+    // SAFETY: the host writes a pointer and a size into our locals; they are its answer to this
+    // call, as `take` requires.
     unsafe {
         let status = sys::proxy_get_header_map_pairs(map, &mut data, &mut size);
         take(status, data, size)
@@ -308,9 +259,9 @@ pub fn header_map_pairs(map: u32) -> Result<Option<Vec<u8>>, HostError> {
 }
 
 /// One header's value as bytes (any bytes a client sent); `None` when absent.
-pub fn header_map_value(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+pub fn header_map_value(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0);
-    // SAFETY: see `take`; `name` outlives the call.
+    // SAFETY: `name` outlives the call; the host writes a pointer and a size into our locals.
     let status = unsafe {
         sys::proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
     };
@@ -318,11 +269,16 @@ pub fn header_map_value(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostErr
         return Ok(None);
     }
     // Present but empty: the host may answer with a null pointer.
+    // SAFETY: `data` and `size` are the host's answer to this call, as `take` requires.
     unsafe { take(status, data, size) }.map(|v| Some(v.unwrap_or_default()))
 }
 
 /// Sets (replacing every value) or, with `None`, removes a header.
-pub fn set_header_map_value(map: u32, name: &str, value: Option<&str>) -> Result<(), HostError> {
+pub fn set_header_map_value(
+    map: MapType,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), HostError> {
     // SAFETY: name and value outlive the call.
     check(unsafe {
         match value {
@@ -358,13 +314,15 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
         serialized.extend_from_slice(segment.as_bytes());
     }
     let (mut data, mut size) = (null_mut(), 0);
-    // SAFETY: see `take`; `serialized` outlives the call.
+    // SAFETY: `serialized` outlives the call; the host writes a pointer and a size into our
+    // locals.
     let status = unsafe {
         sys::proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size)
     };
     if status == status::NOT_FOUND {
         return Ok(None);
     }
+    // SAFETY: `data` and `size` are the host's answer to this call, as `take` requires.
     unsafe { take(status, data, size) }
 }
 
@@ -402,7 +360,7 @@ pub fn http_call(
     Ok(token)
 }
 
-pub fn define_metric(kind: u32, name: &str) -> Result<u32, HostError> {
+pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, HostError> {
     let mut id = 0;
     // SAFETY: `name` outlives the call; the host writes one u32.
     check(unsafe { sys::proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
@@ -637,8 +595,16 @@ mod tests {
                 absent,
                 "value {s}"
             );
-            assert_eq!(set_header_map_value(0, "a", Some("b")), err, "replace {s}");
-            assert_eq!(set_header_map_value(0, "a", None), err, "remove {s}");
+            assert_eq!(
+                set_header_map_value(map::REQUEST_HEADERS, "a", Some("b")),
+                err,
+                "replace {s}"
+            );
+            assert_eq!(
+                set_header_map_value(map::REQUEST_HEADERS, "a", None),
+                err,
+                "remove {s}"
+            );
             assert_eq!(property(&["xds", "node"]), absent, "property {s}");
             let call = http_call("c", &[(":path", "/")], b"x", Duration::from_secs(1));
             assert_eq!(call, Err(HostError(s)), "http call {s}");
@@ -655,7 +621,7 @@ mod tests {
         }
         fake::answer(status::OK);
         assert_eq!(
-            header_map_value(0, "a"),
+            header_map_value(map::REQUEST_HEADERS, "a"),
             Ok(Some(Vec::new())),
             "present, empty"
         );

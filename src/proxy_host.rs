@@ -173,7 +173,7 @@ fn property_path(fact: StreamFact, xds: XdsAttributes) -> &'static [&'static str
 }
 
 /// Every pair of a header map; empty when the host has none to give.
-pub fn map_pairs(map: u32) -> HeaderMap {
+pub fn map_pairs(map: abi::MapType) -> HeaderMap {
     abi::header_map_pairs(map)
         .ok()
         .flatten()
@@ -182,7 +182,7 @@ pub fn map_pairs(map: u32) -> HeaderMap {
 }
 
 /// One header's first value, bytes that are not UTF-8 read as U+FFFD.
-pub fn map_value(map: u32, name: &str) -> Option<String> {
+pub fn map_value(map: abi::MapType, name: &str) -> Option<String> {
     abi::header_map_value(map, name)
         .ok()
         .flatten()

@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "bench"))
+from helpers.harness import Stack, wait_until
+from helpers.load import COLLECTOR_HTTP, direct_response_upstream, meshtrace, rss_bytes, start
 
-from bench import (COLLECTOR_HTTP, direct_response_upstream, meshtrace, rss_bytes,  # noqa: E402
-                   start)
-from harness import Stack, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def slope_mib_per_min(points: list[tuple[float, float]]) -> float:

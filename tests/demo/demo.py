@@ -16,10 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mesh import AmbientMesh, Mesh, Stack, wait_until  # noqa: E402,F401
-import report  # noqa: E402
+import report
+from mesh import AmbientMesh, Mesh, Stack, wait_until  # noqa: F401
 
 MODES = ["APP_LABEL_AND_NAMESPACE", "CANONICAL_NAME_ONLY", "CANONICAL_NAME_AND_NAMESPACE"]
 

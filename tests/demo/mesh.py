@@ -12,18 +12,15 @@ as the seed's Step 3 tells apps to — except `reviews`, which speaks only B3: i
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack,  # noqa: E402
-                     free_port, hcm, http_get, listener, plugin_filter, static_cluster,
-                     wait_until, wasm_path)
-from ambient import (GATEWAY_PRINCIPAL, PRINCIPAL, peer_principal_filter,  # noqa: E402
-                     vip_cluster, vip_cluster_config, waypoint_node)
+from helpers.harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack, free_port,
+                             hcm, http_get, listener, plugin_filter, static_cluster, wait_until,
+                             wasm_path)
+from helpers.ambient import (GATEWAY_PRINCIPAL, PRINCIPAL, peer_principal_filter, vip_cluster,
+                             vip_cluster_config, waypoint_node)
 
 NAMESPACE = "default"
 PORT = 9080  # Bookinfo's service port
@@ -210,7 +207,7 @@ class Mesh:
 class AmbientApp(App):
     """A Bookinfo app in ambient mode: no sidecar; it calls each callee's service through the
     waypoint (ztunnel's part: the waypoint learns the caller's identity, here the header the
-    waypoint's `set_filter_state` turns into `io.istio.peer_principal`; see tests/e2e/ambient.py)."""
+    waypoint's `set_filter_state` turns into `io.istio.peer_principal`; see tests/helpers/ambient.py)."""
 
     def call_headers(self, target: Service) -> dict[str, str]:
         return {"host": f"{target.host}:{PORT}",
@@ -219,7 +216,7 @@ class AmbientApp(App):
 
 class AmbientMesh:
     """`./build.sh demo --ambient`: the same Bookinfo apps with no sidecars, one waypoint in
-    front of the four services (shaped as tests/e2e/ambient.py describes: node `waypoint~`,
+    front of the four services (shaped as tests/helpers/ambient.py describes: node `waypoint~`,
     `main_internal`, `inbound-vip|9080|http|HOST` clusters with `istio.workload` endpoint
     metadata) and the ingress gateway sending to productpage through it. The waypoint records
     each hop's CLIENT (the caller) and SERVER (the callee) span, so the trace tree is the sidecar

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-DEMO = Path(__file__).resolve().parent / "demo.py"
+TESTS = Path(__file__).resolve().parents[1]
+DEMO = TESTS / "demo" / "demo.py"
 
 # The call graph: every trace must be exactly this tree (service app, kind, callees).
 # The gateway's CLIENT child (Envoy's spawn_upstream_span, as Istio sets it at gateways) is the
@@ -27,7 +28,8 @@ def run_demo(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(DEMO), "--logs", str(tmp_path / "logs"),
                            "--json", str(out), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(TESTS)})  # as build.sh runs it
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     result["stdout"] = proc.stdout

@@ -8,22 +8,18 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "deploy" / "oci"))
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from helpers.harness import free_port, wait_until, wasm_path
+from helpers.product import OCI_SH, oci
 
-import oci  # noqa: E402
-from harness import free_port, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tool(name: str) -> str:
@@ -35,9 +31,7 @@ def tool(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def wasm() -> Path:
-    p = Path(os.environ.get("MESHTRACE_WASM", ROOT / "dist" / "meshtrace.wasm"))
-    assert p.is_file(), f"{p} is missing: ./build.sh build"
-    return p
+    return wasm_path()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +105,7 @@ def test_build_sh_push_prints_the_manifest_digest_as_spec_sha256(wasm, registry)
     """For oci:// URLs Istio checks spec.sha256 against the image manifest digest
     (istio/istio pkg/wasm/imagefetcher.go ImageFetcher.PrepareFetch → img.Digest().Hex, compared
     in pkg/wasm/cache.go LocalFileCache.getOrFetch); the wasm's own sha256 there never loads."""
-    out = subprocess.run(["bash", str(ROOT / "deploy" / "oci" / "oci.sh"), "push",
+    out = subprocess.run(["bash", str(OCI_SH), "push",
                           f"{registry}/meshtrace/plugin:test", "--insecure"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -4,7 +4,7 @@ module, only what they logged while that test ran — so each failure shows its 
 passing run shows none."""
 import pytest
 
-from harness import Stack
+from helpers.harness import Stack
 
 _LOG_MARKS = pytest.StashKey[dict]()
 

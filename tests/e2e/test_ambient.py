@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ambient import GATEWAY_PRINCIPAL, Ambient
-from harness import Stack
+from helpers.ambient import GATEWAY_PRINCIPAL, Ambient
+from helpers.harness import Stack
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

@@ -1,12 +1,12 @@
 """Error and latency capture, and mid-chain sampling, on a real chain of Envoys
-(gateway → a → b → c → leaf, tests/e2e/chain.py): what reaches the OTLP sink and the counters on
+(gateway → a → b → c → leaf, tests/helpers/chain.py): what reaches the OTLP sink and the counters on
 each proxy's /stats."""
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from chain import Chain
-from harness import wait_until
+from helpers.chain import Chain
+from helpers.harness import wait_until
 
 # Every span a request makes along the chain, from the edge in: the gateway's SERVER span, then a
 # SERVER and a CLIENT span per sidecar.

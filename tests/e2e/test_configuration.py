@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from harness import (INBOUND, Node, Stack, http_get, free_port, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, Node, Stack, http_get, free_port, listener, plugin_filter,
+                             static_cluster, wait_until, wasm_path)
 
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 FILTER = "istio.meshtrace"

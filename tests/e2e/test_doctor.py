@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import (INBOUND, free_port, listener, plugin_filter, static_cluster, wait_until,
-                     wasm_path)
+from helpers.harness import (INBOUND, free_port, listener, plugin_filter, static_cluster,
+                             wait_until, wasm_path)
+from helpers.product import DOCTOR
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCTOR = ROOT / "deploy" / "doctor" / "doctor.py"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 CONFIG = {"randomSamplingPercentage": 100}
@@ -70,8 +70,8 @@ def test_healthy_sidecar(stack, tmp_path):
 
 
 def test_a_waypoint_with_meshtrace(stack, tmp_path):
-    """The e2e waypoint (tests/e2e/ambient.py): recognised, its main_internal listener checked."""
-    from ambient import Ambient
+    """The e2e waypoint (tests/helpers/ambient.py): recognised, its main_internal listener checked."""
+    from helpers.ambient import Ambient
     ambient = Ambient(stack, {"gateway": {"randomSamplingPercentage": 100},
                               "waypoint": {"randomSamplingPercentage": 100}})
     assert ambient.request("/productpage")[0] == 200

@@ -2,7 +2,7 @@
 sink that decodes them with the official opentelemetry-proto bindings."""
 import pytest
 
-from harness import Node, Sidecar, wait_until
+from helpers.harness import Node, Sidecar, wait_until
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

@@ -2,7 +2,7 @@
 import json
 import tomllib
 
-from harness import ROOT, Node, wait_until
+from helpers.harness import ROOT, Node, wait_until
 
 
 def cargo_version() -> str:
@@ -71,7 +71,7 @@ def test_the_plugin_exports_exactly_the_callbacks_it_implements():
     each of them: a callback implemented but dropped by the build would silently never run."""
     import re
 
-    from harness import wasm_path
+    from helpers.harness import wasm_path
 
     implemented = set(re.findall(r'pub extern "C" fn (proxy_on_\w+)\(',
                                  (ROOT / "src" / "abi.rs").read_text()))

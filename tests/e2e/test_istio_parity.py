@@ -11,8 +11,9 @@ from concurrent import futures
 import grpc
 import pytest
 
-from harness import (INBOUND, OUTBOUND, Node, RefusedPort, Sidecar, free_port, http_get, listener,
-                     plugin_filter, routed_listener, static_cluster, wait_for_port, wasm_path)
+from helpers.harness import (INBOUND, OUTBOUND, Node, RefusedPort, Sidecar, free_port, http_get,
+                             listener, plugin_filter, routed_listener, static_cluster,
+                             wait_for_port, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -396,7 +397,7 @@ def test_kiali_finds_every_span_of_its_workload(stack, grpc_mesh):
 
 # ---------------------------------------------------------------------------------------------
 # 6. One service, one name: the namespace is never counted twice, and an app's OTel SDK set up
-#    as the README says names the same service.
+#    as docs/spans.md says names the same service.
 
 @pytest.mark.parametrize("mode,name,namespace", [
     ("APP_LABEL_AND_NAMESPACE", "reviews.default", None),

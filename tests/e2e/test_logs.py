@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import (INBOUND, ROOT, Node, Stack, file_access_log, http_get, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, ROOT, Node, Stack, file_access_log, free_port, http_get,
+                             listener, plugin_filter, static_cluster, wait_until, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -26,7 +26,7 @@ DOWN = "outbound|9080||down.default.svc.cluster.local"
 
 def recipe() -> dict:
     """The chart's access-log recipe (deploy/meshtrace/values.yaml `accessLogging.file`): the text
-    line and the JSON labels the README tells users to configure."""
+    line and the JSON labels docs/configuration.md tells users to configure."""
     values = yaml.safe_load((ROOT / "deploy" / "meshtrace" / "values.yaml").read_text())
     return values["accessLogging"]["file"]
 
@@ -37,7 +37,7 @@ class Gateway:
 
     def __init__(self, stack: Stack, plugin_config: dict, envoy_args: list[str] | None = None):
         self.upstream = stack.upstream()
-        self.port = __import__("harness").free_port()
+        self.port = free_port()
         self.text_log = stack.workdir / f"access-text-{self.port}.log"
         self.json_log = stack.workdir / f"access-json-{self.port}.log"
         file = recipe()

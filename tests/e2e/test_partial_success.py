@@ -2,7 +2,7 @@
 names spans it rejected in the body's `ExportTracePartialSuccess`. Those spans are not exported:
 they are counted as dropped (`meshtrace_spans_dropped_rejected`), and the collector's message is
 logged once per interval, not once per answer."""
-from harness import HttpServer, Received, Reply, wait_until
+from helpers.harness import HttpServer, Received, Reply, wait_until
 
 MESSAGE = "span attribute count over the tenant limit"
 

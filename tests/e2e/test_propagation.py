@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from harness import Node, Stack, wait_until
+from helpers.harness import Node, Stack, wait_until
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

@@ -3,7 +3,7 @@ front to the real rotel collector. Whatever the collector does, every request su
 stays bounded, undelivered spans are counted by reason, and export resumes when it recovers."""
 import pytest
 
-from harness import Answer, Forward, Late, wait_until
+from helpers.harness import Answer, Forward, Late, wait_until
 
 EXPORTER = {"flushInterval": "50ms", "timeout": "2s", "maxBatchSize": 10,
             "maxQueueSize": 50, "maxRetries": 2}
@@ -107,7 +107,7 @@ def test_collector_down_under_load_stays_bounded_and_recovers(stack, faulty):
 
 
 def test_a_client_cannot_inflate_cost_at_an_untrusting_gateway(stack):
-    from harness import Node
+    from helpers.harness import Node
 
     gateway = {"sampling": {"trustIncoming": False, "forceHeader": "x-force-trace"},
                "limits": {"maxAttributeLength": 64},

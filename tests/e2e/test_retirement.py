@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from harness import HttpServer, Received, Reply, http_get, static_cluster, wait_until
+from helpers.harness import HttpServer, Received, Reply, http_get, static_cluster, wait_until
 from test_configuration import EcdsProxy
 
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from harness import (INBOUND, Node, Stack, free_port, hcm, http_get, listener, plugin_filter,
-                     static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, Node, Stack, free_port, hcm, http_get, listener,
+                             plugin_filter, static_cluster, wait_until, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

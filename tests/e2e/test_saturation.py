@@ -10,15 +10,11 @@ piled up between two ticks against a queue of 2,048, and the bench's round dropp
 """
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-from harness import wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bench import direct_response_upstream, meshtrace, pin, start, wrk  # noqa: E402
+from helpers.harness import wait_until
+from helpers.load import direct_response_upstream, meshtrace, pin, start, wrk
 
 SECONDS = float(os.environ.get("MESHTRACE_SATURATION_SECONDS", "6"))
 DROP_REASONS = ("queue_full", "export_failed", "too_large", "rejected", "shutdown")

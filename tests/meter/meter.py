@@ -1,6 +1,6 @@
 """The cost meter: wasm instructions (wasmtime fuel) and host calls per request of the shipped
-plugin, per case, on the ABI host of abi_host.py. `./build.sh bench --meter` prints the table;
-tests/meter/test_meter_budget.py fails when a case exceeds tests/meter/budget.json.
+plugin, per case, on the ABI host of tests/helpers/abi_host.py. `./build.sh bench --meter` prints
+the table; tests/meter/test_meter_budget.py fails when a case exceeds tests/meter/budget.json.
 
 The traffic model, identical for every case: one worker at 1,000 requests/s (each request moves
 the clock 1 ms) with the plugin's own tick period (200 ms today), so each tick follows the
@@ -14,8 +14,8 @@ its own spans are all sent. Per request:
   batch that fills up (512 spans) leaves with the request that filled it, so at 100% part of the
   export cost is in `request` (one request in 512 frames and dispatches a batch).
 
-    python tests/meter/meter.py                 # the table
-    python tests/meter/meter.py --update-budget # rewrite budget.json from this run
+    ./build.sh bench --meter                    # the table
+    ./build.sh bench --meter --update-budget    # rewrite budget.json from this run
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from abi_host import Cost, Host, Stream  # noqa: E402
+from helpers.abi_host import Cost, Host, Stream
+from helpers.scenarios import (B3_UNSAMPLED, INBOUND_STREAM, REQUEST, SIDECAR,
+                               TRACEPARENT_UNSAMPLED, WAYPOINT, WAYPOINT_STREAM)
 
 BUDGET = Path(__file__).resolve().parent / "budget.json"
 WINDOW = 1000
@@ -38,73 +38,6 @@ REQUEST_INTERVAL_NS = 1_000_000
 FLUSH_INTERVAL_MS = 1000
 # Fuel may grow this much over the measured figure before the gate fails; host calls not at all.
 FUEL_HEADROOM = 0.05
-
-# An Istio sidecar on Envoy 1.40: node metadata under xds.node (node.go, `NodeMetadata`).
-SIDECAR = {
-    ("xds", "node", "id"): "sidecar~10.1.2.3~reviews-v1-7d9f8c-x2x.default~default.svc.cluster.local",
-    ("xds", "node", "metadata", "NAMESPACE"): "default",
-    ("xds", "node", "metadata", "WORKLOAD_NAME"): "reviews-v1",
-    ("xds", "node", "metadata", "NAME"): "reviews-v1-7d9f8c-x2x",
-    ("xds", "node", "metadata", "CLUSTER_ID"): "Kubernetes",
-    ("xds", "node", "metadata", "MESH_ID"): "cluster.local",
-    ("xds", "node", "metadata", "LABELS", "app"): "reviews",
-    ("xds", "node", "metadata", "LABELS", "version"): "v1",
-    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-name"): "reviews",
-    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-revision"): "v1",
-}
-# What Envoy knows about an inbound stream at its end.
-INBOUND_STREAM = {
-    ("xds", "cluster_name"): "inbound|9080||",
-    ("xds", "route_name"): "default",
-    ("xds", "listener_direction"): 1,
-    ("request", "protocol"): "HTTP/1.1",
-    ("response", "code_details"): "via_upstream",
-}
-# A request as the inbound sidecar sees it after Envoy's connection manager.
-REQUEST = [
-    (":authority", "reviews:9080"),
-    (":path", "/reviews/0"),
-    (":method", "GET"),
-    (":scheme", "http"),
-    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0"),
-    ("accept", "*/*"),
-    ("x-forwarded-proto", "http"),
-    ("x-request-id", "7c0cbc3e-4c3e-4b4e-9a5e-3f1c2d8a9b10"),
-]
-# An Istio waypoint (ambient mode): node id `waypoint~`, the waypoint deployment's labels, no app
-# (pilot/pkg/networking/core/listener_waypoint.go; tests/e2e/ambient.py).
-WAYPOINT = {
-    ("xds", "node", "id"): "waypoint~10.1.2.9~waypoint-6c8f9d7b5-q2x8z.default~default.svc.cluster.local",
-    ("xds", "node", "metadata", "NAMESPACE"): "default",
-    ("xds", "node", "metadata", "WORKLOAD_NAME"): "waypoint",
-    ("xds", "node", "metadata", "NAME"): "waypoint-6c8f9d7b5-q2x8z",
-    ("xds", "node", "metadata", "CLUSTER_ID"): "Kubernetes",
-    ("xds", "node", "metadata", "MESH_ID"): "cluster.local",
-    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-name"): "waypoint",
-    ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-revision"): "latest",
-}
-# What a waypoint knows about a stream to reviews at its end: the VIP cluster, the endpoint's
-# istio.workload, the source peer (istio-proxy's peer object, Istio >= 1.29).
-WAYPOINT_STREAM = {
-    ("xds", "cluster_name"): "inbound-vip|9080|http|reviews.default.svc.cluster.local",
-    ("xds", "route_name"): "default",
-    ("xds", "upstream_host_metadata", "filter_metadata", "istio", "workload"):
-        "reviews-v1;default;reviews;v1;Kubernetes",
-    ("filter_state", "downstream_peer_obj", "workload"): "productpage-v1",
-    ("filter_state", "downstream_peer_obj", "namespace"): "default",
-    ("filter_state", "downstream_peer_obj", "service"): "productpage",
-    ("filter_state", "downstream_peer_obj", "revision"): "v1",
-    ("filter_state", "downstream_peer_obj", "cluster"): "Kubernetes",
-    ("filter_state", "io.istio.peer_principal"): "spiffe://cluster.local/ns/default/sa/productpage",
-    ("request", "protocol"): "HTTP/1.1",
-    ("response", "code_details"): "via_upstream",
-}
-TRACEPARENT_UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-B3_UNSAMPLED = [
-    ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
-    ("x-b3-spanid", "a2fb4a1d1a96d312"),
-    ("x-b3-sampled", "0"),
-]
 
 
 def unsampled(stream: Stream) -> bool:

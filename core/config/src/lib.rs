@@ -736,6 +736,8 @@ fn check_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
 mod read;
 
 #[cfg(test)]
+mod docs_tests;
+#[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
 mod tests;

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import (OUTBOUND, INBOUND, Node, RefusedPort, Stack, Upstream, free_port, http_get, listener,
-                     plugin_filter, static_cluster, wasm_path)
+from .harness import (OUTBOUND, INBOUND, Node, RefusedPort, Stack, Upstream, free_port, http_get,
+                      listener, plugin_filter, static_cluster, wasm_path)
 
 PORT = 9080
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"

@@ -4,19 +4,16 @@ false, no traffic) until the next configuration push.
 
 Every host call the plugin makes is made to return every error status of ABI 0.2.1, during start
 (VM start, configuration) and during traffic; then malformed header maps, huge buffers, bytes
-that are not UTF-8 and configuration updates mid-traffic.
-
-Cases that trap TODAY are marked `xfail(strict=True)` with the reason: they are bugs to fix (the
-SDK's hostcall wrappers panic on a status they did not expect). When a fix lands the case XPASSes,
-which fails the run: remove its entry from KNOWN_TRAPS in that change.
+that are not UTF-8 and configuration updates mid-traffic. The plugin's own ABI layer (src/abi.rs)
+turns every status into a value the core handles; a trap here is a bug in that layer.
 """
 import json
 import struct
 
 import pytest
 
-from abi_host import Host, MapType, PluginTrap, Status, serialize_pairs
-from meter import B3_UNSAMPLED, INBOUND_STREAM, REQUEST, SIDECAR
+from helpers.abi_host import Host, Status, serialize_pairs
+from helpers.scenarios import B3_UNSAMPLED, INBOUND_STREAM, REQUEST, SIDECAR
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 CONFIG = {"randomSamplingPercentage": 100, "customTags": {"pod": {"environment": {"name": "POD_NAME"}}}}
@@ -41,25 +38,6 @@ HOST_CALLS = [
 ]
 ERRORS = [s for s in Status if s != Status.OK]
 
-START, TRAFFIC = {"start"}, {"start", "traffic"}  # where the call is made: configure, or both
-ALL = set(ERRORS)
-
-
-def _but(*ok: Status) -> set:
-    return ALL - set(ok)
-
-
-def _sdk(function: str, also: str = "") -> str:
-    return (f"proxy-wasm SDK 0.2.5 hostcalls::{function} panics on a status it does not expect "
-            f"(`unexpected status`){also}: the raw ABI layer must absorb it")
-
-
-# Host call → (phases where it traps, statuses that trap, why). Measured on dist/meshtrace.wasm
-# at 23fa787. Statuses 5, 6, 9, 11 and 12 are not even variants of the SDK's `Status` enum.
-# Host calls whose error statuses trap the plugin: none since src/abi.rs replaced the proxy-wasm
-# SDK (its hostcall wrappers and dispatcher panicked on statuses they did not expect). A new
-# entry here is a regression to fix, not to record.
-KNOWN_TRAPS: dict[str, tuple[set, set, str]] = {}
 
 def traffic(host: Host) -> None:
     """Requests of every kind, an export, a failed export and its retry, metrics flushes."""
@@ -89,17 +67,9 @@ def new_host() -> Host:
 
 
 def matrix() -> list:
-    params = []
-    for name in HOST_CALLS:
-        for phase in ("start", "traffic"):
-            phases, traps, why = KNOWN_TRAPS.get(name, (set(), set(), ""))
-            for status in ERRORS:
-                marks = [pytest.mark.xfail(strict=True, raises=PluginTrap, reason=why)] \
-                    if phase in phases and status in traps else []
-                params.append(pytest.param(
-                    name, phase, status, marks=marks,
-                    id=f"{name.removeprefix('proxy_')}-{phase}-{status.name}"))
-    return params
+    return [pytest.param(name, phase, status,
+                         id=f"{name.removeprefix('proxy_')}-{phase}-{status.name}")
+            for name in HOST_CALLS for phase in ("start", "traffic") for status in ERRORS]
 
 
 @pytest.mark.parametrize("name,phase,status", matrix())
@@ -121,10 +91,6 @@ def test_every_host_call_is_covered():
     traffic(host)
     used = {n for n in host.calls if n.startswith("proxy_")}
     assert used <= set(HOST_CALLS), f"add to HOST_CALLS: {sorted(used - set(HOST_CALLS))}"
-
-
-def test_every_known_trap_is_a_host_call_of_the_matrix():
-    assert set(KNOWN_TRAPS) <= set(HOST_CALLS)
 
 
 def _valid_map() -> bytes:

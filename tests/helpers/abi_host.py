@@ -15,7 +15,7 @@ Envoy's behaviour this host reproduces (proxy-wasm-cpp-host, the ABI implementat
   (src/context.cc); only the callbacks the module exports are called, as Envoy does with a build
   that trimmed the others (build.sh, PLUGIN_EXPORTS).
 
-Small API (see tests/meter/test_abi_plugin.py for use):
+Small API (see tests/abi/test_abi_plugin.py for use):
 
     host = Host(properties=SIDECAR)          # node metadata, per-request attributes
     assert host.start(config=b'{...}')       # _initialize, root context, vm_start, configure
@@ -28,7 +28,6 @@ Small API (see tests/meter/test_abi_plugin.py for use):
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from typing import Callable, Iterable, Iterator, Union
 
 import wasmtime
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import wasm_path
+
 ROOT_CONTEXT_ID = 1
 START_UNIX_NANOS = 1_700_000_000_000_000_000
 # Enough for any scenario; what matters is the difference before and after.
@@ -89,20 +89,9 @@ class BufferType(IntEnum):
     CALL_DATA = 8
 
 
-class BuildFirst(RuntimeError):
-    pass
-
-
 class PluginTrap(AssertionError):
     """The plugin trapped (a Rust panic, an unreachable, out of bounds): in Envoy the VM is then
     dead and that worker stops running the plugin."""
-
-
-def wasm_path() -> Path:
-    p = Path(os.environ.get("MESHTRACE_WASM", ROOT / "dist" / "meshtrace.wasm"))
-    if not p.is_file():
-        raise BuildFirst(f"{p} is missing: build the plugin first (./build.sh build)")
-    return p
 
 
 def _b(s: Union[str, bytes]) -> bytes:

@@ -23,17 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import ROOT, wasm_path  # noqa: F401 (tests import both from here)
 
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
-
-
-def wasm_path() -> Path:
-    p = Path(os.environ.get("MESHTRACE_WASM", ROOT / "dist" / "meshtrace.wasm"))
-    if not p.is_file():
-        raise RuntimeError(f"{p} is missing: build the plugin first (./build.sh build)")
-    return p
 
 
 def envoy_bin() -> str:

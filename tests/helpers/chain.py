@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack, free_port, http_get,
-                     listener, plugin_filter, static_cluster, wait_until, wasm_path)
+from .harness import (INBOUND, OUTBOUND, HttpServer, Node, Received, Reply, Stack, free_port,
+                      http_get, listener, plugin_filter, static_cluster, wait_until, wasm_path)
 
 PORT = 9080
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"

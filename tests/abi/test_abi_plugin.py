@@ -7,8 +7,8 @@ import json
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from abi_host import Host
-from meter import INBOUND_STREAM, REQUEST, SIDECAR
+from helpers.abi_host import Host
+from helpers.scenarios import INBOUND_STREAM, REQUEST, SIDECAR
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
