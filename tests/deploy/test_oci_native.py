@@ -14,20 +14,16 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from helpers.product import OCI_SH, oci
+from test_chart import by_kind, render
+from test_oci import registry, skopeo  # noqa: F401 (the registry fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "deploy" / "oci"))
-
-import oci  # noqa: E402
-from test_chart import by_kind, render  # noqa: E402
-from test_oci import registry, skopeo  # noqa: E402,F401
-
-
 # The module layer's entries: the chart's native.path and the module.
 MODULE_LAYER = ["var", "var/lib", "var/lib/meshtrace", "var/lib/meshtrace/libmeshtrace.so"]
 
@@ -143,7 +139,7 @@ def test_the_init_container_image_is_the_base_plus_the_module_layer(module, regi
 
 
 def test_build_sh_push_native_prints_a_pinned_reference_the_chart_accepts(module, registry):
-    out = subprocess.run(["bash", str(ROOT / "deploy" / "oci" / "oci.sh"), "push-native",
+    out = subprocess.run(["bash", str(OCI_SH), "push-native",
                           f"{registry}/meshtrace/native:test", "--insecure"],
                          capture_output=True, text=True, env={**os.environ, "MESHTRACE_NATIVE": str(module)})
     assert out.returncode == 0, out.stderr

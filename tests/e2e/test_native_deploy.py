@@ -17,8 +17,8 @@ import helm_python as helm
 import pytest
 import yaml
 
-from harness import (INBOUND, OUTBOUND, Node, free_port, http_get, listener, static_cluster,
-                     wait_until)
+from helpers.harness import (INBOUND, OUTBOUND, Node, free_port, http_get, listener,
+                             static_cluster, wait_until)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "meshtrace"
