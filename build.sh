@@ -99,6 +99,22 @@ cmd_build() {
   size=$(stat -c %s "$DIST/meshtrace.wasm")
   sha=$(sha256sum "$DIST/meshtrace.wasm" | cut -d' ' -f1)
   echo "dist/meshtrace.wasm  $size bytes  sha256:$sha"
+  build_native
+}
+
+# The native adapter (native/, an Envoy dynamic module): its own profile, `native` (panic =
+# "unwind", so each exported hook can catch a panic), copied to the name Envoy looks for:
+# dynamic_module_config.name meshtrace -> libmeshtrace.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+build_native() {
+  say "building the native adapter (profile native)"
+  MESHTRACE_GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+    cargo build --quiet --profile native -p meshtrace-native
+  mkdir -p "$DIST"
+  cp target/native/libmeshtrace_native.so "$DIST/libmeshtrace.so"
+  local size sha
+  size=$(stat -c %s "$DIST/libmeshtrace.so")
+  sha=$(sha256sum "$DIST/libmeshtrace.so" | cut -d' ' -f1)
+  echo "dist/libmeshtrace.so  $size bytes  sha256:$sha"
 }
 
 cmd_test() {
@@ -116,11 +132,24 @@ cmd_test() {
     cargo test -p meshtrace-core -p meshtrace-config --target "$WASM_TARGET"
   cmd_build
   # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
-  # saturates a worker (tests/e2e/test_saturation.py).
-  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk
+  # saturates a worker (tests/e2e/test_saturation.py); nm checks the native adapter's imports against
+  # Envoy's exports (tests/e2e/test_native.py).
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
+  say "the behaviours again, on the native adapter (dist/libmeshtrace.so)"
+  MESHTRACE_ADAPTER=native MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q \
+    "${NATIVE_E2E[@]}" "$@"
 }
+
+# The e2e files whose behaviours the native adapter must show too (`./build.sh test` runs them
+# a second time with MESHTRACE_ADAPTER=native; tests/e2e/test_native.py runs in both passes).
+# Not here: what is Wasm-only (test_foundation: the .wasm's exports; test_doctor: WasmPlugin
+# config dumps; test_install: the chart).
+NATIVE_E2E=(tests/e2e/test_propagation.py tests/e2e/test_sampling.py tests/e2e/test_export.py
+  tests/e2e/test_logs.py tests/e2e/test_capture.py tests/e2e/test_istio_parity.py
+  tests/e2e/test_reliability.py tests/e2e/test_configuration.py tests/e2e/test_retirement.py
+  tests/e2e/test_partial_success.py tests/e2e/test_ambient.py tests/e2e/test_saturation.py)
 
 # The fast inner loop: the core's and the adapter's tests natively; `--wasi` adds the core's tests
 # under wasmtime (the adapter's need a proxy-wasm host). Other arguments are cargo test's (a name
@@ -158,10 +187,16 @@ run_py() {
   MESHTRACE_WASM="$DIST/meshtrace.wasm" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" "$@"
 }
 
+# `--native`: the mesh's proxies load the native adapter (dist/libmeshtrace.so) instead of the
+# Wasm plugin; the rest of the arguments are the demo's.
 cmd_demo() {
+  local adapter=wasm args=()
+  for a in "$@"; do
+    if [ "$a" = --native ]; then adapter=native; else args+=("$a"); fi
+  done
   cmd_build
   ensure_venv
-  run_py "$ROOT/tests/demo/demo.py" "$@"
+  MESHTRACE_ADAPTER=$adapter run_py "$ROOT/tests/demo/demo.py" "${args[@]}"
 }
 
 # --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
@@ -195,14 +230,16 @@ usage() {
   cat <<'EOF'
 Usage: ./build.sh SUBCOMMAND [ARGS]
 
-  build                   release .wasm -> dist/meshtrace.wasm (size and sha256 printed)
+  build                   release .wasm -> dist/meshtrace.wasm, native adapter ->
+                          dist/libmeshtrace.so (sizes and sha256 printed)
   test [PYTEST ARGS]      every suite: fmt, clippy, unit (native and wasm32-wasip1), release
                           build, end-to-end, demo and deployment tests (about 5 minutes)
   unit [--wasi] [FILTER]  core and adapter unit and property tests, natively, in seconds; --wasi
                           runs the core's compiled to wasm32-wasip1 under wasmtime as well
   e2e [-k EXPR] [ARGS]    release build, then end-to-end tests on a real Envoy: tests/e2e, or
                           the test files given; every ARG goes to pytest
-  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint, no sidecars)
+  demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint,
+                          no sidecars; --native: the native adapter instead of the Wasm plugin)
   image [--native]        OCI image layout of the plugin (Istio's Wasm image format); --native:
                           dist/libmeshtrace.so on a base image (--base LAYOUT:TAG, see docs/native-deployment.md)
   push [--native] REF     push that image with skopeo (prints the digest-pinned chart value)
@@ -218,6 +255,7 @@ The inner loop while developing:
   ./build.sh unit tracestate                   only the tests whose name contains `tracestate`
   ./build.sh e2e -k propagation                build, then the matching end-to-end tests
   ./build.sh e2e tests/e2e/test_export.py -x   one file, stopping at the first failure
+  MESHTRACE_ADAPTER=native ./build.sh e2e tests/e2e/test_export.py   the same on the native adapter
   ./build.sh test                              everything, once, before asking for a merge
 EOF
 }

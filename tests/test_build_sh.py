@@ -47,3 +47,17 @@ def test_every_listed_subcommand_exists_and_every_subcommand_is_listed():
     defined = set(re.findall(r"^cmd_([a-z][a-z0-9_]*)\(\)", BUILD_SH.read_text(), re.M))
     listed = listed_subcommands(run("help").stdout) - {"help"}
     assert listed == defined, f"listed only: {listed - defined}, not listed: {defined - listed}"
+
+
+def test_the_native_adapter_is_built_with_its_own_unwinding_profile():
+    """The native adapter catches a panic at every hook (native/src/exports.rs), which only
+    `panic = "unwind"` allows: the workspace's release profile aborts. `./build.sh build` builds
+    the `native` profile and ships it under the name Envoy loads (`libmeshtrace.so`)."""
+    import tomllib
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    assert cargo["profile"]["release"]["panic"] == "abort", "the Wasm plugin's profile"
+    native = cargo["profile"]["native"]
+    assert native["inherits"] == "release" and native["panic"] == "unwind", native
+    script = BUILD_SH.read_text()
+    assert "--profile native -p meshtrace-native" in script
+    assert 'target/native/libmeshtrace_native.so "$DIST/libmeshtrace.so"' in script

@@ -1,6 +1,6 @@
 """`./build.sh bench`: what meshtrace costs per request, against Envoy's own tracer.
 
-Six configurations of the same inbound listener, in front of one Envoy upstream that answers
+Configurations of the same inbound listener, in front of one Envoy upstream that answers
 directly:
 
   none      no tracing
@@ -9,6 +9,9 @@ directly:
   mt-1      meshtrace, 1% sampled, exporting (error capture on, the default)
   mt-1-nocap  the same with `sampling.captureErrors: false`: what error capture costs
   mt-none   meshtrace, 100% sampled, exporter `none` (propagation and sampling only)
+  mtn-100   meshtrace's native adapter (dist/libmeshtrace.so, an Envoy dynamic module), 100%
+            sampled, exporting as mt-100
+  mtn-1     the native adapter at 1%, as mt-1
   minimal   a Rust proxy-wasm filter (SDK defaults) that reads two headers and writes one: the
             V8 floor
 
@@ -50,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MINIMAL = ROOT / "tests" / "bench" / "minimal-filter"
-CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-1-nocap", "mt-none", "minimal")
+CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-1-nocap", "mt-none", "minimal", "mtn-100",
+           "mtn-1")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,11 +82,13 @@ def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | Non
     return {
         "none": ([], None),
         "native": ([], native_tracing()),
-        "mt-100": ([meshtrace(100, True, "mt-100")], None),
-        "mt-1": ([meshtrace(1, True, "mt-1")], None),
-        "mt-1-nocap": ([meshtrace(1, True, "mt-1-nocap", capture=False)], None),
-        "mt-none": ([meshtrace(100, False, "mt-none")], None),
-        "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal")], None),
+        "mt-100": ([meshtrace(100, True, "mt-100", adapter="wasm")], None),
+        "mt-1": ([meshtrace(1, True, "mt-1", adapter="wasm")], None),
+        "mt-1-nocap": ([meshtrace(1, True, "mt-1-nocap", capture=False, adapter="wasm")], None),
+        "mt-none": ([meshtrace(100, False, "mt-none", adapter="wasm")], None),
+        "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal", adapter="wasm")], None),
+        "mtn-100": ([meshtrace(100, True, adapter="native")], None),
+        "mtn-1": ([meshtrace(1, True, adapter="native")], None),
     }[name]
 
 
@@ -124,7 +130,7 @@ def cpu_side_by_side(stack: Stack, up: int, listeners: dict[str, tuple], seconds
 # filter that is three VMs — the main thread's and one per worker.
 MEMORY_CONCURRENCY = 2
 MEMORY_VMS = MEMORY_CONCURRENCY + 1
-MEMORY_CONFIGS = ("none", "native", "minimal", "mt-1", "mt-100")
+MEMORY_CONFIGS = ("none", "native", "minimal", "mt-1", "mt-100", "mtn-1", "mtn-100")
 
 
 def memory_after(stack: Stack, name: str, up: int, minimal: Path, requests: int,
@@ -247,6 +253,13 @@ def main() -> int:
               f"{seq['native']['p99_ms']:.2f} ms")
     if "mt-1" in seq and "minimal" in seq:
         print(f"  mt-1 added ≤ 1.2 × minimal added: {ratio('mt-1', 'minimal'):.2f}")
+    if "mtn-100" in seq and "native" in seq:
+        print(f"  mtn-100 added ≤ 0.5 × native added: {ratio('mtn-100', 'native'):.2f}")
+    if "mtn-1" in seq and "minimal" in seq:
+        print(f"  mtn-1 added ≤ 0.5 × minimal added: {ratio('mtn-1', 'minimal'):.2f}")
+    if "mtn-100" in memory and "native" in memory:
+        extra = memory["mtn-100"]["rss_after_mib"] - memory["native"]["rss_after_mib"]
+        print(f"  mtn-100 memory ≤ native + 2 MiB: {extra:+.1f} MiB")
     print(f"  .wasm ≤ 250,000 bytes: {wasm:,}")
     if spans:
         print(f"\nmeshtrace span counters of the last latency round: {spans}")

@@ -4,6 +4,7 @@ module, only what they logged while that test ran — so each failure shows its 
 passing run shows none."""
 import pytest
 
+from helpers import harness
 from helpers.harness import Stack
 
 _LOG_MARKS = pytest.StashKey[dict]()
@@ -50,3 +51,13 @@ def bare_stack():
     """A stack without a collector."""
     with Stack(collector=False) as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def no_envoy_crashed():
+    """An Envoy that crashed during a test fails it, even if what the test checked passed (a
+    filter must never take the proxy down: issue 23, "0 crashes of Envoy in the e2e suite")."""
+    before = len(harness.CRASHES)
+    yield
+    crashed = harness.CRASHES[before:]
+    assert not crashed, f"Envoy crashed: {crashed}"

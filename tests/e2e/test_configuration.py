@@ -11,7 +11,6 @@ import pytest
 from helpers.harness import (INBOUND, Node, Stack, http_get, free_port, listener, plugin_filter,
                              static_cluster, wait_until, wasm_path)
 
-WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 FILTER = "istio.meshtrace"
 TP = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]$")
 
@@ -52,7 +51,7 @@ class EcdsProxy:
             "config_source": {"path_config_source": {"path": str(self.path),
                                                      "watched_directory": {"path": str(self.dir)}},
                               "resource_api_version": "V3"},
-            "type_urls": [WASM_TYPE]}}
+            "type_urls": [plugin_filter(wasm_path(), GOOD)["typed_config"]["@type"]]}}
         bootstrap = {
             "node": Node(app="productpage").envoy_node(),
             "static_resources": {
@@ -69,8 +68,7 @@ class EcdsProxy:
     def set_config(self, raw: str) -> None:
         """Replaces the extension config the way a control plane would: atomically."""
         self.version += 1
-        wasm = plugin_filter(wasm_path(), "")["typed_config"]
-        wasm["config"]["configuration"]["value"] = raw
+        wasm = plugin_filter(wasm_path(), raw)["typed_config"]
         response = {"version_info": str(self.version), "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
             "name": FILTER, "typed_config": wasm}]}

@@ -29,6 +29,66 @@ INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
 
 
+# Which adapter `plugin_filter` renders: "wasm" (the WasmPlugin) or "native" (the dynamic module,
+# dist/libmeshtrace.so). `MESHTRACE_ADAPTER=native ./build.sh e2e FILE` runs a file on the native
+# adapter; `./build.sh test` runs the files of NATIVE_E2E (build.sh) on both.
+ADAPTER = os.environ.get("MESHTRACE_ADAPTER", "wasm")
+# Where dynamic modules are looked up (Envoy `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
+NATIVE_DIR = Path(os.environ.get("MESHTRACE_NATIVE_DIR", ROOT / "dist"))
+# The stats namespace Envoy puts a module's stats under: `wasmcustom` for Wasm, the
+# DynamicModuleFilter's `metrics_namespace` (default `dynamicmodulescustom`) for a dynamic
+# module; Prometheus output drops either prefix, so scraped names are the same.
+NATIVE_STATS_NAMESPACE = "dynamicmodulescustom"
+
+
+def native_module_path() -> Path:
+    p = NATIVE_DIR / "libmeshtrace.so"
+    if not p.is_file():
+        raise RuntimeError(f"{p} is missing: build the native adapter first (./build.sh build)")
+    return p
+
+
+def native_filter(plugin_config: dict[str, Any] | str) -> dict:
+    """The native adapter exactly as its contract states (issue 23, docs/native.md): the
+    dynamic-modules HTTP filter loading `libmeshtrace.so` by name, the same JSON `pluginConfig`
+    as a `google.protobuf.StringValue`."""
+    native_module_path()
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "meshtrace"},
+            "filter_name": "meshtrace",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": value},
+        },
+    }
+
+
+def native_log_args(args: list[str]) -> list[str]:
+    """The Wasm plugin logs through Envoy's `wasm` logger, the native adapter through its
+    `dynamic_modules` logger: a `--component-log-level wasm:LEVEL` also sets the latter when
+    the native adapter is under test."""
+    if ADAPTER != "native":
+        return args
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--component-log-level":
+            levels = out[i + 1].split(",")
+            out[i + 1] = ",".join(levels + [lv.replace("wasm:", "dynamic_modules:", 1)
+                                            for lv in levels if lv.startswith("wasm:")])
+    return out
+
+
+def stat_name(name: str) -> str:
+    """A stat named as the Wasm plugin's (`wasmcustom.meshtrace_…`), as the adapter under test
+    names it."""
+    if ADAPTER == "native" and name.startswith("wasmcustom."):
+        return NATIVE_STATS_NAMESPACE + name[len("wasmcustom"):]
+    return name
+
+
 def envoy_bin() -> str:
     env = os.environ.get("ENVOY_BIN")
     if env:
@@ -494,11 +554,13 @@ class Node:
 
 
 def plugin_filter(wasm: Path, plugin_config: dict[str, Any] | str, vm_id: str = "meshtrace",
-                  host_env_keys: tuple[str, ...] = ()) -> dict:
+                  host_env_keys: tuple[str, ...] = (), adapter: str | None = None) -> dict:
     """The Wasm HTTP filter exactly as Istio renders a WasmPlugin: configuration is a JSON
     `google.protobuf.StringValue`, fail-open. `host_env_keys` is what Istio renders from
     `spec.vmConfig.env` entries with `valueFrom: HOST` (pilot/pkg/model/extensions.go
     `buildVMConfig`): the only host variables the VM can read."""
+    if (adapter or ADAPTER) == "native":
+        return native_filter(plugin_config)
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     vm_config: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": str(wasm)}}}
@@ -593,6 +655,18 @@ def routed_listener(name: str, port: int, direction: str, routes: list[dict],
     return base
 
 
+# Envoys that crashed (Envoy's signal handler logged "Caught <signal>"): tests/e2e/conftest.py
+# fails the test during which one did, whichever adapter ran.
+CRASHES: list[str] = []
+
+
+def crash_line(log: str) -> str | None:
+    """Envoy's fatal-signal line (`source/server/signal_action.cc`: "Caught Segmentation fault,
+    suspect faulting address …"), if the log has one."""
+    return next((line for line in log.splitlines() if "] Caught " in line or
+                 line.startswith("Caught ")), None)
+
+
 class Envoy:
     """One Envoy process: `--concurrency 1`, a dynamic base id, readiness on admin `/ready`."""
 
@@ -607,13 +681,15 @@ class Envoy:
         self.config_path = workdir / f"envoy-{name}.json"
         self.config_path.write_text(json.dumps(bootstrap, indent=1))
         self.log_path = workdir / f"envoy-{name}.log"
+        extra_args = native_log_args(extra_args or [])
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [envoy_bin(), "-c", str(self.config_path), "--concurrency", str(concurrency),
              "--use-dynamic-base-id", "-l", log_level, "--disable-hot-restart",
              *(extra_args or [])],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **env} if env else None)
+            env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR),
+                 **(env or {})})
         if wait_ready:
             self.wait_ready()
 
@@ -643,6 +719,14 @@ class Envoy:
         raise RuntimeError("no VmRSS in /proc status")
 
     def stats(self, filter_: str = "") -> dict[str, int]:
+        """Stats matching `filter_`; a `wasmcustom.` name is the native adapter's own under its
+        namespace when the native adapter is under test (`stat_name`), and keyed as asked."""
+        if ADAPTER != "native":
+            return self._stats(filter_)
+        return {k.replace(NATIVE_STATS_NAMESPACE + ".", "wasmcustom.", 1): v
+                for k, v in self._stats(stat_name(filter_)).items()}
+
+    def _stats(self, filter_: str) -> dict[str, int]:
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
@@ -672,6 +756,9 @@ class Envoy:
     def close(self) -> None:
         stop_process(self.proc)
         self._log.close()
+        crash = crash_line(self.log_path.read_text(errors="replace"))
+        if crash:
+            CRASHES.append(f"envoy {self.name}: {crash}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,6 +784,8 @@ class Sidecar:
     # Host variables the plugin may read (WasmPlugin vmConfig.env HOST), and Envoy's environment.
     host_env_keys: tuple[str, ...] = ()
     env: dict[str, str] | None = None
+    # "wasm" or "native"; None: the adapter under test (ADAPTER).
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         s = self.stack
@@ -706,7 +795,8 @@ class Sidecar:
         self.app = s.upstream(forward_to=f"http://127.0.0.1:{self.outbound_port}"
                               if self.app_propagates else None)
         wasm = wasm_path()
-        filt = [plugin_filter(wasm, self.plugin_config, host_env_keys=self.host_env_keys)]
+        filt = [plugin_filter(wasm, self.plugin_config, host_env_keys=self.host_env_keys,
+                              adapter=self.adapter)]
         app_port = self.app.port
         clusters = [
             static_cluster(f"inbound|{app_port}||", app_port),

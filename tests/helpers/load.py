@@ -30,12 +30,13 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace",
-              capture: bool = True) -> dict:
+              capture: bool = True, adapter: str | None = None) -> dict:
+    """meshtrace's filter; `adapter` None: the one under test (MESHTRACE_ADAPTER)."""
     config = {"randomSamplingPercentage": percentage,
               "exporter": {"cluster": COLLECTOR_HTTP} if export else {"protocol": "none"}}
     if not capture:
         config["sampling"] = {"captureErrors": False}
-    return plugin_filter(wasm_path(), config, vm_id=vm_id)
+    return plugin_filter(wasm_path(), config, vm_id=vm_id, adapter=adapter)
 
 
 def clusters(stack: Stack, upstream_port: int) -> list[dict]:
