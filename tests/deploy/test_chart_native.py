@@ -143,7 +143,10 @@ def test_native_renders_envoy_filters_and_no_wasmplugin_with_the_same_plugin_con
         assert value["name"] == "envoy.filters.http.dynamic_modules"
         typed = value["typed_config"]
         assert typed["@type"] == DYNAMIC_MODULE_TYPE
-        assert typed["dynamic_module_config"] == {"name": "meshtrace"}, "libmeshtrace.so"
+        assert typed["dynamic_module_config"] == {
+            "name": "meshtrace",  # libmeshtrace.so
+            # The Wasm plugin's stat names, which Istio's stats inclusion list keeps.
+            "metrics_namespace": "wasmcustom"}
         assert typed["filter_name"] == "meshtrace"
         cfg = typed["filter_config"]
         assert cfg["@type"] == "type.googleapis.com/google.protobuf.StringValue"

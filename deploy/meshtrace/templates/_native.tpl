@@ -30,13 +30,18 @@ ISTIO_VERSION; a proxy that reports none does not match. */}}
 
 {{/* The HTTP filter: the same JSON pluginConfig as the WasmPlugin, as the filter_config
 google.protobuf.StringValue; libmeshtrace.so found through ENVOY_DYNAMIC_MODULES_SEARCH_PATH
-(dynamic_module_config.name meshtrace → libmeshtrace.so). Input: the pluginConfig (a dict). */}}
+(dynamic_module_config.name meshtrace → libmeshtrace.so). metrics_namespace wasmcustom: the
+module's counters under the Wasm plugin's names — and alive in Istio, whose proxies keep only the
+stats their bootstrap's inclusion prefixes name ("wasm" among them, not the default
+"dynamicmodulescustom": istio/istio pkg/bootstrap/config.go
+requiredEnvoyStatsMatcherInclusionPrefixes). Input: the pluginConfig (a dict). */}}
 {{- define "meshtrace.dynamicModuleFilter" -}}
 name: envoy.filters.http.dynamic_modules
 typed_config:
   "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
   dynamic_module_config:
     name: meshtrace
+    metrics_namespace: wasmcustom
   filter_name: meshtrace
   filter_config:
     "@type": type.googleapis.com/google.protobuf.StringValue
