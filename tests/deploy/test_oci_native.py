@@ -4,8 +4,8 @@ loopback with skopeo: reproducible, pushed and pulled by digest, one layer holdi
 for the init-container route, the proxy's own for proxyImage), the architecture read from the
 module, and the pinned reference `./build.sh push --native` prints is one the chart accepts.
 
-The module is dist/libmeshtrace.so (or MESHTRACE_NATIVE) when it has been built; otherwise a
-stand-in with an x86-64 ELF header — these tests are about packaging, not loading."""
+The module is dist/libmeshtrace.so (MESHTRACE_NATIVE overrides), built by ./build.sh build; the
+refusals use stand-ins with hand-made ELF headers."""
 from __future__ import annotations
 
 import gzip
@@ -35,12 +35,9 @@ def stand_in(machine: int = 0x3E) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def module(tmp_path_factory) -> Path:
-    real = Path(os.environ.get("MESHTRACE_NATIVE", ROOT / "dist" / "libmeshtrace.so"))
-    if real.is_file():
-        return real
-    p = tmp_path_factory.mktemp("native") / "libmeshtrace.so"
-    p.write_bytes(stand_in())
+def module() -> Path:
+    p = Path(os.environ.get("MESHTRACE_NATIVE", ROOT / "dist" / "libmeshtrace.so"))
+    assert p.is_file(), f"{p} is missing: ./build.sh build"
     return p
 
 
@@ -83,6 +80,12 @@ def test_the_glibc_the_module_needs_is_reported(tmp_path):
     p.write_bytes(stand_in() + b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.9\0")
     assert oci.build_native(p, tmp_path / "layout", "0.1.0")["glibc"] == "2.34", \
         "the newest version asked for, compared as numbers"
+
+
+def test_the_real_module_is_packaged_for_its_machine_and_glibc(module, tmp_path):
+    built = oci.build_native(module, tmp_path / "layout", "0.1.0")
+    assert built["architecture"] in ("amd64", "arm64")
+    assert built["glibc"], "a glibc build asks for versioned glibc symbols"
 
 
 def test_push_and_pull_keep_the_digest_and_the_module(module, registry, tmp_path):
