@@ -128,6 +128,13 @@ mod sys {
             value: *const u8,
             value_size: usize,
         );
+        fn proxy_add_header_map_value(
+            map: MapType,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        );
         fn proxy_remove_header_map_value(map: MapType, key: *const u8, key_size: usize);
         fn proxy_set_property(
             path: *const u8,
@@ -291,6 +298,14 @@ pub fn set_header_map_value(
             ),
             None => sys::proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
         }
+    })
+}
+
+/// Adds one more value of a header, keeping those already there (a new field line).
+pub fn add_header_map_value(map: MapType, name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: name and value outlive the call; the host copies them.
+    check(unsafe {
+        sys::proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 
@@ -604,6 +619,11 @@ mod tests {
                 set_header_map_value(map::REQUEST_HEADERS, "a", None),
                 err,
                 "remove {s}"
+            );
+            assert_eq!(
+                add_header_map_value(map::RESPONSE_HEADERS, "a", "b"),
+                err,
+                "add {s}"
             );
             assert_eq!(property(&["xds", "node"]), absent, "property {s}");
             let call = http_call("c", &[(":path", "/")], b"x", Duration::from_secs(1));

@@ -49,6 +49,11 @@ impl Host for ProxyHost {
         let _ = abi::set_header_map_value(abi::map::RESPONSE_HEADERS, name, Some(value));
     }
 
+    /// One more field line (Envoy appends an entry; every value already there is kept).
+    fn add_response_header(&self, name: &str, value: &str) {
+        let _ = abi::add_header_map_value(abi::map::RESPONSE_HEADERS, name, value);
+    }
+
     fn set_property(&self, name: &str, value: &[u8]) {
         let _ = abi::set_property(name, value);
     }

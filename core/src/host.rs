@@ -228,6 +228,12 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Option<String>;
     /// Sets a response header, replacing every existing value (only in response headers).
     fn set_response_header(&self, name: &str, value: &str);
+    /// Adds a value to a list-valued response header (`server-timing`), keeping every value
+    /// already there: one more field line means the same as the value appended after a comma
+    /// (RFC 9110 §5.3). A host that cannot append falls back to [`append_by_replacing`].
+    fn add_response_header(&self, name: &str, value: &str) {
+        append_by_replacing(self, name, value);
+    }
     /// One response trailer (e.g. `grpc-message`); hosts without trailers have none.
     fn response_trailer(&self, _name: &str) -> Option<String> {
         None
@@ -256,6 +262,17 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
+}
+
+/// Appends by reading the header and setting the joined value: correct for one field line; a
+/// host whose `response_header` answers only the first of several lines keeps only that one.
+pub(crate) fn append_by_replacing<H: Host + ?Sized>(host: &H, name: &str, value: &str) {
+    match host.response_header(name) {
+        Some(existing) if !existing.trim().is_empty() => {
+            host.set_response_header(name, &format!("{existing}, {value}"));
+        }
+        _ => host.set_response_header(name, value),
+    }
 }
 
 impl dyn Host + '_ {

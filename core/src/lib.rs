@@ -23,7 +23,7 @@
 //!    The request keeps a [`tracer::RequestState`]: a [`tracer::Pending`] — an
 //!    [`tracer::ActiveSpan`] when recorded; when unsampled and capture is on, a small
 //!    [`tracer::Unsampled`] record (no header map) — and the response headers to add
-//!    (`traceresponse`, `x-request-id`) when configured.
+//!    (`server-timing`'s W3C `trace` metric, appended; `x-request-id`) when configured.
 //!    Then **response headers** (`Request::on_http_response_headers`, local replies included):
 //!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default.
 //! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled

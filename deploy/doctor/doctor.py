@@ -17,15 +17,27 @@ Only the Python standard library: copy this one file next to kubectl and run it 
 
 What it checks, and where Istio decides it:
 - meshtrace's HTTP filter in every HTTP connection manager, inline or delivered by ECDS as Istio
-  does for a WasmPlugin (pilot/pkg/model/extensions.go); an ECDS filter holding RBAC instead of
-  Wasm is the allow-all filter Istio's agent puts in place of a module that failed to load under
-  FAIL_OPEN (pkg/wasm/convert.go, stat prefix `wasm-default-allow`) — most often a `spec.sha256`
-  that is not the image manifest digest (pkg/wasm/cache.go LocalFileCache.getOrFetch).
+  does for a WasmPlugin (pilot/pkg/model/extensions.go; ECDS name
+  `extensions.istio.io/wasmplugin/<ns>.<name>`, from Istio 1.30 the TrafficExtension it becomes,
+  `extensions.istio.io/trafficextension/<ns>.<name>~istio-translated-wasmplugin`:
+  pilot/pkg/config/kube/extensions/translate.go translateWasmPlugin). Listeners still warming
+  count too: Istio's ECDS has InitialFetchTimeout 0 (pilot/pkg/networking/core/extension/
+  wasmplugin.go), so a listener waiting for its module stays in warming_state.
+- an ECDS filter holding RBAC instead of Wasm is what Istio's agent puts in place of a module it
+  could not load (pkg/wasm/convert.go createHTTPDefaultFilter): under FAIL_OPEN an RBAC without
+  rules that allows everything (bare up to Istio 1.27, rules_stat_prefix `wasm-default-allow`
+  from 1.28), under FAIL_CLOSE (1.25+) one with empty rules that denies everything. Most often
+  `spec.sha256` is not the image manifest digest (pkg/wasm/cache.go LocalFileCache.getOrFetch).
 - where it sits among Istio's filters: CUSTOM authorization (ext_authz) is placed before every
-  AUTHN extension (pilot/pkg/networking/core/listener_builder.go), so its denials are not traced.
+  AUTHN extension (pilot/pkg/networking/core/listener_builder.go), so its denials are not traced;
+  the RBAC filter a CUSTOM policy puts before its ext_authz holds shadow rules only
+  (pilot/pkg/security/authz/builder/builder.go buildHTTP) and enforces nothing. An RBAC filter
+  with rules before meshtrace is ALLOW/DENY authorization: phase AUTHZ or later.
 - Envoy's own tracer still configured on those connection managers (a Telemetry with
   disableSpanReporting that does not apply, pilot/pkg/networking/core/tracing.go
-  configureTracingFromTelemetry): it overwrites meshtrace's traceparent.
+  configureTracingFromTelemetry): it overwrites meshtrace's traceparent. HCM `tracing` without a
+  provider is the legacy form (no Telemetry, meshConfig.enableTracing): Envoy uses the
+  bootstrap's tracer (Istio's bootstrap template sets one from ProxyConfig.tracing).
 - the export cluster from meshtrace's pluginConfig: present, HTTP/2 for gRPC, not TLS to a
   collector without a sidecar, with endpoints.
 - from the stats: spans recorded, exported, dropped by reason, export failures, and Istio
@@ -34,7 +46,10 @@ What it checks, and where Istio decides it:
   listener `main_internal` (pilot/pkg/networking/core/listener_waypoint.go
   buildWaypointInternal); `connect_terminate` only terminates HBONE tunnels and is not expected
   to carry the filter. A waypoint takes a WasmPlugin only through targetRefs
-  (pilot/pkg/model/policyattachment.go), never a selector.
+  (pilot/pkg/model/policyattachment.go), never a selector. It has outbound clusters only for
+  routed hosts and meshConfig extensionProviders services (pilot/pkg/networking/core/waypoint.go
+  filterWaypointOutboundServices, pilot/pkg/model/push_context.go extraServicesForProxy), so its
+  export cluster exists only while the collector is an extension provider.
 """
 from __future__ import annotations
 
@@ -94,13 +109,17 @@ def sections(dump: dict) -> dict[str, list[dict]]:
     return out
 
 
-def listeners(secs: dict) -> list[dict]:
+def listeners(secs: dict) -> list[tuple[dict, bool]]:
+    """(listener, warming): the active version of each listener, else the one still warming."""
     out = []
     for d in secs.get("ListenersConfigDump", []):
-        out += [s.get("listener", {}) for s in d.get("static_listeners", [])]
-        out += [s.get("active_state", {}).get("listener", {}) for s in d.get("dynamic_listeners", [])
-                if s.get("active_state")]
-    return [lst for lst in out if lst]
+        out += [(s.get("listener", {}), False) for s in d.get("static_listeners", [])]
+        for s in d.get("dynamic_listeners", []):
+            if s.get("active_state"):
+                out.append((s["active_state"].get("listener", {}), False))
+            elif s.get("warming_state"):
+                out.append((s["warming_state"].get("listener", {}), True))
+    return [(lst, warming) for lst, warming in out if lst]
 
 
 def clusters(secs: dict) -> dict[str, dict]:
@@ -152,8 +171,11 @@ class Found:
     listener: str
     index: int
     before: list[str]
-    state: str  # "loaded", "fail-open", "pending"
+    state: str  # "loaded", "fail-open", "fail-closed", "pending"
     plugin_config: dict | None
+    filter_name: str = ""
+    warming: bool = False
+    enforcing_rbac_before: bool = False
 
 
 def is_meshtrace_wasm(typed: dict) -> bool:
@@ -194,7 +216,8 @@ def classify(f: dict, ecds: dict[str, dict]) -> tuple[str, dict | None] | None:
         if is_meshtrace_wasm(typed) or typed.get("@type") == WASM_TYPE:
             return "loaded", plugin_config_of(typed)
         if typed.get("@type") == RBAC_TYPE:
-            return "fail-open", None
+            # No rules: allow all (FAIL_OPEN); rules, even empty: deny all (FAIL_CLOSE).
+            return ("fail-closed" if "rules" in typed else "fail-open"), None
         return "pending", None
     return None
 
@@ -209,6 +232,42 @@ def node_id(secs: dict) -> str:
     return ""
 
 
+def bootstrap_tracer(secs: dict) -> str | None:
+    """The bootstrap's tracer (legacy, used by an HCM `tracing` without a provider)."""
+    for d in secs.get("BootstrapConfigDump", []):
+        http = d.get("bootstrap", {}).get("tracing", {}).get("http")
+        if http:
+            return str(http.get("name", "?"))
+    return None
+
+
+ECDS_PREFIXES = {"extensions.istio.io/wasmplugin/": False,
+                 "extensions.istio.io/trafficextension/": True}
+TRANSLATED = "~istio-translated-wasmplugin"
+
+
+def istio_resource(filter_name: str) -> str | None:
+    """The Istio resource an ECDS filter name comes from, in words (pilot/pkg/model/extensions.go
+    WasmPluginResourceNamePrefix / TrafficExtensionResourceNamePrefix + `<ns>.<name>`)."""
+    for prefix, traffic_extension in ECDS_PREFIXES.items():
+        if filter_name.startswith(prefix):
+            ns, _, name = filter_name[len(prefix):].partition(".")
+            if not traffic_extension:
+                return f"WasmPlugin {ns}/{name}"
+            if name.endswith(TRANSLATED):
+                return (f"WasmPlugin {ns}/{name[:-len(TRANSLATED)]} (Istio 1.30+: TrafficExtension "
+                        f"{ns}/{name})")
+            return f"TrafficExtension {ns}/{name}"
+    return None
+
+
+def enforcing_rbac(f: dict) -> bool:
+    """An RBAC filter that can deny: one with rules. A CUSTOM policy's RBAC holds shadow rules
+    only (builder.go buildHTTP), so does the agent's allow-all stand-in."""
+    typed = f.get("typed_config", {})
+    return f.get("name") == RBAC and "rules" in typed
+
+
 def check_filters(secs: dict, report: Report) -> list[Found]:
     ecds = ecds_filters(secs)
     waypoint = node_id(secs).startswith("waypoint~")
@@ -219,7 +278,8 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
     without: list[str] = []
     total = 0
     tracer_on: list[str] = []
-    for lst in listeners(secs):
+    legacy = bootstrap_tracer(secs)
+    for lst, warming in listeners(secs):
         if port_of(lst) in ISTIO_INTERNAL_PORTS:
             continue
         if waypoint and lst.get("name") in WAYPOINT_TUNNEL_LISTENERS:
@@ -229,10 +289,12 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             total += 1
             names = [f.get("name", "") for f in hcm.get("http_filters", [])]
             here = []
-            for i, f in enumerate(hcm.get("http_filters", [])):
+            filters = hcm.get("http_filters", [])
+            for i, f in enumerate(filters):
                 c = classify(f, ecds)
                 if c:
-                    here.append(Found(name, i, names[:i], c[0], c[1]))
+                    here.append(Found(name, i, names[:i], c[0], c[1], f.get("name", ""), warming,
+                                      any(enforcing_rbac(b) for b in filters[:i])))
             if not here:
                 without.append(name)
                 continue
@@ -244,6 +306,8 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
             provider = hcm.get("tracing", {}).get("provider")
             if provider:
                 tracer_on.append(f"{name} ({provider.get('name', '?')})")
+            elif "tracing" in hcm and legacy:
+                tracer_on.append(f"{name} ({legacy}, the bootstrap's legacy tracer)")
     if total == 0:
         report.add(PROBLEM, "no HTTP connection manager in this dump: is it a full /config_dump?")
         return found
@@ -251,7 +315,8 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
         report.add(PROBLEM, "meshtrace's filter is in none of the "
                             f"{total} HTTP connection managers: no WasmPlugin selects this "
                             "workload, or Istio has not pushed it (istioctl proxy-status; "
-                            "kubectl get wasmplugin -A)"
+                            "kubectl get wasmplugin -A; from Istio 1.30 kubectl get "
+                            "trafficextension -A)"
                             + (". A waypoint takes a WasmPlugin only through targetRefs "
                                "(GatewayClass istio-waypoint from the root namespace, or its "
                                "Gateway): the chart's waypoints.attach" if waypoint else ""))
@@ -259,6 +324,12 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
     listeners_with = sorted({f.listener for f in found})
     report.add(OK, f"meshtrace's filter is in {total - len(without)} of {total} HTTP connection "
                    f"managers (listeners: {', '.join(listeners_with)})")
+    resources = sorted({r for f in found if (r := istio_resource(f.filter_name))})
+    if resources:
+        report.add(INFO, "delivered by Istio from " + "; ".join(resources))
+    for warm in sorted({f.listener for f in found if f.warming}):
+        report.add(PROBLEM, f"listener {warm} is still warming: it serves no traffic until "
+                            "meshtrace's module arrives (Istio's ECDS waits with no timeout)")
     if without:
         report.add(WARN, "no meshtrace filter in listener(s) " + ", ".join(sorted(set(without)))
                    + " — requests through them are not traced by meshtrace")
@@ -269,6 +340,12 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
                             "image MANIFEST digest (the `spec.sha256` line of ./build.sh push; "
                             "agent metric wasm_remote_fetch_count{result=\"checksum_mismatched\"}), "
                             "else the registry is unreachable or needs imagePullSecret. See the "
+                            "istio-proxy log (grep -i wasm)")
+    if "fail-closed" in states:
+        report.add(PROBLEM, "meshtrace failed to load: Istio's agent put a deny-all filter in its "
+                            "place (failStrategy FAIL_CLOSE): every request through it is refused. "
+                            "Check spec.sha256 (the image MANIFEST digest), the registry and "
+                            "imagePullSecret (in the WasmPlugin's own namespace); see the "
                             "istio-proxy log (grep -i wasm)")
     if "pending" in states:
         report.add(PROBLEM, "meshtrace's filter waits for its module (ECDS not delivered): the "
@@ -281,7 +358,7 @@ def check_filters(secs: dict, report: Report) -> list[Found]:
         report.add(INFO, "ext_authz (an AuthorizationPolicy with action CUSTOM) runs before "
                          "meshtrace: requests it denies are not traced (Istio places CUSTOM before "
                          "every AUTHN extension)")
-    if any(RBAC in f.before for f in found):
+    if any(f.enforcing_rbac_before for f in found):
         report.add(INFO, "Istio's RBAC filter runs before meshtrace (phase AUTHZ or later): "
                          "requests AuthorizationPolicies deny are not traced; phase AUTHN traces them")
     if tracer_on:
@@ -310,6 +387,7 @@ def http2(cluster: dict) -> bool | None:
 
 
 def check_export(secs: dict, found: list[Found], report: Report) -> str | None:
+    waypoint = node_id(secs).startswith("waypoint~")
     configs = [f.plugin_config for f in found if f.plugin_config is not None]
     if not configs:
         return None
@@ -328,7 +406,12 @@ def check_export(secs: dict, found: list[Found], report: Report) -> str | None:
                             "leave. Check the collector Service's name, namespace, port and the "
                             "cluster domain; a Sidecar resource with egress hosts must list the "
                             "collector (e.g. observability/*)"
-                   + (f"; similar clusters: {', '.join(sorted(near))}" if near else ""))
+                   + (f"; similar clusters: {', '.join(sorted(near))}" if near else "")
+                   + (". On a waypoint that is the rule, not a Sidecar: a waypoint has outbound "
+                      "clusters only for routed hosts and meshConfig extensionProviders services "
+                      "(waypoint.go filterWaypointOutboundServices), so the collector must be an "
+                      "extension provider in meshConfig (the chart's renderIstioInstallConfig), "
+                      "whether or not a Telemetry uses it" if waypoint else ""))
         return name
     report.add(OK, f"export cluster {name} exists ({protocol})")
     h2 = http2(cluster)

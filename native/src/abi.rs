@@ -213,6 +213,13 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> u8;
+    /// Adds a value, keeping the header's existing ones (abi.h at v1.40.0).
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> u8;
 
     pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,

@@ -207,6 +207,19 @@ impl Host for StreamHost<'_> {
         self.set_header(abi::header_type::RESPONSE_HEADER, name, Some(value));
     }
 
+    /// One more value (Envoy's add: every value already there is kept).
+    fn add_response_header(&self, name: &str, value: &str) {
+        // SAFETY: the stream's pointer; both buffers are read during the call only.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.filter,
+                abi::header_type::RESPONSE_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
     fn response_trailer(&self, name: &str) -> Option<String> {
         self.header(abi::header_type::RESPONSE_TRAILER, name)
     }

@@ -16,7 +16,9 @@ from helpers.abi_host import Host, Status, serialize_pairs
 from helpers.scenarios import B3_UNSAMPLED, INBOUND_STREAM, REQUEST, SIDECAR
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-CONFIG = {"randomSamplingPercentage": 100, "customTags": {"pod": {"environment": {"name": "POD_NAME"}}}}
+# traceResponse: the response callback appends the server-timing trace metric (an add call).
+CONFIG = {"randomSamplingPercentage": 100, "customTags": {"pod": {"environment": {"name": "POD_NAME"}}},
+          "propagation": {"traceResponse": True}}
 
 # Every host call the plugin makes in `traffic` (test_every_host_call_is_covered keeps it true).
 HOST_CALLS = [
@@ -28,6 +30,7 @@ HOST_CALLS = [
     "proxy_get_header_map_pairs",
     "proxy_get_header_map_value",
     "proxy_replace_header_map_value",
+    "proxy_add_header_map_value",
     "proxy_remove_header_map_value",
     "proxy_get_current_time_nanoseconds",
     "proxy_http_call",

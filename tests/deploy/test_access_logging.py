@@ -101,9 +101,11 @@ def test_otel_als_provider_sends_the_ids_as_attributes_to_the_collector():
 # (values, telemetry name holding the stanza, why)
 STANZA_CASES = [
     ({}, "meshtrace", "scope mesh: the plugin's root Telemetry"),
-    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}, "telemetry": {"meshDefault": True}},
+    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}, "telemetry": {"meshDefault": True},
+      "waypoints": {"noneInPluginNamespaces": True}},
      "meshtrace-default", "scope namespaces: the root Telemetry of Istio's tracer"),
-    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}}, "meshtrace-access-logging",
+    ({"plugin": {"scope": "namespaces", "namespaces": ["shop"]}, "waypoints": {"noneInPluginNamespaces": True}},
+     "meshtrace-access-logging",
      "scope namespaces without meshDefault: no other root Telemetry, one of its own"),
     ({"plugin": {"enabled": False}}, "meshtrace-access-logging",
      "no other root Telemetry: one of its own"),

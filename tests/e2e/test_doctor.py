@@ -133,10 +133,9 @@ def test_no_plugin(stack, tmp_path):
     assert "meshtrace's filter is in none of the 1 HTTP connection managers" in out
 
 
-def ecds_envoy(stack, tmp_path, typed_config: dict):
+def ecds_envoy(stack, tmp_path, typed_config: dict, name: str = "istio-system.meshtrace"):
     """The filter as Istio delivers a WasmPlugin: by ECDS under the name `<ns>.<name>` (here from
     a file instead of istiod's ADS; the dump has the same EcdsConfigDump shape)."""
-    name = "istio-system.meshtrace"
     path = tmp_path / f"ecds-{free_port()}.json"
     path.write_text(json.dumps({"resources": [{
         "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",

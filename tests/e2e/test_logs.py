@@ -2,8 +2,8 @@
 trace context as filter state, and Envoy's file access log — configured as the chart's
 `accessLogging` recipe renders it (text and JSON) — prints it. For a sampled request, an unsampled
 one, a 404 no-route and a 503 no-healthy-upstream local reply, the log line's ids equal those the
-upstream received in `traceparent`, those of the exported span when one is recorded, and the
-`traceresponse` the client received."""
+upstream received in `traceparent`, those of the exported span when one is recorded, and the W3C
+trace context metric (`server-timing: trace;desc=…`) the client received."""
 from __future__ import annotations
 
 import json
@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.harness import (INBOUND, ROOT, Node, Stack, file_access_log, free_port, http_get,
-                             listener, plugin_filter, static_cluster, wait_until, wasm_path)
+from helpers.harness import (INBOUND, ROOT, HttpServer, Node, Reply, Stack, file_access_log,
+                             free_port, http_get, listener, plugin_filter, static_cluster,
+                             wait_until, wasm_path)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# w3c/trace-context spec/21-http_response_header_format.md (since #560): metric `trace`, its
+# description `00-{trace-id}-{span-id}-{flags}`, e.g. `trace;desc=00-0af7…-b7ad…-01`.
+TRACE_METRIC_RE = re.compile(r"^trace;desc=(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})$")
 COLLECTOR = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 UP = "outbound|9080||reviews.default.svc.cluster.local"
 DOWN = "outbound|9080||down.default.svc.cluster.local"
@@ -35,8 +39,9 @@ class Gateway:
     """One listener with the plugin and both access logs: `/ok` reaches the upstream, `/down` a
     cluster without endpoints (503 UH), anything else matches no route (404 NR)."""
 
-    def __init__(self, stack: Stack, plugin_config: dict, envoy_args: list[str] | None = None):
-        self.upstream = stack.upstream()
+    def __init__(self, stack: Stack, plugin_config: dict, envoy_args: list[str] | None = None,
+                 upstream=None):
+        self.upstream = upstream or stack.upstream()
         self.port = free_port()
         self.text_log = stack.workdir / f"access-text-{self.port}.log"
         self.json_log = stack.workdir / f"access-json-{self.port}.log"
@@ -69,7 +74,8 @@ class Gateway:
             "--file-flush-interval-msec", "20", *(envoy_args or [])])
 
     def request(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-        """Status and response headers; the request's x-request-id marks its log lines."""
+        """Status and response headers, repeated field lines joined with ", " (RFC 9110 §5.3);
+        the request's x-request-id marks its log lines."""
         import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -77,7 +83,10 @@ class Gateway:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+            joined: dict[str, str] = {}
+            for k, v in resp.getheaders():
+                joined[k.lower()] = f"{joined[k.lower()]}, {v}" if k.lower() in joined else v
+            return resp.status, joined
         finally:
             conn.close()
 
@@ -93,6 +102,19 @@ class Gateway:
         line, obj = wait_until(find, 10, f"access log lines of request {request_id}")
         fields = dict(kv.split("=", 1) for kv in line.split() if re.match(r"^[a-z_]+=", kv))
         return fields, obj
+
+
+def trace_metric(resp: dict[str, str]) -> str | None:
+    """The description of the `trace` metric in the response's server-timing, checked against the
+    spec's syntax."""
+    metrics = [m.strip() for m in resp.get("server-timing", "").split(",") if m.strip()]
+    found = [m for m in metrics if m.split(";")[0] == "trace"]
+    if not found:
+        return None
+    assert len(found) == 1, f"one trace metric: {metrics}"
+    m = TRACE_METRIC_RE.match(found[0])
+    assert m, f"the W3C syntax: {found[0]!r}"
+    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +154,12 @@ def test_access_log_line_carries_the_context_sent_upstream(gateway, path, flags,
     assert got_status == status, why
 
     fields, obj = gw.log_lines(request_id)
-    # The traceresponse the client got is the context of the log line.
-    m = TP_RE.match(resp.get("traceresponse", ""))
-    assert m, f"{why}: a valid traceresponse, got {resp.get('traceresponse')!r}"
-    trace_id, span_id, resp_flags = m.groups()
+    # The trace metric the client got is the context of the log line (a sidecar: its own span
+    # is the one sent upstream).
+    metric = trace_metric(resp)
+    assert metric, f"{why}: a W3C trace metric, got server-timing {resp.get('server-timing')!r}"
+    trace_id, span_id, resp_flags = TP_RE.match(metric).groups()
+    assert "traceresponse" not in resp, f"{why}: the replaced draft header is not sent"
     assert resp.get("x-request-id") == request_id, f"{why}: the request id is returned"
     # An operator with no value prints "-" in text and null in JSON.
     for source, absent in ((fields, "-"), (obj, None)):
@@ -152,7 +176,7 @@ def test_access_log_line_carries_the_context_sent_upstream(gateway, path, flags,
 
     if status == 200:
         up = gw.upstream.received[before]
-        assert up.get("traceparent") == resp["traceresponse"], \
+        assert up.get("traceparent") == metric, \
             f"{why}: the upstream received exactly the logged context"
     else:
         assert len(gw.upstream.received) == before, f"{why}: a local reply reaches no upstream"
@@ -171,13 +195,14 @@ def test_access_log_line_carries_the_context_sent_upstream(gateway, path, flags,
 
 def test_nothing_leaks_and_nothing_is_logged_at_debug_by_default(stack):
     """Defaults: the context is published (access logs need no plugin setting), but no
-    traceresponse or x-request-id goes back to the client, and at Envoy's default log level the
+    trace metric, traceresponse or x-request-id goes back to the client, and at Envoy's default log level the
     plugin writes no per-request line."""
     gw = Gateway(stack, {"randomSamplingPercentage": 100})
     status, resp = gw.request("/ok", {"x-request-id": "req-default",
                                       "traceparent": f"00-{TRACE}-{SPAN}-01"})
     assert status == 200
     assert "traceresponse" not in resp, "traceresponse is off by default"
+    assert "server-timing" not in resp, "no trace metric by default"
     assert "x-request-id" not in resp, "the request id is not returned by default"
     fields, obj = gw.log_lines("req-default")
     up = gw.upstream.last()
@@ -194,3 +219,40 @@ def test_publish_context_empty_publishes_nothing(stack):
     obj = json.loads(lines[-1])
     assert obj["trace_id"] is None and obj["request_id"] is None, \
         f"nothing published, the log shows no value: {obj}"
+
+
+class TimedApp(HttpServer):
+    """An app that reports its own Server-Timing metrics (and records what it received)."""
+
+    METRICS = "db;dur=53, cache;desc=hit"
+
+    def __init__(self) -> None:
+        self.received: list = []
+        super().__init__()
+
+    def respond(self, request):
+        self.received.append(request)
+        return Reply(200, b"{}", headers={"server-timing": self.METRICS})
+
+
+@pytest.mark.parametrize("config, legacy, why", [
+    ({"traceResponse": True}, False, "the W3C metric only"),
+    ({"traceResponse": True, "traceResponseHeader": True}, True, "and the replaced header, for old clients"),
+], ids=["metric", "metric-and-legacy-header"])
+def test_the_trace_metric_joins_the_apps_server_timing(stack, config, legacy, why):
+    """propagation.traceResponse on a real Envoy: the app's Server-Timing metrics reach the client
+    untouched and the trace metric follows them (its own field line, which Envoy appends); the
+    recorded span is the one it names."""
+    app = stack._own(TimedApp())
+    gw = Gateway(stack, {"randomSamplingPercentage": 100, "propagation": config}, upstream=app)
+    status, resp = gw.request("/ok", {"x-request-id": "req-timing", "traceparent": f"00-{TRACE}-{SPAN}-01"})
+    assert status == 200
+    assert resp["server-timing"].startswith(TimedApp.METRICS + ", trace;desc="), resp["server-timing"]
+    metric = trace_metric(resp)
+    assert metric == app.received[-1].get("traceparent"), f"{why}: this sidecar's span, sent on"
+    trace_id, span_id, flags = TP_RE.match(metric).groups()
+    assert (trace_id, flags) == (TRACE, "01")
+    assert stack.sink is not None
+    (span,) = stack.sink.wait_for_spans(1, where=lambda s: s.span_id == span_id)
+    assert span.trace_id == TRACE and span.parent_span_id == SPAN
+    assert resp.get("traceresponse") == (metric if legacy else None), why

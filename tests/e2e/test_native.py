@@ -167,7 +167,7 @@ def test_spans_the_collector_accepts_are_counted_exported(stack, protocol):
     """OTLP/HTTP goes as a configuration-level callout; OTLP/gRPC as a configuration-level
     stream, whose trailers carry `grpc-status` (a one-shot callout's answer has none, and a 200
     without it would count delivered spans as failed)."""
-    from harness import Sidecar
+    from helpers.harness import Sidecar
     cluster = Sidecar.collector_cluster if protocol == "http/protobuf" else \
         Sidecar.collector_grpc_cluster
     car = stack.sidecar({"randomSamplingPercentage": 100, "exporter": {

@@ -23,7 +23,7 @@ fn the_gateway_block_applies_at_gateways_only_key_by_key() {
         (gateway.sampling.skip_probes,                  true,  "objects merge key by key: the rest of `sampling` stays"),
         (sidecar.propagation.trust_incoming_request_id, true,  "sidecar: request ids trusted"),
         (gateway.propagation.trust_incoming_request_id, false, "gateway: request ids regenerated"),
-        (sidecar.propagation.trace_response,            false, "traceresponse stays off at sidecars"),
+        (sidecar.propagation.trace_response,            false, "the trace metric stays off at sidecars"),
         (gateway.propagation.trace_response,            true,  "and on at gateways"),
     ];
     for (got, want, why) in cases {

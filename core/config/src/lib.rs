@@ -366,8 +366,13 @@ pub struct PropagationConfig {
     /// The request's context published as filter state for access logs and other filters, in
     /// [`ContextValue::ALL`] order, each at most once; empty publishes nothing.
     pub publish_context: Vec<ContextValue>,
-    /// Return the context to the caller in a `traceresponse` header (W3C Trace Context Level 2).
+    /// Return the context to the caller as the W3C trace context metric of `server-timing`
+    /// (`trace;desc=00-{trace-id}-{span-id}-{flags}`, w3c/trace-context
+    /// spec/21-http_response_header_format.md since #560), appended to the response's own.
     pub trace_response: bool,
+    /// Send the `traceresponse` header of earlier Trace Context Level 2 drafts, which #560
+    /// replaced: compatibility for clients built on them, on its own or beside the metric.
+    pub trace_response_header: bool,
     /// Return the request's `x-request-id` to the caller.
     pub response_request_id: bool,
 }
@@ -421,6 +426,7 @@ impl Default for PropagationConfig {
             trust_incoming_request_id: true,
             publish_context: ContextValue::ALL.to_vec(),
             trace_response: false,
+            trace_response_header: false,
             response_request_id: false,
         }
     }

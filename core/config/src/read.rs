@@ -477,6 +477,7 @@ impl PropagationConfig {
                 "trustIncomingRequestId",
                 "publishContext",
                 "traceResponse",
+                "traceResponseHeader",
                 "responseRequestId",
             ],
         )?;
@@ -490,6 +491,9 @@ impl PropagationConfig {
                 .unwrap_or(d.trust_incoming_request_id),
             publish_context: publish_context.unwrap_or(d.publish_context),
             trace_response: o.bool("traceResponse")?.unwrap_or(d.trace_response),
+            trace_response_header: o
+                .bool("traceResponseHeader")?
+                .unwrap_or(d.trace_response_header),
             response_request_id: o
                 .bool("responseRequestId")?
                 .unwrap_or(d.response_request_id),

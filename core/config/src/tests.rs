@@ -128,6 +128,7 @@ fn bad_configurations_name_the_key() {
         (r#"{"propagation": {"extract": ["jaeger"]}}"#,                          "propagation.extract[0]",        "unknown propagator"),
         (r#"{"propagation": {"publishContext": ["trace_id", "traceId"]}}"#,      "propagation.publishContext[1]", "unknown context value (the names are the property suffixes)"),
         (r#"{"propagation": {"traceResponse": "yes"}}"#,                         "propagation.traceResponse",     "traceResponse is a boolean"),
+        (r#"{"propagation": {"traceResponseHeader": 1}}"#,                      "propagation.traceResponseHeader", "traceResponseHeader is a boolean"),
         (r#"{"serviceName": ""}"#,                                               "serviceName",                   "empty service name"),
         (r#"{"customTags": {"t": {"literal": {}}}}"#,                            "customTags.t.literal.value",    "literal without value"),
         (r#"{"limits": {"maxAttributeLength": 1}}"#,                             "limits.maxAttributeLength",     "too small to be useful"),
@@ -237,6 +238,10 @@ fn published_context_is_all_by_default_a_canonical_set_when_listed_and_none_when
     assert!(
         !c.propagation.trace_response,
         "traceresponse is off by default"
+    );
+    assert!(
+        !c.propagation.trace_response_header,
+        "the legacy traceresponse header is off by default"
     );
     assert!(
         !c.propagation.response_request_id,

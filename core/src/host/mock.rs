@@ -41,6 +41,8 @@ pub struct MockHost {
     pub fact_reads: RefCell<Vec<StreamFact>>,
     /// Every property set, in order: (name, value).
     pub properties_set: RefCell<Vec<(String, Vec<u8>)>>,
+    /// A host that cannot append a header value: `add_response_header` reads and replaces.
+    pub replace_only: Cell<bool>,
 }
 
 impl MockHost {
@@ -65,6 +67,16 @@ impl MockHost {
             .borrow_mut()
             .push((name.to_string(), value.to_string()));
         self
+    }
+
+    /// Every value of a response header, in order (one per field line).
+    pub fn response_header_values(&self, name: &str) -> Vec<String> {
+        self.response_headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn with_response_trailer(self, name: &str, value: &str) -> Self {
@@ -155,6 +167,16 @@ impl Host for MockHost {
         let mut h = self.response_headers.borrow_mut();
         h.retain(|(k, _)| k != name);
         h.push((name.to_string(), value.to_string()));
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        if self.replace_only.get() {
+            super::append_by_replacing(self, name, value);
+        } else {
+            self.response_headers
+                .borrow_mut()
+                .push((name.to_string(), value.to_string()));
+        }
     }
 
     fn set_property(&self, name: &str, value: &[u8]) {

@@ -26,9 +26,16 @@ pub use self::outcome::Outcome;
 use self::waypoint::CLIENT_MARK_KEY;
 
 const REQUEST_ID: &str = "x-request-id";
-/// W3C Trace Context Level 2 §"Traceresponse Header" (spec/21-http_response_header_format.md
-/// of w3c/trace-context up to 81d8c9a; later drafts moved the same value into a
-/// `server-timing: trace;desc=…` metric).
+/// The response header carrying the W3C trace context metric (w3c/trace-context
+/// spec/21-http_response_header_format.md, "Trace Context Server Timing Metric Format", since
+/// #560): a list-valued field (W3C Server Timing), so ours is appended to the response's own.
+const SERVER_TIMING: &str = "server-timing";
+/// The metric's name and the start of its description: `trace;desc=` + a traceparent-shaped
+/// value (version `00`, trace-id, span-id of the server operation, flags). Unquoted, as the
+/// spec's example: the value is a token.
+const TRACE_METRIC: &str = "trace;desc=";
+/// The header earlier drafts of the same section defined (up to 81d8c9a), replaced by the
+/// metric; sent only for `propagation.traceResponseHeader`.
 const TRACE_RESPONSE: &str = "traceresponse";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
 const OT_KEY: &str = "ot";
@@ -64,15 +71,22 @@ pub struct RequestState {
     /// What is finished, or perhaps captured, when the stream ends; `None` when no span can be
     /// recorded (export off, or capture off for an unsampled request).
     pub pending: Option<Pending>,
-    /// Headers returned to the caller (`traceresponse`, `x-request-id`); empty (no allocation)
-    /// unless configured, so nothing internal leaks by default.
+    /// Headers returned to the caller (`server-timing`'s trace metric, `traceresponse`,
+    /// `x-request-id`); empty (no allocation) unless configured, so nothing internal leaks by
+    /// default.
     pub response_headers: Vec<(&'static str, String)>,
 }
 
 impl RequestState {
-    /// Response headers arrived (from the upstream or a local reply): add ours.
+    /// Response headers arrived (from the upstream or a local reply): add ours. The trace metric
+    /// joins whatever `server-timing` the response has (never replacing the app's metrics); the
+    /// others replace a value the upstream may have set.
     pub fn on_response_headers(&self, host: &dyn Host) {
         for (name, value) in &self.response_headers {
+            if *name == SERVER_TIMING {
+                host.add_response_header(name, value);
+                continue;
+            }
             host.set_response_header(name, value);
         }
     }
@@ -256,7 +270,7 @@ impl Tracer {
             .unwrap_or("");
         // Published: the span id the upstream received (an exported span's id when recorded).
         self.publish(host, &sent, parent, request_id);
-        let response_headers = self.response_headers(&sent, request_id);
+        let response_headers = self.response_headers(&context, &sent, request_id);
         // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
@@ -471,18 +485,29 @@ impl Tracer {
     }
 
     /// Headers for the caller, computed now (the response callback then only writes them):
-    /// `traceresponse` (`propagation.traceResponse`) carries the context sent upstream, so it
-    /// equals the upstream's `traceparent` in trace id, span id and flags; `x-request-id`
-    /// (`propagation.responseRequestId`) the request's id.
+    /// - `server-timing: trace;desc=…` (`propagation.traceResponse`): this proxy's own span, the
+    ///   "server operation" the caller called (the spec's span-id), with its trace id and flags;
+    ///   browsers expose it to page scripts (`PerformanceServerTiming`), so real-user
+    ///   monitoring joins the trace;
+    /// - `traceresponse` (`propagation.traceResponseHeader`, the earlier drafts' header): the
+    ///   context sent upstream, as it always was: the upstream's `traceparent`;
+    /// - `x-request-id` (`propagation.responseRequestId`): the request's id.
     fn response_headers(
         &self,
-        context: &SpanContext,
+        own: &SpanContext,
+        sent: &SpanContext,
         request_id: &str,
     ) -> Vec<(&'static str, String)> {
         let prop = &self.config.propagation;
         let mut out = Vec::new();
         if prop.trace_response {
-            out.push((TRACE_RESPONSE, propagation::traceparent::format(context)));
+            let mut metric = String::with_capacity(TRACE_METRIC.len() + 55);
+            metric.push_str(TRACE_METRIC);
+            metric.push_str(&propagation::traceparent::format(own));
+            out.push((SERVER_TIMING, metric));
+        }
+        if prop.trace_response_header {
+            out.push((TRACE_RESPONSE, propagation::traceparent::format(sent)));
         }
         if prop.response_request_id && !request_id.is_empty() {
             out.push((REQUEST_ID, request_id.to_string()));

@@ -703,12 +703,13 @@ fn publish_context_sets_only_the_listed_values_one_host_call_each() {
     }
 }
 
-/// W3C Trace Context Level 2 §traceresponse: the context this proxy sent on, returned to the
-/// caller only when asked for.
+/// w3c/trace-context spec/21-http_response_header_format.md (since #560): the context returned
+/// to the caller is the `trace` metric of `server-timing`, appended to the response's own
+/// metrics; nothing is returned unless asked for.
 #[test]
-fn traceresponse_and_request_id_are_returned_only_when_configured() {
+fn the_trace_metric_and_request_id_are_returned_only_when_configured() {
     let off = tracer(r#"{"randomSamplingPercentage": 100}"#);
-    let host = base_request().with_response_header("traceresponse", "00-from-the-upstream");
+    let host = base_request().with_response_header("server-timing", "db;dur=53");
     let s = state(&host, &off);
     assert!(
         s.response_headers.is_empty(),
@@ -716,9 +717,14 @@ fn traceresponse_and_request_id_are_returned_only_when_configured() {
     );
     s.on_response_headers(&host);
     assert_eq!(
-        host.response_header("traceresponse").as_deref(),
-        Some("00-from-the-upstream"),
+        host.response_header_values("server-timing"),
+        ["db;dur=53"],
         "off: the response is left alone"
+    );
+    assert_eq!(
+        host.response_header("traceresponse"),
+        None,
+        "off: no legacy header"
     );
     assert_eq!(
         host.response_header("x-request-id"),
@@ -730,17 +736,90 @@ fn traceresponse_and_request_id_are_returned_only_when_configured() {
         let on = tracer(&format!(
             r#"{{"randomSamplingPercentage": {percentage}, "propagation": {{"traceResponse": true, "responseRequestId": true}}}}"#
         ));
-        let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-02"));
+        let host = base_request()
+            .with_header("traceparent", &format!("00-{TRACE}-{SPAN}-02"))
+            .with_response_header("server-timing", "db;dur=53, cache;desc=hit");
         state(&host, &on).on_response_headers(&host);
+        let sent = host.header("traceparent").unwrap();
+        assert_eq!(
+            host.response_header_values("server-timing"),
+            [
+                "db;dur=53, cache;desc=hit".to_string(),
+                format!("trace;desc={sent}")
+            ],
+            "{percentage}%: the app's metrics kept, ours appended: this sidecar's span, as sent on"
+        );
         assert_eq!(
             host.response_header("traceresponse"),
-            host.header("traceparent"),
-            "{percentage}%: equals what the upstream received"
+            None,
+            "{percentage}%: the replaced draft header is not sent"
         );
         assert_eq!(
             host.response_header("x-request-id"),
             host.header("x-request-id"),
             "{percentage}%: the request's id"
+        );
+    }
+}
+
+/// The metric's span id is the server operation's: at a gateway that spawns a CLIENT child, the
+/// proxy's own (SERVER) span, not the child sent upstream. The compatibility header
+/// `traceresponse` keeps what it always carried: the upstream's `traceparent`.
+#[test]
+fn the_trace_metric_names_the_server_span_and_the_legacy_header_what_went_upstream() {
+    let mut t = tracer(
+        r#"{"randomSamplingPercentage": 100, "propagation": {"traceResponse": true, "traceResponseHeader": true}}"#,
+    );
+    t.node.id = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into();
+    let t = Tracer::new(t.config.clone(), t.node.clone(), &|_| None);
+    let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"));
+    let mut ids = IdGenerator::from_seed(1);
+    let s = t.on_request_headers(&host, &mut ids, &Metrics::none());
+    s.on_response_headers(&host);
+    let own = match &s.pending {
+        Some(Pending::Recorded(active)) => active.context.span_id.to_hex(),
+        other => panic!("a recorded request: {other:?}"),
+    };
+    let (_, sent, flags) = traceparent(&host);
+    assert_ne!(own, sent, "a gateway sends its CLIENT child's id upstream");
+    assert_eq!(
+        host.response_header_values("server-timing"),
+        [format!("trace;desc=00-{TRACE}-{own}-{flags}")]
+    );
+    assert_eq!(
+        host.response_header("traceresponse"),
+        host.header("traceparent")
+    );
+}
+
+/// A host that cannot append (reads one value, replaces all) still never drops the app's
+/// metrics: the value is joined after a comma (RFC 9110 §5.3).
+#[test]
+fn a_host_without_append_joins_the_metric_to_the_existing_value() {
+    let t = tracer(r#"{"randomSamplingPercentage": 0, "propagation": {"traceResponse": true}}"#);
+    #[rustfmt::skip]
+    let cases: &[(Option<&str>, &str)] = &[
+        (Some("db;dur=53"), "an app metric: kept before ours"),
+        (Some(" "),         "blank: replaced, no leading comma"),
+        (None,              "none: ours alone"),
+    ];
+    for (existing, why) in cases {
+        let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-00"));
+        let host = match existing {
+            Some(v) => host.with_response_header("server-timing", v),
+            None => host,
+        };
+        host.replace_only.set(true);
+        state(&host, &t).on_response_headers(&host);
+        let ours = format!("trace;desc={}", host.header("traceparent").unwrap());
+        let want = match existing {
+            Some(v) if !v.trim().is_empty() => format!("{v}, {ours}"),
+            _ => ours,
+        };
+        assert_eq!(
+            host.response_header_values("server-timing"),
+            [want],
+            "{why}"
         );
     }
 }

@@ -138,12 +138,14 @@ tracing:
 {{- end }}
 
 {{/* How the plugin reaches waypoints: waypoints.attach with auto resolved (gatewayClass under
-scope mesh from Istio 1.26, where a root-namespace policy may target GatewayClass
-istio-waypoint: istio/istio d3ac996, policyattachment.go; else none). */}}
+scope mesh from Istio 1.25, where a root-namespace policy may target GatewayClass
+istio-waypoint: pilot/pkg/model/policyattachment.go ShouldAttachPolicy, backported to 1.25.0 in
+6ec5ded, release note 54780; the webhook's allowedTargetRefs in
+pkg/config/validation/validation.go takes GatewayClass from the same tag; else none). */}}
 {{- define "meshtrace.waypointAttach" -}}
 {{- $a := .Values.waypoints.attach -}}
 {{- if eq $a "auto" -}}
-{{- ternary "gatewayClass" "none" (and (eq .Values.plugin.scope "mesh") (ge (include "meshtrace.istioMinor" . | int) 26)) -}}
+{{- ternary "gatewayClass" "none" (and (eq .Values.plugin.scope "mesh") (ge (include "meshtrace.istioMinor" . | int) 25)) -}}
 {{- else -}}
 {{ $a }}
 {{- end -}}
@@ -169,21 +171,27 @@ istio-waypoint: istio/istio d3ac996, policyattachment.go; else none). */}}
 {{- mustMergeOverwrite (deepCopy (.Values.plugin.config | default dict)) (deepCopy (.Values.gateways.config | default dict)) | toJson -}}
 {{- end }}
 
-{{/* Istio's OpenTelemetry extension provider, shared by both install forms. `http` and
-`resource_detectors` are read from Istio 1.22 (pilot/pkg/networking/core/tracing.go
-otelConfig); before, protocol http is refused by meshtrace.validate. */}}
+{{/* Istio's OpenTelemetry extension provider, shared by both install forms. Each field only from
+the Istio whose MeshConfig has it (istio/api mesh/v1alpha1/config.proto
+OpenTelemetryTracingProvider): `http` and `resource_detectors` from 1.22 (before, protocol http
+is refused by meshtrace.validate), `grpc` (timeout, initialMetadata) from 1.24. istioctl
+1.20-1.23 rejects an unknown field (operator/pkg/validate/validate.go validateMeshConfig ->
+protomarshal.ApplyYAMLStrict); before 1.24 Istio's own tracer takes neither a gRPC timeout nor
+headers, the plugin still sends them. */}}
 {{- define "meshtrace.extensionProvider" -}}
 - name: {{ .Values.tracing.providerName }}
   opentelemetry:
     service: {{ include "meshtrace.collectorHost" . }}
     port: {{ include "meshtrace.exportPort" . }}
     {{- if eq .Values.tracing.protocol "grpc" }}
+    {{- if ge (include "meshtrace.istioMinor" . | int) 24 }}
     grpc:
       timeout: {{ .Values.tracing.timeout }}
       {{- with .Values.tracing.headers }}
       initialMetadata:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+    {{- end }}
     {{- else }}
     http:
       path: {{ .Values.tracing.path }}
@@ -241,8 +249,8 @@ names the key and the reason. */}}
 {{- end -}}
 {{- $attach := include "meshtrace.waypointAttach" . -}}
 {{- if eq $attach "gatewayClass" -}}
-{{- if lt $minor 26 -}}
-{{- fail (printf "waypoints.attach gatewayClass needs istioVersion 1.26 or later: Istio %s does not attach a root-namespace policy to GatewayClass istio-waypoint (pilot/pkg/model/policyattachment.go); list the waypoints (waypoints.attach gateways)" (toString $v.istioVersion)) -}}
+{{- if lt $minor 25 -}}
+{{- fail (printf "waypoints.attach gatewayClass needs istioVersion 1.25 or later: Istio %s does not attach a root-namespace policy to GatewayClass istio-waypoint (pilot/pkg/model/policyattachment.go); list the waypoints (waypoints.attach gateways)" (toString $v.istioVersion)) -}}
 {{- end -}}
 {{- if ne $v.plugin.scope "mesh" -}}
 {{- fail "waypoints.attach gatewayClass needs plugin.scope mesh: only the root namespace's selector-less Telemetry reaches every waypoint (pilot/pkg/model/telemetry.go applicableTelemetries), so other waypoints would run the plugin and Istio's tracer together; list the waypoints (waypoints.attach gateways)" -}}
@@ -256,11 +264,19 @@ names the key and the reason. */}}
 {{- fail "waypoints.attach gateways needs waypoints.gateways: the waypoint Gateways to attach to ({name, namespace})" -}}
 {{- end -}}
 {{- if eq $v.plugin.scope "mesh" -}}
-{{- fail "waypoints.attach gateways with plugin.scope mesh: the root Telemetry turns span reporting off on every waypoint, so waypoints not listed would lose every span; use waypoints.attach gatewayClass (Istio 1.26+)" -}}
+{{- fail "waypoints.attach gateways with plugin.scope mesh: the root Telemetry turns span reporting off on every waypoint, so waypoints not listed would lose every span; use waypoints.attach gatewayClass (Istio 1.25+)" -}}
 {{- end -}}
 {{- end -}}
 {{- if and (eq $attach "none") (eq $v.plugin.scope "mesh") $v.plugin.enabled (eq $v.telemetry.mode "create") (not $v.renderIstioInstallConfig) (not $v.waypoints.meshHasNoWaypoints) -}}
-{{- fail (printf "plugin.scope mesh turns native span reporting off on every proxy, waypoints included, but no waypoint runs the plugin (waypoints.attach %s, istioVersion %s): an ambient mesh would lose every waypoint span. Use waypoints.attach gatewayClass (istioVersion 1.26+), or set waypoints.meshHasNoWaypoints=true if the mesh has none" $v.waypoints.attach (toString $v.istioVersion)) -}}
+{{- fail (printf "plugin.scope mesh turns native span reporting off on every proxy, waypoints included, but no waypoint runs the plugin (waypoints.attach %s, istioVersion %s): an ambient mesh would lose every waypoint span. Use waypoints.attach gatewayClass (istioVersion 1.25+), or set waypoints.meshHasNoWaypoints=true if the mesh has none" $v.waypoints.attach (toString $v.istioVersion)) -}}
+{{- end -}}
+{{- /* A namespace's selector-less Telemetry reaches every proxy of that config namespace,
+waypoints deployed there included (pilot/pkg/model/telemetry.go applicableTelemetries ->
+namespaceWideTelemetryConfig), but a selector-based WasmPlugin never reaches a waypoint
+(pilot/pkg/model/policyattachment.go ShouldAttachPolicy). The printed stanza, merged into the
+namespace's own Telemetry, does the same. */ -}}
+{{- if and (eq $attach "none") (eq $v.plugin.scope "namespaces") $v.plugin.enabled (not $v.renderIstioInstallConfig) (not $v.waypoints.noneInPluginNamespaces) -}}
+{{- fail (printf "plugin.scope namespaces turns native span reporting off on every proxy of %s, waypoints deployed in plugin.namespaces (%s) included, but a selector-based WasmPlugin never reaches a waypoint: they would lose every span. List them (waypoints.attach gateways, waypoints.gateways), or set waypoints.noneInPluginNamespaces=true if none is deployed there" (join ", " $v.plugin.namespaces) (join ", " $v.plugin.namespaces)) -}}
 {{- end -}}
 {{- if $v.gateways.enabled -}}
 {{- if has $v.gateways.namespace $v.plugin.namespaces -}}

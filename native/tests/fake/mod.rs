@@ -214,6 +214,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_callback_http_add_header(
+    _filter: *mut c_void,
+    kind: u32,
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+) -> u8 {
+    count("add_header");
+    let (key, value) = (unsafe { bytes_of(key) }, unsafe { bytes_of(value) });
+    with(|f| {
+        if let Some(m) = map_of(f, kind) {
+            m.push((key, value));
+        }
+    });
+    ok(true)
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_callback_http_set_header(
     _filter: *mut c_void,
     kind: u32,
