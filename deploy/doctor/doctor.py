@@ -527,7 +527,7 @@ def is_meshtrace_native(typed: dict) -> bool:
 def runtimes_in(secs: dict) -> set[str]:
     """Which of meshtrace's runtimes have a filter inline in this proxy's connection managers."""
     out = set()
-    for lst in listeners(secs):
+    for lst, _ in listeners(secs):
         for hcm in connection_managers(lst):
             for f in hcm.get("http_filters", []):
                 typed = f.get("typed_config", {})
@@ -665,7 +665,7 @@ def diagnose(dump: dict, stats_text: str | None = None) -> Report:
     report = Report()
     secs = sections(dump)
     native_rejected = check_rejections(secs, report)
-    serving = any(connection_managers(lst) for lst in listeners(secs))
+    serving = any(connection_managers(lst) for lst, _ in listeners(secs))
     # Every listener rejected: nothing else to read (check_filters would only say it is empty).
     found = check_filters(secs, report) if serving or not native_rejected else []
     if serving and not found:

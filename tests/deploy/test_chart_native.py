@@ -129,7 +129,9 @@ def test_native_renders_envoy_filters_and_no_wasmplugin_with_the_same_plugin_con
     values = {"plugin": {"scope": "namespaces", "namespaces": ["bookinfo"],
                          "config": {"sampling": {"rules": [
                              {"match": {"path": {"prefix": "/static/"}}, "sample": "never"}]}}},
-              "istioVersion": "1.31"}
+              "istioVersion": "1.31",
+              # The Wasm path's namespace Telemetry reaches waypoints there: none deployed.
+              "waypoints": {"noneInPluginNamespaces": True}}
     wasm = render(values)
     nat = render(native(**values))
     assert not by_kind(nat, "WasmPlugin"), "never both for one proxy"
