@@ -200,8 +200,16 @@ cmd_demo() {
   MESHTRACE_ADAPTER=$adapter run_py "$ROOT/tests/demo/demo.py" "${args[@]}"
 }
 
-cmd_image() { cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"; }
-cmd_push() { ensure_apt skopeo:skopeo; bash "$ROOT/deploy/oci/oci.sh" push "$@"; }
+# --native: the dynamic module (dist/libmeshtrace.so) for plugin.runtime native.
+cmd_image() {
+  if [ "${1:-}" = --native ]; then shift; cmd_build; bash "$ROOT/deploy/oci/oci.sh" image-native "$@"; return; fi
+  cmd_build; bash "$ROOT/deploy/oci/oci.sh" image "$@"
+}
+cmd_push() {
+  ensure_apt skopeo:skopeo
+  if [ "${1:-}" = --native ]; then shift; cmd_build; bash "$ROOT/deploy/oci/oci.sh" push-native "$@"; return; fi
+  bash "$ROOT/deploy/oci/oci.sh" push "$@"
+}
 cmd_bench() {
   # --meter: instructions and host calls per request on an ABI host, no Envoy (tests/meter).
   if [ "${1:-}" = --meter ]; then
@@ -239,8 +247,9 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
                           the test files given; every ARG goes to pytest
   demo [OPTS]             a Bookinfo-shaped mesh on 127.0.0.1 with real traces (--ambient: a waypoint,
                           no sidecars; --native: the native adapter instead of the Wasm plugin)
-  image                   OCI image layout of the plugin (Istio's Wasm image format)
-  push REF                push that image with skopeo
+  image [--native]        OCI image layout of the plugin (Istio's Wasm image format); --native:
+                          dist/libmeshtrace.so on a base image (--base LAYOUT:TAG, see docs/native-deployment.md)
+  push [--native] REF     push that image with skopeo (prints the digest-pinned chart value)
   bench                   what meshtrace costs per request, against Envoy's own tracer
                           (--meter: instructions and host calls; --memory: where a VM's memory goes)
   soak MINUTES            sustained load; VM memory and queue depth over time

@@ -1,6 +1,9 @@
 """meshtrace doctor: reads one proxy's Envoy configuration dump (and optionally its stats) and
 says, in plain words, whether meshtrace can trace there. Exit status 0 when it finds nothing
-wrong, 1 when it finds a problem, 2 when the input cannot be read.
+wrong, 1 when it finds a problem, 2 when the input cannot be read. It knows both runtimes: the
+Wasm plugin and the Envoy dynamic module (plugin.runtime native: the filter, a listener Envoy
+rejected for a missing module, the Envoy versions the module supports; "The native runtime"
+below).
 
     python3 doctor.py CONFIG_DUMP.json [STATS.txt]        (./build.sh doctor ...)
 
@@ -187,7 +190,10 @@ def is_meshtrace_wasm(typed: dict) -> bool:
 
 
 def plugin_config_of(typed: dict) -> dict | None:
-    value = typed.get("config", {}).get("configuration", {}).get("value", "")
+    if typed.get("@type") == DYNAMIC_MODULE_TYPE:  # the native runtime (see below)
+        value = typed.get("filter_config", {}).get("value", "")
+    else:
+        value = typed.get("config", {}).get("configuration", {}).get("value", "")
     try:
         parsed = json.loads(value) if value else {}
     except json.JSONDecodeError:
@@ -200,7 +206,7 @@ def classify(f: dict, ecds: dict[str, dict]) -> tuple[str, dict | None] | None:
     name = f.get("name", "")
     if "typed_config" in f:
         typed = f["typed_config"]
-        if is_meshtrace_wasm(typed):
+        if is_meshtrace_wasm(typed) or is_meshtrace_native(typed):
             return "loaded", plugin_config_of(typed)
         return None
     if "config_discovery" in f and PLUGIN_NAME in name:
@@ -485,14 +491,199 @@ def check_stats(stats: dict[str, float], cluster: str | None, loaded: bool, repo
         report.add(WARN, "spans dropped as too large for one export: raise limits.maxBatchBytes")
 
 
+# ---------------------------------------------------------------------------------------------
+# The native runtime (plugin.runtime native): meshtrace as envoy.filters.http.dynamic_modules
+# (dynamic_module_config.name meshtrace → libmeshtrace.so), put there by an EnvoyFilter. Envoy
+# REJECTS a whole listener whose filter names a module it cannot load — not on
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH, or an extension this Envoy lacks (istio-proxy before 1.31,
+# istio/proxy#6955): the listener's error_state in the dump, listener_manager.lds.update_rejected
+# in the stats, and traffic through that listener breaks. The published module runs on the
+# Envoy versions its ABI supports (Envoy's dynamic modules: a module built for X.Y runs on X.Y
+# and X.(Y+1)).
+
+DYNAMIC_MODULE_TYPE = \
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+# The native module's file (dynamic_module_config.name meshtrace → lib{name}.so).
+NATIVE_FILE = "libmeshtrace.so"
+# Built against Envoy 1.40's ABI (the module says so in its start-up log line).
+NATIVE_ENVOY_BUILD = (1, 40)
+NATIVE_ENVOY_SUPPORTED = (NATIVE_ENVOY_BUILD, (NATIVE_ENVOY_BUILD[0], NATIVE_ENVOY_BUILD[1] + 1))
+# The first Istio whose proxy has envoy.filters.http.dynamic_modules (istio/proxy#6955).
+NATIVE_ISTIO_MIN = (1, 31)
+# The pod label the chart's injection template sets with the module (values native.label).
+NATIVE_LABEL = ("meshtrace.io/module", "native")
+
+
+def is_meshtrace_native(typed: dict) -> bool:
+    """The dynamic module filter naming meshtrace: by name through the search path (the chart's
+    EnvoyFilter), or by file (Envoy Gateway's local source, `module.local.filename`)."""
+    if typed.get("@type") != DYNAMIC_MODULE_TYPE:
+        return False
+    cfg = typed.get("dynamic_module_config", {})
+    filename = cfg.get("module", {}).get("local", {}).get("filename", "")
+    return cfg.get("name") == PLUGIN_NAME or filename.endswith("/" + NATIVE_FILE)
+
+
+def runtimes_in(secs: dict) -> set[str]:
+    """Which of meshtrace's runtimes have a filter inline in this proxy's connection managers."""
+    out = set()
+    for lst, _ in listeners(secs):
+        for hcm in connection_managers(lst):
+            for f in hcm.get("http_filters", []):
+                typed = f.get("typed_config", {})
+                if is_meshtrace_native(typed):
+                    out.add("native")
+                elif is_meshtrace_wasm(typed) or (f.get("config_discovery") and PLUGIN_NAME in f.get("name", "")):
+                    out.add("wasm")
+    return out
+
+
+def check_runtime(secs: dict, report: Report) -> bool:
+    """Says which runtime runs here; True when the native one does."""
+    runtimes = runtimes_in(secs)
+    if runtimes == {"native"}:
+        report.add(INFO, "meshtrace runs as the Envoy dynamic module (plugin.runtime native)")
+    if len(runtimes) > 1:
+        report.add(PROBLEM, "meshtrace runs both as Wasm and as the dynamic module on this proxy: a "
+                            "WasmPlugin and the native EnvoyFilter both reach it (two spans per "
+                            "request); one plugin.runtime per proxy")
+    return "native" in runtimes
+
+
+def rejected_listeners(secs: dict) -> list[tuple[str, str, dict]]:
+    """(listener, Envoy's reason, the configuration it refused) for every listener update Envoy
+    rejected (ListenersConfigDump dynamic_listeners[].error_state)."""
+    out: dict[tuple[str, str], dict] = {}
+    for d in secs.get("ListenersConfigDump", []):
+        for lst in d.get("dynamic_listeners", []):
+            err = lst.get("error_state")
+            if err:
+                config = err.get("failed_configuration", {})
+                # Envoy also lists the failed update once without a name: one line per listener.
+                name = lst.get("name") or config.get("name") or "?"
+                out.setdefault((name, str(err.get("details", ""))), config)
+    return [(name, details, config) for (name, details), config in out.items()]
+
+
+def names_meshtrace_module(config: dict) -> bool:
+    text = json.dumps(config)
+    return DYNAMIC_MODULE_TYPE in text and (f'"name": "{PLUGIN_NAME}"' in text or NATIVE_FILE in text)
+
+
+def check_rejections(secs: dict, report: Report) -> bool:
+    """Says why Envoy refused listeners; True when meshtrace's module is involved."""
+    involved = False
+    for name, details, config in rejected_listeners(secs):
+        missing = re.search(r"(lib[\w.-]+\.so) not found in any search path", details)
+        if missing and missing.group(1) == NATIVE_FILE:
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: {NATIVE_FILE} is not on this proxy "
+                                "(ENVOY_DYNAMIC_MODULES_SEARCH_PATH), and Envoy refuses the whole "
+                                "listener — traffic through it is broken, not just untraced. "
+                                "meshtrace's EnvoyFilter reached a pod without the module: pods "
+                                "opt in only with the annotation inject.istio.io/templates: "
+                                "sidecar,meshtrace (gateways: gateway,meshtrace), which mounts the "
+                                "module and sets the label the EnvoyFilter selects; remove a label "
+                                "set by hand or re-create the pod. Waypoints: the "
+                                "meshtrace-waypoint-defaults ConfigMap must be the OLDEST "
+                                "istio-waypoint class defaults. Envoy said: " + details[:300])
+        elif NATIVE_FILE in details and "failed to map segment" in details:
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: {NATIVE_FILE} is there but on a "
+                                "noexec mount, and the loader cannot map its code (a Kubernetes "
+                                "image volume is always mounted noexec): deliver it with the "
+                                "chart's native.delivery initContainer (an emptyDir) or "
+                                "proxyImage. Envoy said: " + details[:300])
+        elif "envoy.filters.http.dynamic_modules" in details and (
+                "registered" in details or "Didn't find" in details):
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED: this Envoy has no "
+                                "envoy.filters.http.dynamic_modules (istio-proxy before "
+                                f"{NATIVE_ISTIO_MIN[0]}.{NATIVE_ISTIO_MIN[1]}, istio/proxy#6955); "
+                                "the EnvoyFilter's proxyVersion match should have kept it away. "
+                                "Envoy said: " + details[:300])
+        elif names_meshtrace_module(config):
+            involved = True
+            report.add(PROBLEM, f"listener {name} was REJECTED with meshtrace's dynamic module in "
+                                "it (the module failed to load or refused its configuration): "
+                                + details[:300])
+        else:
+            report.add(WARN, f"listener {name}: Envoy rejected its last update: {details[:300]}")
+    return involved
+
+
+def node_of(secs: dict) -> dict:
+    for d in secs.get("BootstrapConfigDump", []):
+        return d.get("bootstrap", {}).get("node", {}) or {}
+    return {}
+
+
+def envoy_version(secs: dict) -> tuple[int, int] | None:
+    """Envoy's own version, which it writes into the bootstrap's node (user_agent_build_version)."""
+    v = node_of(secs).get("user_agent_build_version", {}).get("version")
+    return (int(v.get("major_number", 0)), int(v.get("minor_number", 0))) if v else None
+
+
+def istio_version(secs: dict) -> tuple[int, int] | None:
+    m = re.match(r"^(\d+)\.(\d+)", str(node_of(secs).get("metadata", {}).get("ISTIO_VERSION", "")))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_native_versions(secs: dict, report: Report) -> None:
+    supported = " and ".join(f"{a}.{b}" for a, b in NATIVE_ENVOY_SUPPORTED)
+    envoy = envoy_version(secs)
+    if envoy is None:
+        report.add(WARN, f"Envoy's version is not in this dump; meshtrace's native module runs on "
+                         f"Envoy {supported}")
+    elif envoy in NATIVE_ENVOY_SUPPORTED:
+        report.add(OK, f"Envoy {envoy[0]}.{envoy[1]}: one meshtrace's native module supports "
+                       f"({supported})")
+    else:
+        report.add(PROBLEM, f"Envoy {envoy[0]}.{envoy[1]} is not one meshtrace's native module "
+                            f"supports ({supported}: built for {NATIVE_ENVOY_BUILD[0]}."
+                            f"{NATIVE_ENVOY_BUILD[1]}, and a module for X.Y runs on X.Y and "
+                            "X.(Y+1)): use the build for this Envoy, or the Wasm runtime")
+    istio = istio_version(secs)
+    if istio is not None and istio < NATIVE_ISTIO_MIN:
+        report.add(PROBLEM, f"istio-proxy {istio[0]}.{istio[1]} has no dynamic-modules extension "
+                            f"(from {NATIVE_ISTIO_MIN[0]}.{NATIVE_ISTIO_MIN[1]}, istio/proxy#6955)")
+
+
+def native_hint(secs: dict) -> str:
+    """Why the native filter may be missing, from the pod labels istio-agent put in the node."""
+    labels = node_of(secs).get("metadata", {}).get("LABELS", {}) or {}
+    if labels.get(NATIVE_LABEL[0]) == NATIVE_LABEL[1]:
+        return (f"this pod has the module ({NATIVE_LABEL[0]}={NATIVE_LABEL[1]}): is meshtrace's "
+                "EnvoyFilter installed for its namespace (kubectl get envoyfilter -A), and is its "
+                "istio-proxy 1.31 or later (the EnvoyFilter's proxyVersion match)?")
+    return ("with plugin.runtime native, a pod opts in with the annotation "
+            "inject.istio.io/templates: sidecar,meshtrace (gateways: gateway,meshtrace), which "
+            "mounts the module and sets the label the EnvoyFilter selects; re-create the pod")
+
+
 def diagnose(dump: dict, stats_text: str | None = None) -> Report:
     report = Report()
     secs = sections(dump)
-    found = check_filters(secs, report)
+    native_rejected = check_rejections(secs, report)
+    serving = any(connection_managers(lst) for lst, _ in listeners(secs))
+    # Every listener rejected: nothing else to read (check_filters would only say it is empty).
+    found = check_filters(secs, report) if serving or not native_rejected else []
+    if serving and not found:
+        report.add(INFO, native_hint(secs))
+    if check_runtime(secs, report) or native_rejected:
+        check_native_versions(secs, report)
     cluster = check_export(secs, found, report)
     if stats_text is not None:
-        check_stats(parse_stats(stats_text), cluster,
-                    any(f.state == "loaded" for f in found), report)
+        stats = parse_stats(stats_text)
+        rejected = stat_sum(stats, "listener_manager.lds.update_rejected") or 0
+        if rejected:
+            report.add(WARN if native_rejected else PROBLEM,
+                       f"listener_manager.lds.update_rejected = {int(rejected)}: Envoy refused "
+                       "listener updates from Istio"
+                       + (" (above)" if native_rejected else "; the config dump's listener "
+                          "error_state says why (a dynamic module not found, an extension this "
+                          "Envoy lacks)"))
+        check_stats(stats, cluster, any(f.state == "loaded" for f in found), report)
     return report
 
 

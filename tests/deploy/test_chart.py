@@ -22,7 +22,9 @@ VALUE_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 K8S_VERSION = "1.31.0"
 CORE_KINDS = {"ConfigMap", "Deployment", "Service", "Secret", "ServiceAccount",
               "HorizontalPodAutoscaler", "PodDisruptionBudget"}
-ISTIO_KINDS = {"WasmPlugin", "Telemetry", "DestinationRule"}
+ISTIO_KINDS = {"WasmPlugin", "Telemetry", "DestinationRule", "EnvoyFilter"}
+# Envoy Gateway's, validated in test_chart_native.py against tests/deploy/envoy-gateway-crds.yaml.
+ENVOY_GATEWAY_KINDS = {"EnvoyExtensionPolicy", "EnvoyProxy"}
 
 
 def strict(schema: dict) -> dict:
@@ -139,7 +141,7 @@ def test_istio_objects_match_the_crd_schemas(rendered, crd_schemas):
 
 def test_every_kind_rendered_is_validated(rendered):
     _, docs = rendered
-    assert {d["kind"] for d in docs} <= CORE_KINDS | ISTIO_KINDS | {"IstioOperator"}
+    assert {d["kind"] for d in docs} <= CORE_KINDS | ISTIO_KINDS | ENVOY_GATEWAY_KINDS | {"IstioOperator"}
 
 
 def test_wasmplugin_directory_matches_the_crd_schemas(crd_schemas, check_config):
@@ -211,7 +213,19 @@ def test_native_span_reporting_is_off_exactly_where_the_plugin_runs(rendered):
         if refs == [{"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}]:
             refs = None
         return namespace, json.dumps(spec.get("selector")), json.dumps(refs)
+
+    def envoy_filter_reach(f: dict) -> tuple:
+        # plugin.runtime native: the EnvoyFilter's workloadSelector is the Telemetry's selector;
+        # under scope mesh every injected sidecar holds the module (native.injectByDefault), and
+        # the root Telemetry is selector-less.
+        labels = f["spec"].get("workloadSelector", {}).get("labels")
+        if f["metadata"]["namespace"] == v["istioNamespace"] and labels == v["native"]["label"]:
+            labels = None
+        spec = {"targetRefs": f["spec"]["targetRefs"]} if "targetRefs" in f["spec"] else \
+            {"selector": {"matchLabels": labels}} if labels else {}
+        return reach(spec, f["metadata"]["namespace"])
     plugins = {reach(p["spec"], p["metadata"]["namespace"]) for p in by_kind(docs, "WasmPlugin")}
+    plugins |= {envoy_filter_reach(f) for f in by_kind(docs, "EnvoyFilter")}
     off = {reach(t["spec"], t["metadata"]["namespace"])
            for t in by_kind(docs, "Telemetry")
            if any(tr.get("disableSpanReporting") for tr in t["spec"]["tracing"])}

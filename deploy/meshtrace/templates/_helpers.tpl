@@ -275,7 +275,8 @@ waypoints deployed there included (pilot/pkg/model/telemetry.go applicableTeleme
 namespaceWideTelemetryConfig), but a selector-based WasmPlugin never reaches a waypoint
 (pilot/pkg/model/policyattachment.go ShouldAttachPolicy). The printed stanza, merged into the
 namespace's own Telemetry, does the same. */ -}}
-{{- if and (eq $attach "none") (eq $v.plugin.scope "namespaces") $v.plugin.enabled (not $v.renderIstioInstallConfig) (not $v.waypoints.noneInPluginNamespaces) -}}
+{{- /* Not under plugin.runtime native: its Telemetries select the module label, and a selector never reaches a waypoint. */ -}}
+{{- if and (eq $attach "none") (eq $v.plugin.scope "namespaces") $v.plugin.enabled (not $v.renderIstioInstallConfig) (not $v.waypoints.noneInPluginNamespaces) (ne $v.plugin.runtime "native") -}}
 {{- fail (printf "plugin.scope namespaces turns native span reporting off on every proxy of %s, waypoints deployed in plugin.namespaces (%s) included, but a selector-based WasmPlugin never reaches a waypoint: they would lose every span. List them (waypoints.attach gateways, waypoints.gateways), or set waypoints.noneInPluginNamespaces=true if none is deployed there" (join ", " $v.plugin.namespaces) (join ", " $v.plugin.namespaces)) -}}
 {{- end -}}
 {{- if $v.gateways.enabled -}}
