@@ -36,7 +36,7 @@ ADAPTER = os.environ.get("MESHTRACE_ADAPTER", "wasm")
 # Where dynamic modules are looked up (Envoy `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
 NATIVE_DIR = Path(os.environ.get("MESHTRACE_NATIVE_DIR", ROOT / "dist"))
 # The stats namespace Envoy puts a module's stats under: `wasmcustom` for Wasm, the
-# DynamicModuleFilter's `metrics_namespace` (default `dynamicmodulescustom`) for a dynamic
+# module's `dynamic_module_config.metrics_namespace` (default `dynamicmodulescustom`) for a dynamic
 # module; Prometheus output drops either prefix, so scraped names are the same.
 NATIVE_STATS_NAMESPACE = "dynamicmodulescustom"
 
