@@ -37,7 +37,7 @@ ADAPTER = os.environ.get("MESHTRACE_ADAPTER", "wasm")
 NATIVE_DIR = Path(os.environ.get("MESHTRACE_NATIVE_DIR", ROOT / "dist"))
 # The stats namespace Envoy puts a module's stats under: `wasmcustom` for Wasm, the
 # module's `dynamic_module_config.metrics_namespace` (default `dynamicmodulescustom`) for a dynamic
-# module; Prometheus output drops either prefix, so scraped names are the same.
+# module (the contract leaves it unset; the chart sets `wasmcustom`, the Wasm plugin's names).
 NATIVE_STATS_NAMESPACE = "dynamicmodulescustom"
 
 
