@@ -16,7 +16,7 @@ use crate::abi;
 use crate::by_id::ById;
 use crate::proxy_host::{self, ProxyHost};
 use log::{error, info, warn};
-use meshtrace_core::config::{percentage, Config, ExportProtocol};
+use meshtrace_core::config::Config;
 use meshtrace_core::export::{ExportResponse, Exporter, MAX_RESPONSE_BODY};
 use meshtrace_core::host::{Host, HostError};
 use meshtrace_core::ids::IdGenerator;
@@ -93,29 +93,15 @@ impl Root {
                 return false;
             }
         };
-        let exporting = config.exporter.protocol != ExportProtocol::None;
         let tracer = Tracer::new(config, node, &abi::env_var);
         // After the node's read, which says where Envoy keeps the xDS attributes.
         proxy_host::compile_facts_expressions(tracer.end_of_stream_facts());
-        let exporter = Exporter::new(
-            &tracer.config.exporter,
-            &tracer.config.limits,
-            tracer.resource.clone(),
-        );
+        let exporter = tracer.new_exporter();
         // The tick flushes the request path's counters and, when exporting, sends spans.
         if let Err(HostError(status)) = abi::set_tick_period(exporter.tick_period()) {
             warn!("meshtrace: could not set the tick (status {status})");
         }
-        info!(
-            "meshtrace configured: service {}, sampling {}%, export {}",
-            tracer.service_name,
-            percentage(tracer.config.random_sampling_percentage),
-            if exporting {
-                tracer.config.exporter.cluster.as_str()
-            } else {
-                "off"
-            }
-        );
+        info!("{}", tracer.configured_summary());
         self.shared = Some(Rc::new(Shared {
             metrics: Metrics::define(&host),
             tracer,

@@ -29,7 +29,7 @@ use crate::abi;
 use crate::host::{now_unix_nanos, ConfigHost, EnvoyStat, StreamAnswer, StreamHost};
 use crate::logger;
 use log::{error, info, warn};
-use meshtrace_core::config::{percentage, Config, ExportProtocol};
+use meshtrace_core::config::Config;
 use meshtrace_core::export::{EncodedSpan, ExportResponse, Exporter, MAX_RESPONSE_BODY};
 use meshtrace_core::host::{Host, MetricKind};
 use meshtrace_core::ids::IdGenerator;
@@ -240,23 +240,9 @@ pub(crate) fn config_new(config_envoy: abi::ConfigEnvoyPtr, bytes: &[u8]) -> Opt
             config_envoy: config_envoy as usize,
         });
     }
-    let exporting = config.exporter.protocol != ExportProtocol::None;
     let tracer = Tracer::new(config.clone(), node.clone(), &env_var);
-    let exporter = Exporter::new(
-        &tracer.config.exporter,
-        &tracer.config.limits,
-        tracer.resource.clone(),
-    );
-    info!(
-        "meshtrace configured: service {}, sampling {}%, export {}",
-        tracer.service_name,
-        percentage(tracer.config.random_sampling_percentage),
-        if exporting {
-            tracer.config.exporter.cluster.as_str()
-        } else {
-            "off"
-        }
-    );
+    let exporter = tracer.new_exporter();
+    info!("{}", tracer.configured_summary());
     let period = exporter.tick_period();
     let tallies = (0..owner.host.stats.borrow().len())
         .map(|_| AtomicU64::new(0))

@@ -170,6 +170,30 @@ pub struct ActiveSpan {
 }
 
 impl Tracer {
+    /// The exporter this configuration asks for, under this proxy's resource (each adapter
+    /// makes one per configuration).
+    pub fn new_exporter(&self) -> crate::export::Exporter {
+        crate::export::Exporter::new(
+            &self.config.exporter,
+            &self.config.limits,
+            self.resource.clone(),
+        )
+    }
+
+    /// The line each adapter logs once a configuration is in force.
+    pub fn configured_summary(&self) -> String {
+        let export = if self.config.exporter.protocol == ExportProtocol::None {
+            "off"
+        } else {
+            self.config.exporter.cluster.as_str()
+        };
+        format!(
+            "meshtrace configured: service {}, sampling {}%, export {export}",
+            self.service_name,
+            crate::config::percentage(self.config.random_sampling_percentage),
+        )
+    }
+
     /// `env` resolves Istio `environment` custom tags (the proxy's environment variables).
     pub fn new(config: Config, node: NodeInfo, env: &dyn Fn(&str) -> Option<String>) -> Tracer {
         let service_name = naming::service_name(

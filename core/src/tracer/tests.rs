@@ -979,3 +979,20 @@ fn attributes_are_written_convention_by_convention_in_order_of_importance() {
     assert_eq!(keys(&span), server.concat()[..14], "the first ones kept");
     assert_eq!(span.dropped_attributes as usize, server.concat().len() - 14, "the rest counted");
 }
+
+#[test]
+fn both_adapters_log_one_configured_line() {
+    #[rustfmt::skip]
+    let cases = [
+        (r#"{"randomSamplingPercentage": 1}"#, "sampling 1%, export outbound|4318||opentelemetry-collector.observability.svc.cluster.local", "the default collector"),
+        (r#"{"randomSamplingPercentage": 0.5, "exporter": {"protocol": "none"}}"#, "sampling 0.5%, export off", "no export"),
+    ];
+    for (json, want, why) in cases {
+        let line = tracer(json).configured_summary();
+        assert!(
+            line.starts_with("meshtrace configured: service "),
+            "{why}: {line}"
+        );
+        assert!(line.ends_with(want), "{why}: {line}");
+    }
+}
