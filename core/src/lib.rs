@@ -1,6 +1,8 @@
-//! meshtrace's pure core: everything the plugin decides, with no host calls. The proxy-wasm
-//! adapter (the `meshtrace` crate, `src/`) feeds it through the [`host::Host`] trait and hands
-//! every decision here.
+//! meshtrace's pure core: everything the plugin decides, with no host calls. Two adapters feed
+//! it through the [`host::Host`] trait and hand every decision here: the proxy-wasm adapter (the
+//! `meshtrace` crate, `src/`, below) and the native one (an Envoy dynamic module, `native/`: the
+//! same steps from its own hooks, a tracer per worker, spans encoded on the worker —
+//! `export/encoded.rs` — and exported from Envoy's main thread; see docs/native.md).
 //!
 //! # The request lifecycle
 //!
@@ -71,7 +73,7 @@
 //! | [`tracer`] | the request path above; [`tracer::Outcome`] and the error rule (`is_error`) in `tracer/outcome.rs`; capture in `tracer/capture.rs`; the span's content (Istio's and Envoy's tags, semconv) in `tracer/attributes.rs`; ambient waypoints (source/destination pair, peers, the CLIENT mark) in `tracer/waypoint.rs`, their tests beside it (`tracer/waypoint/tests.rs`, as `tracer/capture/tests.rs`) |
 //! | [`span`] | the finished span and its attribute limits |
 //! | [`resource`] | the OTel resource, once per configuration |
-//! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); export as OpenTelemetry's SDK divides it: the `Exporter` (the batch span processor: schedule, retirement) over a queue (`export/queue.rs`: sampled and captured lanes and their bytes, batching), a sender (`export/sender.rs`: in flight, retries, back-off, answers), settings derived once (`export/settings.rs`) and the cache of peer resources (`export/resources.rs`) |
+//! | [`otlp`], [`export`] | OTLP encoding (one `ResourceSpans` per resource); export as OpenTelemetry's SDK divides it: the `Exporter` (the batch span processor: schedule, retirement) over a queue (`export/queue.rs`: sampled and captured lanes and their bytes, batching), a sender (`export/sender.rs`: in flight, retries, back-off, answers), settings derived once (`export/settings.rs`), the cache of peer resources (`export/resources.rs`) and spans encoded where they finish for the native adapter's exporter (`export/encoded.rs`) |
 //! | `clock` | the core's time: `u64` nanoseconds since the epoch, and durations in it |
 //! | [`metrics`] | the plugin's Envoy stats, deferred to the tick |
 //! | [`host`], [`headers`] | the `Host` trait each adapter implements — headers, filter state, calls, metrics and named facts ([`host::NodeFact`], [`host::StreamFact`], asked together as a [`host::FactSet`] so an adapter can answer them in one crossing) — its `MockHost`; header maps |
