@@ -420,28 +420,22 @@ impl ConfigHost {
     /// creation after `on_http_filter_config_new`).
     pub fn define_stat(&self, kind: MetricKind, name: &str) -> Option<EnvoyStat> {
         let mut id = 0usize;
+        // Counters and gauges are defined by twin callbacks of one signature.
+        let define = match kind {
+            MetricKind::Counter => {
+                abi::envoy_dynamic_module_callback_http_filter_config_define_counter
+            }
+            MetricKind::Gauge => abi::envoy_dynamic_module_callback_http_filter_config_define_gauge,
+        };
         // SAFETY: the configuration's pointer, during `on_http_filter_config_new`; no labels.
         let result = unsafe {
-            match kind {
-                MetricKind::Counter => {
-                    abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
-                        self.config,
-                        ModuleBuffer::of(name.as_bytes()),
-                        std::ptr::null_mut(),
-                        0,
-                        &mut id,
-                    )
-                }
-                MetricKind::Gauge => {
-                    abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                        self.config,
-                        ModuleBuffer::of(name.as_bytes()),
-                        std::ptr::null_mut(),
-                        0,
-                        &mut id,
-                    )
-                }
-            }
+            define(
+                self.config,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
         };
         (result == abi::metrics_result::SUCCESS).then_some(EnvoyStat { kind, id })
     }
