@@ -709,3 +709,20 @@ fn the_default_publishes_the_two_ids() {
     keys.sort();
     assert_eq!(keys, ["wasm.meshtrace.span_id", "wasm.meshtrace.trace_id"]);
 }
+
+/// A driver for instruction counts, not a check: `n` (MESHTRACE_DRIVE_N, default 10,000)
+/// requests of one meter case (MESHTRACE_DRIVE_CASE, default `unsampled_0pct`) through the
+/// hooks, for `valgrind --tool=callgrind` (BENCHMARKS.md, "Native adapter (issue 23)").
+#[test]
+#[ignore]
+fn drive_requests_for_an_instruction_count() {
+    let _turn = serial();
+    let n: u64 = std::env::var("MESHTRACE_DRIVE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let name = std::env::var("MESHTRACE_DRIVE_CASE").unwrap_or_else(|_| "unsampled_0pct".into());
+    let case = METER_CASES.iter().find(|c| c.name == name).unwrap();
+    let (per_request, _) = meter(case, n);
+    println!("{name}: {n} requests, {per_request:.3} callbacks per request");
+}

@@ -14,6 +14,13 @@ directly:
   mtn-1     the native adapter at 1%, as mt-1
   minimal   a Rust proxy-wasm filter (SDK defaults) that reads two headers and writes one: the
             V8 floor
+  mtn-floor a dynamic module whose hooks return at once (tests/bench/floor-module): the floor
+            of any dynamic module
+  mtn-calls the same module making the native adapter's callbacks for an unsampled request
+            (headers read, `traceparent` written, two filter-state writes, `:status` read) with
+            fixed values: Envoy's share of mtn-1
+  mtn-1@NAME, mtn-100@NAME  mtn-1 / mtn-100 on another build of the adapter, given with
+            `--module NAME=PATH` (PATH a libmeshtrace.so): before/after pairs in one run
 
 CPU per request. Each round starts one Envoy (one worker) per configuration, all pinned to one
 CPU of their own, and saturates them at the same time, each with its own wrk (8 connections).
@@ -45,7 +52,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.harness import Stack, plugin_filter, wasm_path
+from helpers import harness
+from helpers.harness import Stack, native_filter, plugin_filter, wasm_path
 from helpers.load import (COLLECTOR_GRPC, URL_PATH, direct_response_upstream, meshtrace, parse_wrk,
                           pin, rss_bytes, start, subject, wrk, wrk_command)
 
@@ -53,8 +61,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MINIMAL = ROOT / "tests" / "bench" / "minimal-filter"
+FLOOR_MODULE = ROOT / "tests" / "bench" / "floor-module"
 CONFIGS = ("none", "native", "mt-100", "mt-1", "mt-1-nocap", "mt-none", "minimal", "mtn-100",
-           "mtn-1")
+           "mtn-1", "mtn-floor", "mtn-calls")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -68,6 +77,21 @@ def build_minimal() -> Path:
     return MINIMAL / "target" / "wasm32-wasip1" / "release" / "minimal_filter.wasm"
 
 
+def build_floor_module() -> Path:
+    subprocess.run(["cargo", "build", "--quiet", "--release"], cwd=FLOOR_MODULE, check=True)
+    return FLOOR_MODULE / "target" / "release" / "libmtfloor.so"
+
+
+def module_search_path(workdir: Path, modules: dict[str, Path]) -> Path:
+    """One directory for Envoy's ENVOY_DYNAMIC_MODULES_SEARCH_PATH holding the adapter under
+    test (libmeshtrace.so) and each other module by its name (lib{name}.so)."""
+    where = workdir / "modules"
+    where.mkdir(exist_ok=True)
+    for name, path in {"meshtrace": harness.native_module_path(), **modules}.items():
+        (where / f"lib{name}.so").symlink_to(path.resolve())
+    return where
+
+
 def native_tracing() -> dict:
     return {"provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
@@ -79,6 +103,11 @@ def native_tracing() -> dict:
 def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | None]:
     """(HTTP filters, tracing) of one configuration. Each meshtrace listener has a VM of its own,
     as separate plugins would."""
+    if "@" in name:  # mtn-1@NAME: the adapter built elsewhere, loaded as meshtrace_NAME
+        base, build = name.split("@", 1)
+        f = meshtrace(1 if base == "mtn-1" else 100, True, adapter="native")
+        f["typed_config"]["dynamic_module_config"]["name"] = f"meshtrace_{build}"
+        return [f], None
     return {
         "none": ([], None),
         "native": ([], native_tracing()),
@@ -89,6 +118,8 @@ def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | Non
         "minimal": ([plugin_filter(minimal_wasm, {}, vm_id="minimal", adapter="wasm")], None),
         "mtn-100": ([meshtrace(100, True, adapter="native")], None),
         "mtn-1": ([meshtrace(1, True, adapter="native")], None),
+        "mtn-floor": ([native_filter("", module="mtfloor")], None),
+        "mtn-calls": ([native_filter("calls", module="mtfloor")], None),
     }[name]
 
 
@@ -173,14 +204,21 @@ def main() -> int:
                    help="requests of the memory runs (0: skip them)")
     p.add_argument("--micro", action="store_true", help="also run the core's micro-benchmarks")
     p.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    p.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
+                   help="another build of the native adapter (a libmeshtrace.so), measured as "
+                        "the configurations mtn-1@NAME and mtn-100@NAME")
     args = p.parse_args()
     for tool in ("wrk", "hey"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (Debian package {tool}; ./build.sh bench "
                              "installs it)")
     names = [c for c in args.configs.split(",") if c]
-    if set(names) - set(CONFIGS) or "none" not in names:
-        raise SystemExit(f"--configs must include none and only name {', '.join(CONFIGS)}")
+    builds = dict(m.split("=", 1) for m in args.module)
+    if not all(re.fullmatch(r"[a-z0-9_]+", b) and Path(p).is_file() for b, p in builds.items()):
+        raise SystemExit("--module NAME=PATH: NAME in [a-z0-9_], PATH an existing file")
+    known = set(CONFIGS) | {f"{c}@{b}" for c in ("mtn-1", "mtn-100") for b in builds}
+    if set(names) - known or "none" not in names:
+        raise SystemExit(f"--configs must include none and only name {', '.join(sorted(known))}")
 
     cpus = sorted(os.sched_getaffinity(0))
     subject_cpus = {cpus[-1]} if len(cpus) > 1 else None
@@ -193,6 +231,11 @@ def main() -> int:
     try:
         up = direct_response_upstream(stack)
         minimal = build_minimal()
+        modules = {f"meshtrace_{b}": Path(p) for b, p in builds.items()}
+        if {"mtn-floor", "mtn-calls"} & set(names):
+            modules["mtfloor"] = build_floor_module()
+        if modules:
+            harness.NATIVE_DIR = module_search_path(stack.workdir, modules)
         listeners = {name: configuration(name, minimal) for name in names}
         for r in range(args.rounds):
             got = cpu_side_by_side(stack, up, listeners, args.seconds, args.connections,
@@ -230,7 +273,7 @@ def main() -> int:
     spread = {name: statistics.quantiles([a - b for a, b in zip(cpu_runs[name],
                                                                  cpu_runs["none"])], n=4)
               if len(cpu_runs[name]) > 1 else [added[name]] * 3 for name in names}
-    seq = {name: {k: statistics.median(run[k] for run in rs)
+    seq = {name: {k: statistics.median(run[k] for run in rs) if rs else float("nan")
                   for k in ("rps", "p50_ms", "p99_ms")} for name, rs in seq_runs.items()}
     ratio = lambda a, b: added[a] / added[b] if b in added and added[b] > 0 else float("nan")  # noqa: E731
     print(f"\nEnvoy CPU per request: {args.rounds} rounds, every configuration saturated side by "
@@ -245,6 +288,12 @@ def main() -> int:
               f" {f'{lo:.0f}..{hi:.0f}':>13} {ratio(name, 'native'):>9.2f}"
               f" {ratio(name, 'minimal'):>8.2f} {seq[name]['rps']:>8.0f}"
               f" {seq[name]['p50_ms']:>7.2f} {seq[name]['p99_ms']:>7.2f}")
+    for name in names:  # another build against this one, round by round
+        if "@" in name and name.split("@")[0] in cpu_runs:
+            this = name.split("@")[0]
+            diffs = [a - b for a, b in zip(cpu_runs[this], cpu_runs[name])]
+            print(f"{this} − {name}: median {statistics.median(diffs):+.1f} µs/req, rounds "
+                  + " ".join(f"{d:+.1f}" for d in diffs))
     wasm = wasm_path().stat().st_size
     print("\ntargets:")
     if "mt-100" in seq and "native" in seq:

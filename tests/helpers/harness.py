@@ -48,17 +48,19 @@ def native_module_path() -> Path:
     return p
 
 
-def native_filter(plugin_config: dict[str, Any] | str) -> dict:
+def native_filter(plugin_config: dict[str, Any] | str, module: str = "meshtrace") -> dict:
     """The native adapter exactly as its contract states (issue 23, docs/native.md): the
     dynamic-modules HTTP filter loading `libmeshtrace.so` by name, the same JSON `pluginConfig`
-    as a `google.protobuf.StringValue`."""
-    native_module_path()
+    as a `google.protobuf.StringValue`. `module`: another module of the search path (the
+    benchmark's floor module, another build of the adapter)."""
+    if module == "meshtrace":
+        native_module_path()
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"name": "meshtrace"},
+            "dynamic_module_config": {"name": module},
             "filter_name": "meshtrace",
             "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": value},
