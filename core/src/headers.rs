@@ -93,6 +93,54 @@ impl HeaderMap {
         map
     }
 
+    /// A map of the pairs a host hands over as separate name and value buffers (the native
+    /// adapter's `get_headers`): the text and the entries allocated once each, at their final
+    /// size, with no serialization in between. Bytes that are not UTF-8 read as U+FFFD, as in
+    /// [`HeaderMap::from_serialized_vec`].
+    pub fn from_byte_pairs<'a, I>(pairs: I) -> HeaderMap
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, b), (k, v)| {
+            (n + 1, b.saturating_add(k.len()).saturating_add(v.len() + 2))
+        });
+        // Only what a large request needs up front: a hostile total grows as it is read.
+        let mut text: Vec<u8> = Vec::with_capacity(bytes.min(MAX_RESERVED_TEXT));
+        let mut map = HeaderMap {
+            text: String::new(),
+            entries: Vec::with_capacity(count.min(MAX_RESERVED_TEXT / 2)),
+            names: 0,
+        };
+        for (name, value) in pairs.clone() {
+            let start = text.len();
+            text.extend_from_slice(name);
+            let split = text.len();
+            text.push(0);
+            text.extend_from_slice(value);
+            map.entries.push(Entry {
+                start,
+                split,
+                end: text.len(),
+            });
+            text.push(0);
+            map.names |= name_bit(name);
+        }
+        // One UTF-8 check for the whole text (nearly always valid); otherwise pair by pair.
+        match String::from_utf8(text) {
+            Ok(all) => map.text = all,
+            Err(_) => {
+                map = HeaderMap::new();
+                for (name, value) in pairs {
+                    map.push(
+                        &String::from_utf8_lossy(name),
+                        &String::from_utf8_lossy(value),
+                    );
+                }
+            }
+        }
+        map
+    }
+
     /// Appends a header (repeats are kept, as on the wire).
     pub(crate) fn push(&mut self, name: &str, value: &str) {
         let start = self.text.len();
@@ -198,6 +246,10 @@ impl<'a> FromIterator<(&'a str, &'a str)> for HeaderMap {
         map
     }
 }
+
+/// The most header text [`HeaderMap::from_byte_pairs`] reserves before reading (Envoy's
+/// default request header limit is 60 KiB, `max_request_headers_kb`).
+const MAX_RESERVED_TEXT: usize = 64 * 1024;
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let four = bytes.get(at..at.checked_add(4)?)?;
@@ -315,6 +367,30 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             assert_eq!(pairs(&got), want, "{why}");
+        }
+    }
+
+    /// The native adapter's constructor gives the map the serialized form gives, for the same
+    /// pairs: the same lookups, the same name filter, the same lossy reading.
+    #[test]
+    fn pairs_handed_over_separately_make_the_same_map_as_their_serialization() {
+        #[rustfmt::skip]
+        let cases: [(&[(&[u8], &[u8])], &str); 5] = [
+            (&[], "no headers"),
+            (&[(b":path", b"/a"), (b"tracestate", b"a=1"), (b"tracestate", b"b=2")], "order and repeats"),
+            (&[(b"x-empty", b"")], "an empty value"),
+            (&[(b"user-agent", b"caf\xe9"), (b"b", b"2")], "obs-text read as U+FFFD, the rest kept"),
+            (&[(b"caf\xe9", b"1")], "a name that is not UTF-8"),
+        ];
+        for (pairs, why) in cases {
+            let direct = HeaderMap::from_byte_pairs(pairs.iter().copied());
+            let serialized = HeaderMap::from_serialized(&serialize(pairs));
+            assert_eq!(
+                direct.iter().collect::<Vec<_>>(),
+                serialized.iter().collect::<Vec<_>>(),
+                "{why}"
+            );
+            assert_eq!(direct.names, serialized.names, "{why}: name filter");
         }
     }
 

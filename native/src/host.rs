@@ -12,9 +12,10 @@
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, ModuleHeader};
 use crate::filter::Hub;
 use crate::node::Node;
-use meshtrace_core::headers::{self, HeaderMap};
+use meshtrace_core::headers::HeaderMap;
 use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -160,6 +161,10 @@ impl Host for StreamHost<'_> {
         now_unix_nanos()
     }
 
+    /// The request's header map in two callbacks (its size, its pairs) — Envoy's iteration of
+    /// its map, where one `get_header` per name would be one lookup each, and the unsampled
+    /// request keeps the whole map for error capture. The pairs land on the stack for any
+    /// ordinary request and go straight into the core's map (no serialization in between).
     fn request_headers(&self) -> HeaderMap {
         let map = abi::header_type::REQUEST_HEADER;
         // SAFETY: the stream's pointer.
@@ -170,7 +175,22 @@ impl Host for StreamHost<'_> {
         if count == 0 || count > MAX_HEADERS {
             return HeaderMap::new();
         }
-        let mut pairs = vec![abi::EnvoyHeader::empty(); count];
+        // Only the `count` entries Envoy fills are initialized (the array is 4 KiB).
+        let mut on_stack = [MaybeUninit::<abi::EnvoyHeader>::uninit(); STACK_HEADERS];
+        let mut on_heap;
+        let pairs: &mut [abi::EnvoyHeader] = match on_stack.get_mut(..count) {
+            Some(slots) => {
+                for slot in slots.iter_mut() {
+                    slot.write(abi::EnvoyHeader::empty());
+                }
+                // SAFETY: each of the `count` slots was initialized just above.
+                unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast(), count) }
+            }
+            None => {
+                on_heap = vec![abi::EnvoyHeader::empty(); count];
+                &mut on_heap
+            }
+        };
         // SAFETY: `pairs` holds `count` entries, the size Envoy reported.
         let ok = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers(
@@ -182,17 +202,16 @@ impl Host for StreamHost<'_> {
         if ok == 0 {
             return HeaderMap::new();
         }
-        let mut text: Vec<(&[u8], &[u8])> = Vec::with_capacity(count);
-        for h in &pairs {
+        HeaderMap::from_byte_pairs(pairs.iter().filter_map(|h| {
             // SAFETY: Envoy's buffers, valid until the end of this hook.
-            let (Some(k), Some(v)) = (unsafe { abi::envoy_bytes(h.key_ptr, h.key_len) }, unsafe {
-                abi::envoy_bytes(h.value_ptr, h.value_len)
-            }) else {
-                continue;
+            let (k, v) = unsafe {
+                (
+                    abi::envoy_bytes(h.key_ptr, h.key_len),
+                    abi::envoy_bytes(h.value_ptr, h.value_len),
+                )
             };
-            text.push((k, v));
-        }
-        HeaderMap::from_serialized_vec(headers::serialize(&text))
+            Some((k?, v?))
+        }))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
@@ -313,6 +332,9 @@ impl Host for StreamHost<'_> {
 /// Envoy's default limit of request headers is 100 (`max_headers_count`), configurable up to
 /// a few thousand; a count beyond this is taken as a broken answer.
 pub const MAX_HEADERS: usize = 16 * 1024;
+
+/// Header pairs read into a stack array: more than Envoy's default limit of 100 go to the heap.
+const STACK_HEADERS: usize = 128;
 
 /// One defined stat: its kind and Envoy's id for it.
 #[derive(Debug, Clone, Copy)]
