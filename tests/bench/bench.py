@@ -88,7 +88,7 @@ def module_search_path(workdir: Path, modules: dict[str, Path]) -> Path:
     where = workdir / "modules"
     where.mkdir(exist_ok=True)
     for name, path in {"meshtrace": harness.native_module_path(), **modules}.items():
-        (where / f"lib{name}.so").symlink_to(path.resolve())
+        shutil.copy(path, where / f"lib{name}.so")  # a copy: a rebuild mid-run changes nothing
     return where
 
 
