@@ -38,6 +38,7 @@ use meshtrace_core::node::NodeInfo;
 use meshtrace_core::span::Span;
 use meshtrace_core::tracer::{RequestState, Tracer};
 use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -818,7 +819,12 @@ fn worker_for(hub: &Hub) -> Option<Rc<Worker>> {
 
 /// One stream's filter.
 pub struct Stream {
-    hub: Arc<Hub>,
+    /// The hub of the configuration that created the stream, borrowed, not counted: Envoy's
+    /// filter holds its configuration (`filter.h`, `DynamicModuleHttpFilter::config_`, a
+    /// shared pointer) until after `on_http_filter_destroy`, so the configuration — and its
+    /// `Arc<Hub>` — outlives every stream it made. A count per stream would be two atomic
+    /// operations on a cache line every worker shares.
+    hub: NonNull<Hub>,
     worker: Rc<Worker>,
     state: RequestState,
 }
@@ -827,15 +833,20 @@ impl Stream {
     pub fn new(config: &ModuleConfig) -> Option<Stream> {
         Some(Stream {
             worker: worker_for(&config.hub)?,
-            hub: config.hub.clone(),
+            hub: NonNull::from(&*config.hub),
             state: RequestState::default(),
         })
+    }
+
+    fn hub(&self) -> &Hub {
+        // SAFETY: the configuration outlives the stream (see `hub`), and its hub with it.
+        unsafe { self.hub.as_ref() }
     }
 
     fn host(&self, filter: abi::FilterEnvoyPtr) -> StreamHost<'_> {
         StreamHost {
             filter,
-            hub: &self.hub,
+            hub: self.hub(),
         }
     }
 
@@ -865,7 +876,7 @@ impl Stream {
         if let Some(finished) = finished {
             let captured = finished.captured;
             for span in finished {
-                self.hub.hand_over(span, captured, &host, &w.metrics);
+                self.hub().hand_over(span, captured, &host, &w.metrics);
             }
         }
         // The request path's deferred counts to the atomic tallies (no Envoy call).
