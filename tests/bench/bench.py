@@ -19,6 +19,8 @@ directly:
   mtn-calls the same module making the native adapter's callbacks for an unsampled request
             (headers read, `traceparent` written, two filter-state writes, `:status` read) with
             fixed values: Envoy's share of mtn-1
+  mtn-calls-LETTERS  only some of those callbacks: h the header map, t the `traceparent`
+            write, f the two filter-state writes, s the `:status` read (mtn-calls = mtn-calls-htfs)
   mtn-1@NAME, mtn-100@NAME  mtn-1 / mtn-100 on another build of the adapter, given with
             `--module NAME=PATH` (PATH a libmeshtrace.so): before/after pairs in one run
 
@@ -103,6 +105,8 @@ def native_tracing() -> dict:
 def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | None]:
     """(HTTP filters, tracing) of one configuration. Each meshtrace listener has a VM of its own,
     as separate plugins would."""
+    if name.startswith("mtn-calls-"):
+        return [native_filter(name.removeprefix("mtn-calls-"), module="mtfloor")], None
     if "@" in name:  # mtn-1@NAME: the adapter built elsewhere, loaded as meshtrace_NAME
         base, build = name.split("@", 1)
         f = meshtrace(1 if base == "mtn-1" else 100, True, adapter="native")
@@ -217,6 +221,7 @@ def main() -> int:
     if not all(re.fullmatch(r"[a-z0-9_]+", b) and Path(p).is_file() for b, p in builds.items()):
         raise SystemExit("--module NAME=PATH: NAME in [a-z0-9_], PATH an existing file")
     known = set(CONFIGS) | {f"{c}@{b}" for c in ("mtn-1", "mtn-100") for b in builds}
+    known |= {n for n in names if re.fullmatch(r"mtn-calls-[htfs]+", n)}
     if set(names) - known or "none" not in names:
         raise SystemExit(f"--configs must include none and only name {', '.join(sorted(known))}")
 
@@ -232,7 +237,7 @@ def main() -> int:
         up = direct_response_upstream(stack)
         minimal = build_minimal()
         modules = {f"meshtrace_{b}": Path(p) for b, p in builds.items()}
-        if {"mtn-floor", "mtn-calls"} & set(names):
+        if any(n.startswith(("mtn-floor", "mtn-calls")) for n in names):
             modules["mtfloor"] = build_floor_module()
         if modules:
             harness.NATIVE_DIR = module_search_path(stack.workdir, modules)

@@ -9,7 +9,10 @@
 //! - `"calls"`: the callbacks the native adapter makes for an unsampled request (the request
 //!   header map's size and pairs, a `traceparent` write, two filter-state writes, the `:status`
 //!   read at the end), with fixed values and no tracing logic: Envoy's share of the adapter's
-//!   cost.
+//!   cost;
+//! - letters naming some of them, to tell their costs apart: `h` the header map, `t` the
+//!   `traceparent` write, `f` the two filter-state writes, `s` the `:status` read (`calls` is
+//!   `htfs`).
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_void};
@@ -72,9 +75,13 @@ extern "C" {
     ) -> u8;
 }
 
-static CONFIG_NOTHING: u8 = 0;
-static CONFIG_CALLS: u8 = 1;
-static FILTER: u8 = 0;
+const HEADERS: u8 = 1;
+const TRACEPARENT: u8 = 2;
+const FILTER_STATE: u8 = 4;
+const STATUS: u8 = 8;
+
+/// One static byte per mode: a configuration's (and each of its streams') pointer.
+static MODES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
@@ -87,13 +94,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     _name: Buf,
     config: Buf,
 ) -> *const c_void {
-    let calls = !config.ptr.is_null()
-        && unsafe { std::slice::from_raw_parts(config.ptr, config.len) } == b"calls";
-    if calls {
-        std::ptr::addr_of!(CONFIG_CALLS).cast()
+    let text: &[u8] = if config.ptr.is_null() {
+        b""
     } else {
-        std::ptr::addr_of!(CONFIG_NOTHING).cast()
-    }
+        unsafe { std::slice::from_raw_parts(config.ptr, config.len) }
+    };
+    let text: &[u8] = if text == b"calls" { b"htfs" } else { text };
+    let mode = text.iter().fold(0usize, |m, c| {
+        m | match c {
+            b'h' => HEADERS,
+            b't' => TRACEPARENT,
+            b'f' => FILTER_STATE,
+            b's' => STATUS,
+            _ => 0,
+        } as usize
+    });
+    std::ptr::addr_of!(MODES[mode]).cast()
 }
 
 #[no_mangle]
@@ -106,14 +122,18 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _f: *mut c_void,
 ) -> *const c_void {
     if config.is_null() {
-        std::ptr::addr_of!(FILTER).cast()
+        std::ptr::addr_of!(MODES[0]).cast()
     } else {
         config
     }
 }
 
-unsafe fn calls(module: *const c_void) -> bool {
-    !module.is_null() && unsafe { *module.cast::<u8>() } == 1
+unsafe fn mode(module: *const c_void) -> u8 {
+    if module.is_null() {
+        0
+    } else {
+        unsafe { *module.cast::<u8>() }
+    }
 }
 
 #[no_mangle]
@@ -122,19 +142,28 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     module: *const c_void,
     _eos: u8,
 ) -> u32 {
-    if unsafe { calls(module) } {
+    let mode = unsafe { mode(module) };
+    if mode & HEADERS != 0 {
         let mut headers = [NO_HEADER; 64];
         unsafe {
             let n = envoy_dynamic_module_callback_http_get_headers_size(f, 0);
             if n <= headers.len() {
                 envoy_dynamic_module_callback_http_get_headers(f, 0, headers.as_mut_ptr());
             }
+        }
+    }
+    if mode & TRACEPARENT != 0 {
+        unsafe {
             envoy_dynamic_module_callback_http_set_header(
                 f,
                 0,
                 buf(b"traceparent"),
                 buf(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
             );
+        }
+    }
+    if mode & FILTER_STATE != 0 {
+        unsafe {
             envoy_dynamic_module_callback_http_set_filter_state_bytes(
                 f,
                 buf(b"wasm.meshtrace.trace_id"),
@@ -198,7 +227,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     f: *mut c_void,
     module: *const c_void,
 ) {
-    if unsafe { calls(module) } {
+    if unsafe { mode(module) } & STATUS != 0 {
         let mut value = Buf {
             ptr: std::ptr::null(),
             len: 0,
