@@ -69,10 +69,10 @@ def counted(out: Path) -> int:
     return int(match.group(1))
 
 
-def instructions_per_request(stack: Stack, upstream: int, name: str, minimal: Path,
-                             requests: int, envoy: str) -> float:
+def instructions_per_request(stack: Stack, upstream: int, name: str, filters: list[dict],
+                             tracing: dict | None, requests: int, envoy: str) -> float:
+    """Instructions per request of an Envoy whose one listener has `filters` (and `tracing`)."""
     script, out = callgrind_wrapper(stack.workdir, name, envoy)
-    filters, tracing = bench.configuration(name, minimal)
     real = harness.envoy_bin
     harness.envoy_bin = lambda: str(script)
     try:
@@ -90,6 +90,13 @@ def instructions_per_request(stack: Stack, upstream: int, name: str, minimal: Pa
     return counted(out) / requests
 
 
+def require_valgrind() -> None:
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing (Debian package valgrind; ./build.sh bench "
+                             "--instructions installs it)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="./build.sh bench --instructions",
                                 description=__doc__.splitlines()[0])
@@ -97,10 +104,7 @@ def main() -> int:
                    help="comma-separated subset of: " + ", ".join(bench.CONFIGS))
     p.add_argument("--requests", type=int, default=300, help="requests counted per configuration")
     args = p.parse_args()
-    for tool in ("valgrind", "callgrind_control"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing (Debian package valgrind; ./build.sh bench "
-                             "--instructions installs it)")
+    require_valgrind()
     names = [c for c in args.configs.split(",") if c]
     if set(names) - set(bench.CONFIGS) or "none" not in names:
         raise SystemExit(f"--configs must include none and only name {', '.join(bench.CONFIGS)}")
@@ -111,7 +115,8 @@ def main() -> int:
         upstream = direct_response_upstream(stack)
         minimal = bench.build_minimal()
         for name in names:
-            figures[name] = instructions_per_request(stack, upstream, name, minimal,
+            filters, tracing = bench.configuration(name, minimal)
+            figures[name] = instructions_per_request(stack, upstream, name, filters, tracing,
                                                      args.requests, envoy)
             print(f"{name}: {figures[name]:,.0f} instructions per request", file=sys.stderr)
     finally:
