@@ -134,8 +134,10 @@ cmd_test() {
   cmd_build
   # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
   # saturates a worker (tests/e2e/test_saturation.py); nm checks the native adapter's imports against
-  # Envoy's exports (tests/e2e/test_native.py).
-  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm
+  # Envoy's exports (tests/e2e/test_native.py); valgrind counts the real Envoy's instructions per
+  # request (tests/meter/test_envoy_instructions.py).
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm \
+    valgrind:valgrind
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
   say "the behaviours again, on the native adapter (dist/libmeshtrace.so)"
