@@ -134,8 +134,10 @@ cmd_test() {
   cmd_build
   # Headless Chromium renders the demo's HTML page; skopeo and a registry test the OCI image; wrk
   # saturates a worker (tests/e2e/test_saturation.py); nm checks the native adapter's imports against
-  # Envoy's exports (tests/e2e/test_native.py).
-  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm
+  # Envoy's exports (tests/e2e/test_native.py); valgrind counts the real Envoy's instructions per
+  # request (tests/meter/test_envoy_instructions.py).
+  ensure_apt chromium:chromium skopeo:skopeo docker-registry:docker-registry wrk:wrk binutils:nm \
+    valgrind:valgrind
   say "end-to-end, demo and deployment tests (pytest, real Envoy)"
   MESHTRACE_WASM="$DIST/meshtrace.wasm" "$VENV/bin/python" -m pytest -q tests "$@"
   say "the behaviours again, on the native adapter (dist/libmeshtrace.so)"
@@ -223,6 +225,12 @@ cmd_bench() {
     run_py "$ROOT/tests/bench/memory.py" "$@"
     return
   fi
+  # --instructions: instructions per request of the real Envoy under callgrind (load-independent).
+  if [ "${1:-}" = --instructions ]; then
+    shift; cmd_build; ensure_venv; ensure_apt valgrind:valgrind
+    run_py "$ROOT/tests/bench/instructions.py" "$@"
+    return
+  fi
   cmd_build; ensure_venv; ensure_apt wrk:wrk hey:hey
   run_py "$ROOT/tests/bench/bench.py" "$@"
 }
@@ -251,7 +259,8 @@ Usage: ./build.sh SUBCOMMAND [ARGS]
                           dist/libmeshtrace.so on a base image (--base LAYOUT:TAG, see docs/native-deployment.md)
   push [--native] REF     push that image with skopeo (prints the digest-pinned chart value)
   bench                   what meshtrace costs per request, against Envoy's own tracer
-                          (--meter: instructions and host calls; --memory: where a VM's memory goes)
+                          (--meter: instructions and host calls; --memory: where a VM's memory goes;
+                          --instructions: the real Envoy's instructions per request, callgrind)
   soak MINUTES            sustained load; VM memory and queue depth over time
   fuzz [SECS]             cargo-fuzz every parser for SECS seconds each
   doctor DUMP [STATS]     is meshtrace tracing in this proxy? reads an Envoy /config_dump

@@ -3,6 +3,12 @@ what it logged. Two modes:
 
     python tests/bench/envoy-probe/probe.py answers   # what Envoy answers at the end of a stream
     python tests/bench/envoy-probe/probe.py timing    # host calls timed from inside the VM
+    python tests/bench/envoy-probe/probe.py instructions   # each host call's instructions
+
+`instructions` counts, under callgrind (tests/bench/instructions.py), the real Envoy's
+instructions per request with the probe making each kind of host call CALLS times per request,
+silent otherwise, against the probe making none: what one crossing costs Envoy and V8 in
+instructions, load-independent (the µs of `timing` move with the machine).
 
 `answers` lists each property of meshtrace's end-of-stream facts (and a few more) and CEL
 expressions, guarded and not, in `proxy_on_log` and in `proxy_on_done`; `timing` reads the
@@ -67,6 +73,8 @@ def main() -> int:
                                        / "envoy_probe.wasm")
     from helpers.harness import Node, Sidecar, Stack
 
+    if mode == "instructions":
+        return instructions()
     if mode == "timing":
         lines = ["T 2000", "E " + facts_expression()] + [f"P {path(p)}" for p in SPAN_PROPERTIES]
     else:
@@ -79,6 +87,51 @@ def main() -> int:
     for line in log.splitlines():
         if "PROBE" in line or "expr_create" in line:
             print(re.sub(r"^.*?PROBE", "PROBE", line)[:400])
+    return 0
+
+
+# (probe configuration line, what it measures): request-path calls in request headers, the
+# end-of-stream ones in proxy_on_log.
+CROSSINGS = [
+    ("C set_property", "proxy_set_property (a new filter-state value)"),
+    ("C header_map_pairs", "proxy_get_header_map_pairs (the request map, 6 headers)"),
+    ("C header_present", "proxy_get_header_map_value, present (:path)"),
+    ("C header_absent", "proxy_get_header_map_value, absent"),
+    ("C replace_header", "proxy_replace_header_map_value (traceparent)"),
+    ("C clock", "proxy_get_current_time_nanoseconds"),
+    ("L status_header", "proxy_get_header_map_value :status in proxy_on_log"),
+    ("L property", "proxy_get_property response.code in proxy_on_log"),
+    ("L expression", "expr_evaluate of a default span's facts in proxy_on_log"),
+]
+CALLS = 10
+
+
+def instructions() -> int:
+    sys.path.insert(0, str(HERE.parent))
+    import instructions as meter
+    from helpers.harness import Stack, plugin_filter
+    from helpers.load import direct_response_upstream
+
+    meter.require_valgrind()
+    wasm = HERE / "target" / "wasm32-wasip1" / "release" / "envoy_probe.wasm"
+    envoy = meter.harness.envoy_bin()
+    requests = 200
+
+    def count(name: str, lines: list[str]) -> float:
+        config = "\n".join(["Q", "E " + facts_expression(), *lines])
+        return meter.instructions_per_request(stack, up, name, [plugin_filter(
+            wasm, config, vm_id=name, adapter="wasm")], None, requests, envoy)
+
+    with Stack() as stack:  # the listener's Envoy has the collector's clusters, unused here
+        up = direct_response_upstream(stack)
+        none = meter.instructions_per_request(stack, up, "none", [], None, requests, envoy)
+        base = count("probe", [])
+        print(f"Envoy without a filter: {none:,.0f} instructions per request; the silent probe "
+              f"(5 callbacks, no host call): +{base - none:,.0f}")
+        print(f"{'per host call':>14}  crossing")
+        for line, what in CROSSINGS:
+            figure = count(line.split()[1], [f"{line} {CALLS}"])
+            print(f"{(figure - base) / CALLS:>14,.0f}  {what}", flush=True)
     return 0
 
 

@@ -11,15 +11,36 @@ extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_property(p: *const u8, ps: usize, d: *mut *mut u8, s: *mut usize) -> u32;
     fn proxy_set_property(p: *const u8, ps: usize, v: *const u8, vs: usize) -> u32;
-    fn proxy_get_buffer_bytes(t: u32, start: usize, max: usize, d: *mut *mut u8, s: *mut usize)
-        -> u32;
-    fn proxy_call_foreign_function(n: *const u8, ns: usize, a: *const u8, as_: usize,
-        d: *mut *mut u8, s: *mut usize) -> u32;
-    fn proxy_get_header_map_value(m: u32, k: *const u8, ks: usize, d: *mut *mut u8,
-        s: *mut usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        t: u32,
+        start: usize,
+        max: usize,
+        d: *mut *mut u8,
+        s: *mut usize,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        n: *const u8,
+        ns: usize,
+        a: *const u8,
+        as_: usize,
+        d: *mut *mut u8,
+        s: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        m: u32,
+        k: *const u8,
+        ks: usize,
+        d: *mut *mut u8,
+        s: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_pairs(m: u32, d: *mut *mut u8, s: *mut usize) -> u32;
-    fn proxy_replace_header_map_value(m: u32, k: *const u8, ks: usize, v: *const u8, vs: usize)
-        -> u32;
+    fn proxy_replace_header_map_value(
+        m: u32,
+        k: *const u8,
+        ks: usize,
+        v: *const u8,
+        vs: usize,
+    ) -> u32;
     fn proxy_get_current_time_nanoseconds(t: *mut u64) -> u32;
 }
 
@@ -28,9 +49,73 @@ const RESPONSE_HEADERS: u32 = 2;
 static mut TOKENS: Vec<u32> = Vec::new();
 static mut PATHS: Vec<String> = Vec::new();
 static mut ROUNDS: u32 = 0;
+/// `Q`: nothing logged per stream (the instruction counts of probe.py `instructions`).
+static mut QUIET: bool = false;
+/// `C op n` / `L op n`: host calls made n times in request headers / in `proxy_on_log`.
+static mut OPS_REQUEST: Vec<(String, u32)> = Vec::new();
+static mut OPS_LOG: Vec<(String, u32)> = Vec::new();
 
 fn log(s: &str) {
-    unsafe { proxy_log(2, s.as_ptr(), s.len()) };
+    if unsafe { !QUIET } {
+        unsafe { proxy_log(2, s.as_ptr(), s.len()) };
+    }
+}
+
+/// One host call of the kind `op` names, its answer dropped.
+fn crossing(op: &str, i: u32) {
+    let (mut d, mut s) = (null_mut(), 0);
+    let hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    unsafe {
+        match op {
+            "set_property" => {
+                let name = format!("probe.k{i}");
+                proxy_set_property(name.as_ptr(), name.len(), hex.as_ptr(), hex.len());
+            }
+            "header_map_pairs" => {
+                proxy_get_header_map_pairs(REQUEST_HEADERS, &mut d, &mut s);
+            }
+            "header_present" => {
+                proxy_get_header_map_value(REQUEST_HEADERS, ":path".as_ptr(), 5, &mut d, &mut s);
+            }
+            "header_absent" => {
+                proxy_get_header_map_value(REQUEST_HEADERS, "x-absent".as_ptr(), 8, &mut d, &mut s);
+            }
+            "replace_header" => {
+                let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+                proxy_replace_header_map_value(
+                    REQUEST_HEADERS,
+                    "traceparent".as_ptr(),
+                    11,
+                    tp.as_ptr(),
+                    tp.len(),
+                );
+            }
+            "clock" => {
+                let _ = now();
+            }
+            "status_header" => {
+                proxy_get_header_map_value(RESPONSE_HEADERS, ":status".as_ptr(), 7, &mut d, &mut s);
+            }
+            "property" => {
+                let p = "response\0code";
+                proxy_get_property(p.as_ptr(), p.len(), &mut d, &mut s);
+            }
+            "expression" => {
+                let token = TOKENS.first().copied().unwrap_or(u32::MAX);
+                drop(foreign("expr_evaluate", &token.to_le_bytes()));
+            }
+            _ => {}
+        }
+    }
+    drop(take(d, s));
+}
+
+fn run_ops(ops: &[(String, u32)]) {
+    for (op, n) in ops {
+        for i in 0..*n {
+            crossing(op, i);
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -40,11 +125,24 @@ fn now() -> u64 {
 }
 
 fn take(d: *mut u8, s: usize) -> Vec<u8> {
-    if d.is_null() { Vec::new() } else { unsafe { Vec::from_raw_parts(d, s, s) } }
+    if d.is_null() {
+        Vec::new()
+    } else {
+        unsafe { Vec::from_raw_parts(d, s, s) }
+    }
 }
 
 fn show(b: &[u8]) -> String {
-    let text: String = b.iter().map(|&c| if (32..127).contains(&c) { c as char } else { '.' }).collect();
+    let text: String = b
+        .iter()
+        .map(|&c| {
+            if (32..127).contains(&c) {
+                c as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
     let hex: String = b.iter().map(|c| format!("{c:02x}")).collect();
     format!("len={} text={text:?} hex={hex}", b.len())
 }
@@ -52,7 +150,14 @@ fn show(b: &[u8]) -> String {
 fn foreign(name: &str, arg: &[u8]) -> (u32, Vec<u8>) {
     let (mut d, mut s) = (null_mut(), 0);
     let st = unsafe {
-        proxy_call_foreign_function(name.as_ptr(), name.len(), arg.as_ptr(), arg.len(), &mut d, &mut s)
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arg.as_ptr(),
+            arg.len(),
+            &mut d,
+            &mut s,
+        )
     };
     (st, take(d, s))
 }
@@ -65,7 +170,9 @@ fn property(path: &str) -> (u32, Vec<u8>) {
 
 fn status_header() -> (u32, Vec<u8>) {
     let (mut d, mut s) = (null_mut(), 0);
-    let st = unsafe { proxy_get_header_map_value(RESPONSE_HEADERS, ":status".as_ptr(), 7, &mut d, &mut s) };
+    let st = unsafe {
+        proxy_get_header_map_value(RESPONSE_HEADERS, ":status".as_ptr(), 7, &mut d, &mut s)
+    };
     (st, take(d, s))
 }
 
@@ -91,13 +198,28 @@ pub extern "C" fn proxy_on_configure(_: u32, size: usize) -> u32 {
     unsafe { proxy_get_buffer_bytes(7, 0, size, &mut d, &mut s) };
     let config = String::from_utf8(take(d, s)).unwrap_or_default();
     for line in config.lines() {
-        if let Some(n) = line.strip_prefix("T ") {
+        if line == "Q" {
+            unsafe { QUIET = true };
+        } else if let Some(rest) = line.strip_prefix("C ").or_else(|| line.strip_prefix("L ")) {
+            let mut words = rest.split(' ');
+            let op = words.next().unwrap_or_default().to_string();
+            let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let list = if line.starts_with('C') {
+                unsafe { &mut OPS_REQUEST }
+            } else {
+                unsafe { &mut OPS_LOG }
+            };
+            list.push((op, n));
+        } else if let Some(n) = line.strip_prefix("T ") {
             unsafe { ROUNDS = n.parse().unwrap_or(0) };
         } else if let Some(p) = line.strip_prefix("P ") {
             unsafe { PATHS.push(p.replace('/', "\0")) };
         } else if let Some(e) = line.strip_prefix("E ") {
             let (st, out) = foreign("expr_create", e.as_bytes());
-            log(&format!("PROBE expr_create status={st} {} expr={e}", show(&out)));
+            log(&format!(
+                "PROBE expr_create status={st} {} expr={e}",
+                show(&out)
+            ));
             if let Ok(token) = <[u8; 4]>::try_from(out.as_slice()) {
                 unsafe { TOKENS.push(u32::from_le_bytes(token)) };
             }
@@ -116,6 +238,7 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _: usize, _: u32) -> u32 {
     log(&format!("PROBE callback request_headers {id}"));
+    run_ops(unsafe { &OPS_REQUEST });
     let n = unsafe { ROUNDS };
     if n > 0 {
         let names: Vec<String> = (0..n).map(|i| format!("probe.k{i}")).collect();
@@ -133,7 +256,15 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _: usize, _: u32) -> u32 {
         let t2 = now();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         for _ in 0..n {
-            unsafe { proxy_replace_header_map_value(REQUEST_HEADERS, "traceparent".as_ptr(), 11, tp.as_ptr(), tp.len()) };
+            unsafe {
+                proxy_replace_header_map_value(
+                    REQUEST_HEADERS,
+                    "traceparent".as_ptr(),
+                    11,
+                    tp.as_ptr(),
+                    tp.len(),
+                )
+            };
         }
         let t3 = now();
         for _ in 0..n {
@@ -158,6 +289,10 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _: usize, _: u32) -> u32 {
 #[no_mangle]
 pub extern "C" fn proxy_on_log(id: u32) {
     log(&format!("PROBE callback log {id}"));
+    if unsafe { QUIET } {
+        run_ops(unsafe { &OPS_LOG });
+        return;
+    }
     if unsafe { ROUNDS } > 0 {
         time_end_of_stream();
     } else {
@@ -168,7 +303,7 @@ pub extern "C" fn proxy_on_log(id: u32) {
 #[no_mangle]
 pub extern "C" fn proxy_on_done(id: u32) -> u32 {
     log(&format!("PROBE callback done {id}"));
-    if unsafe { ROUNDS } == 0 {
+    if unsafe { ROUNDS } == 0 && unsafe { !QUIET } {
         report("done");
     }
     1
@@ -182,14 +317,24 @@ pub extern "C" fn proxy_on_delete(id: u32) {
 /// Every configured property and expression, as Envoy answers them now.
 fn report(phase: &str) {
     let (st, out) = status_header();
-    log(&format!("PROBE {phase} header :status status={st} {}", show(&out)));
+    log(&format!(
+        "PROBE {phase} header :status status={st} {}",
+        show(&out)
+    ));
     for p in unsafe { PATHS.iter() } {
         let (st, out) = property(p);
-        log(&format!("PROBE {phase} property {} status={st} {}", p.replace('\0', "."), show(&out)));
+        log(&format!(
+            "PROBE {phase} property {} status={st} {}",
+            p.replace('\0', "."),
+            show(&out)
+        ));
     }
     for (i, t) in unsafe { TOKENS.iter() }.enumerate() {
         let (st, out) = foreign("expr_evaluate", &t.to_le_bytes());
-        log(&format!("PROBE {phase} expression {i} status={st} {}", show(&out)));
+        log(&format!(
+            "PROBE {phase} expression {i} status={st} {}",
+            show(&out)
+        ));
     }
 }
 
