@@ -20,6 +20,8 @@ changes; the timed run states the targets.
     ./build.sh bench --instructions                          # every configuration
     ./build.sh bench --instructions --configs none,mt-1,minimal --requests 500
     ./build.sh bench --instructions --update-budget          # rewrite tests/meter/envoy_budget.json
+    ./build.sh bench --instructions --configs none,minimal,mtn-0,mtn-0@main,mtn-floor,mtn-calls \
+        --module main=OLD/libmeshtrace.so                    # another build of the adapter beside
 
 The CI gate (tests/meter/test_envoy_instructions.py) holds each of meshtrace's configurations to
 its ratio over a reference measured in the same run — the minimal Wasm filter for the unsampled path (0%), Envoy's own
@@ -58,6 +60,10 @@ OWN_CONFIGS = ("mt-0", "mtn-0")
 
 
 def configuration(name: str, minimal: Path) -> tuple[list[dict], dict | None]:
+    if name.startswith("mtn-0@"):  # another build of the adapter, loaded as meshtrace_NAME
+        f = meshtrace(0, True, adapter="native")
+        f["typed_config"]["dynamic_module_config"]["name"] = f"meshtrace_{name.split('@', 1)[1]}"
+        return [f], None
     if name == "mt-0":
         return [meshtrace(0, True, "mt-0", adapter="wasm")], None
     if name == "mtn-0":
@@ -119,14 +125,21 @@ def instructions_per_request(stack: Stack, upstream: int, name: str, filters: li
     return counted(out) / requests
 
 
-def measure(names: list[str], requests: int) -> dict[str, float]:
-    """Instructions per request by configuration (`none` included), one Envoy each."""
+def measure(names: list[str], requests: int,
+            builds: dict[str, Path] | None = None) -> dict[str, float]:
+    """Instructions per request by configuration (`none` included), one Envoy each; `builds`:
+    other builds of the adapter by name (configurations `mtn-0@NAME`, `mtn-1@NAME`, …)."""
     envoy = harness.envoy_bin()
     stack = Stack()
     figures: dict[str, float] = {}
     try:
         upstream = direct_response_upstream(stack)
         minimal = bench.build_minimal()
+        modules = {f"meshtrace_{b}": p for b, p in (builds or {}).items()}
+        if any(n.startswith(("mtn-floor", "mtn-calls")) for n in names):
+            modules["mtfloor"] = bench.build_floor_module()
+        if modules:
+            harness.NATIVE_DIR = bench.module_search_path(stack.workdir, modules)
         for name in names:
             filters, tracing = configuration(name, minimal)
             figures[name] = instructions_per_request(stack, upstream, name, filters, tracing,
@@ -173,6 +186,9 @@ def main() -> int:
     p.add_argument("--configs", default=",".join(bench.CONFIGS),
                    help="comma-separated subset of: " + ", ".join(CONFIGS))
     p.add_argument("--requests", type=int, default=300, help="requests counted per configuration")
+    p.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
+                   help="another build of the native adapter (a libmeshtrace.so), measured as "
+                        "mtn-0@NAME, mtn-1@NAME, mtn-100@NAME")
     p.add_argument("--update-budget", action="store_true",
                    help="measure the gated configurations and rewrite " + str(BUDGET.name))
     args = p.parse_args()
@@ -180,9 +196,14 @@ def main() -> int:
     names = [c for c in args.configs.split(",") if c]
     if args.update_budget:
         names = sorted({"none", *GATED, *GATED.values()}, key=CONFIGS.index)
-    if set(names) - set(CONFIGS) or "none" not in names:
-        raise SystemExit(f"--configs must include none and only name {', '.join(CONFIGS)}")
-    figures = measure(names, args.requests)
+    builds = {b: Path(p) for b, p in (m.split("=", 1) for m in args.module)}
+    if not all(re.fullmatch(r"[a-z0-9_]+", b) and p.is_file() for b, p in builds.items()):
+        raise SystemExit("--module NAME=PATH: NAME in [a-z0-9_], PATH an existing file")
+    known = set(CONFIGS) | {f"{c}@{b}" for c in ("mtn-0", "mtn-1", "mtn-100") for b in builds}
+    known |= {n for n in names if re.fullmatch(r"mtn-calls-[htfs]+", n)}
+    if set(names) - known or "none" not in names:
+        raise SystemExit(f"--configs must include none and only name {', '.join(sorted(known))}")
+    figures = measure(names, args.requests, builds)
     if args.update_budget:
         write_budget(figures, args.requests)
     base = figures["none"]
