@@ -844,10 +844,7 @@ impl Stream {
     }
 
     fn host(&self, filter: abi::FilterEnvoyPtr) -> StreamHost<'_> {
-        StreamHost {
-            filter,
-            hub: self.hub(),
-        }
+        StreamHost::new(filter, self.hub())
     }
 
     pub fn on_request_headers(&mut self, filter: abi::FilterEnvoyPtr) {

@@ -14,7 +14,7 @@ use crate::filter::Hub;
 use crate::node::Node;
 use meshtrace_core::headers::HeaderMap;
 use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,9 +39,26 @@ pub fn now_unix_nanos() -> u64 {
 pub struct StreamHost<'a> {
     pub filter: abi::FilterEnvoyPtr,
     pub hub: &'a Hub,
+    /// The request header names read in this hook, as a filter ([`name_bit`]): a header the
+    /// request does not carry is added, not set (below). `None` until the map is read.
+    request_names: Cell<Option<u64>>,
 }
 
-impl StreamHost<'_> {
+/// A header name's bit in a 64-bit filter (its length and last byte): no false negatives.
+fn name_bit(name: &[u8]) -> u64 {
+    let last = name.last().copied().unwrap_or(0) as usize;
+    1 << ((name.len().wrapping_mul(31).wrapping_add(last)) % 64)
+}
+
+impl<'a> StreamHost<'a> {
+    pub fn new(filter: abi::FilterEnvoyPtr, hub: &'a Hub) -> StreamHost<'a> {
+        StreamHost {
+            filter,
+            hub,
+            request_names: Cell::new(None),
+        }
+    }
+
     fn header(&self, map: u32, name: &str) -> Option<String> {
         let mut value = EnvoyBuffer::empty();
         // SAFETY: `filter` is the stream's pointer, valid during this event hook; Envoy writes
@@ -202,6 +219,10 @@ impl Host for StreamHost<'_> {
         if ok == 0 {
             return HeaderMap::new();
         }
+        let names = pairs
+            .iter()
+            .fold(0, |bits, h| bits | name_bit_of_len(h.key_ptr, h.key_len));
+        self.request_names.set(Some(names));
         HeaderMap::from_byte_pairs(pairs.iter().filter_map(|h| {
             // SAFETY: Envoy's buffers, valid until the end of this hook.
             let (k, v) = unsafe {
@@ -214,8 +235,35 @@ impl Host for StreamHost<'_> {
         }))
     }
 
+    /// A value for a header the request does not carry (as read in this hook) is added:
+    /// Envoy's `set_header` is `setCopy` (`abi_impl.cc`, `setHeaderValueImpl`), which first
+    /// removes every entry of the name, a scan of the map that `add_header` (`addCopy`) skips.
+    /// Otherwise, and for a removal, it is set.
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        self.set_header(abi::header_type::REQUEST_HEADER, name, value);
+        let absent = self
+            .request_names
+            .get()
+            .is_some_and(|names| names & name_bit(name.as_bytes()) == 0);
+        match value {
+            Some(v) if absent && !v.is_empty() => {
+                // SAFETY: the stream's pointer; both buffers are read during the call only.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_add_header(
+                        self.filter,
+                        abi::header_type::REQUEST_HEADER,
+                        ModuleBuffer::of(name.as_bytes()),
+                        ModuleBuffer::of(v.as_bytes()),
+                    );
+                }
+                // Present from now on: a second write of the name replaces this one.
+                self.request_names.set(
+                    self.request_names
+                        .get()
+                        .map(|n| n | name_bit(name.as_bytes())),
+                );
+            }
+            _ => self.set_header(abi::header_type::REQUEST_HEADER, name, value),
+        }
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
@@ -327,6 +375,15 @@ impl Host for StreamHost<'_> {
     }
 
     fn record_metric(&self, _id: u32, _value: u64) {}
+}
+
+/// [`name_bit`] of a name Envoy handed over; an unreadable one sets every bit (present).
+fn name_bit_of_len(ptr: *const u8, len: usize) -> u64 {
+    // SAFETY: Envoy's buffer, valid until the end of this hook.
+    match unsafe { abi::envoy_bytes(ptr, len) } {
+        Some(name) => name_bit(name),
+        None => u64::MAX,
+    }
 }
 
 /// Envoy's default limit of request headers is 100 (`max_headers_count`), configurable up to

@@ -710,6 +710,41 @@ fn the_default_publishes_the_two_ids() {
     assert_eq!(keys, ["wasm.meshtrace.span_id", "wasm.meshtrace.trace_id"]);
 }
 
+/// Headers the request does not carry are added (Envoy's `addCopy`, no scan for old values),
+/// headers it carries are replaced (`setCopy`): either way the upstream sees exactly one
+/// `traceparent` and one `x-request-id`, ours.
+#[test]
+fn injected_headers_are_added_when_absent_and_replaced_when_present() {
+    let _turn = serial();
+    let c = new_config(&config_json(r#", "randomSamplingPercentage": 0"#)).unwrap();
+    let mut with_parent = basic_headers();
+    with_parent.push(("traceparent", TRACEPARENT));
+    #[rustfmt::skip]
+    let cases: [(&[(&str, &str)], &str, &str); 2] = [
+        (&basic_headers(), "add_header", "no traceparent, no x-request-id: both added"),
+        (&with_parent, "set_header", "a traceparent: replaced (x-request-id added)"),
+    ];
+    for (headers, call, reason) in cases {
+        with(|f| f.calls.clear());
+        let stream = Stream::start(&c, headers);
+        let (sent, calls) = with(|f| (f.request_headers.clone(), f.calls.clone()));
+        stream.finish("200");
+        for name in ["traceparent", "x-request-id"] {
+            let n = sent.iter().filter(|(k, _)| k == name.as_bytes()).count();
+            assert_eq!(n, 1, "{reason}: one {name}");
+        }
+        let ours = sent.iter().find(|(k, _)| k == b"traceparent").unwrap();
+        assert_ne!(
+            ours.1,
+            TRACEPARENT.as_bytes(),
+            "{reason}: our span id sent on"
+        );
+        assert!(calls.contains_key(call), "{reason}: {call} used, {calls:?}");
+    }
+    c.destroy();
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
+
 /// A driver for instruction counts, not a check: `n` (MESHTRACE_DRIVE_N, default 10,000)
 /// requests of one meter case (MESHTRACE_DRIVE_CASE, default `unsampled_0pct`) through the
 /// hooks, for `valgrind --tool=callgrind` (BENCHMARKS.md, "Native adapter (issue 23)").
