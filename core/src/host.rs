@@ -231,6 +231,13 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).
     fn response_header(&self, name: &str) -> Option<String>;
+    /// The response's `:status`; `None` when no response was sent. By default the header read
+    /// and parsed; an adapter that can read it without a copy (the native one, from Envoy's
+    /// buffer) overrides this — it runs at the end of every request where errors are captured.
+    fn response_status(&self) -> Option<u16> {
+        self.response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+    }
     /// Sets a response header, replacing every existing value (only in response headers).
     fn set_response_header(&self, name: &str, value: &str);
     /// Adds a value to a list-valued response header (`server-timing`), keeping every value

@@ -270,6 +270,28 @@ impl Host for StreamHost<'_> {
         self.header(abi::header_type::RESPONSE_HEADER, name)
     }
 
+    /// Parsed in Envoy's buffer: no copy, no allocation (the end of every request).
+    fn response_status(&self) -> Option<u16> {
+        let mut value = EnvoyBuffer::empty();
+        // SAFETY: the stream's pointer; Envoy writes one buffer into `value`.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                self.filter,
+                abi::header_type::RESPONSE_HEADER,
+                ModuleBuffer::of(b":status"),
+                &mut value,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        // SAFETY: Envoy's buffer, valid until the end of this hook.
+        let bytes = unsafe { abi::envoy_bytes(value.ptr, value.len) }?;
+        std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+    }
+
     fn set_response_header(&self, name: &str, value: &str) {
         self.set_header(abi::header_type::RESPONSE_HEADER, name, Some(value));
     }

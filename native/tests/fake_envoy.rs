@@ -745,6 +745,40 @@ fn injected_headers_are_added_when_absent_and_replaced_when_present() {
     assert_eq!(PANICS.load(Ordering::Relaxed), 0);
 }
 
+/// Error capture reads the response's `:status` in Envoy's buffer (no copy): a 5xx at 0%
+/// sampling is captured, and so is a stream with no readable status (no response sent), the
+/// rest is not — as when the status was read as a copy.
+#[test]
+fn the_response_status_read_in_place_decides_capture() {
+    let _turn = serial();
+    #[rustfmt::skip]
+    let cases = [
+        ("503", 1, "a server error is captured"),
+        (" 503 ", 1, "surrounding whitespace is not the status"),
+        ("200", 0, "a success is not"),
+        ("404", 0, "a client error is not (a SERVER span)"),
+        ("5x3", 1, "not a number: read as no response, which is an error"),
+        ("", 1, "empty: the same"),
+    ];
+    for (status, captured, reason) in cases {
+        let c = new_config(&config_json(
+            r#", "randomSamplingPercentage": 0, "sampling": {"maxCapturedPerSecond": 1000000}"#,
+        ))
+        .unwrap();
+        set_attributes();
+        let before = stat("meshtrace_spans_captured_error");
+        request(&c, &basic_headers(), status);
+        c.tick();
+        assert_eq!(
+            stat("meshtrace_spans_captured_error") - before,
+            captured,
+            "{status:?}: {reason}"
+        );
+        c.destroy();
+    }
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
+
 /// A driver for instruction counts, not a check: `n` (MESHTRACE_DRIVE_N, default 10,000)
 /// requests of one meter case (MESHTRACE_DRIVE_CASE, default `unsampled_0pct`) through the
 /// hooks, for `valgrind --tool=callgrind` (BENCHMARKS.md, "Native adapter (issue 23)").
