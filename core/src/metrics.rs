@@ -121,6 +121,9 @@ impl Metric {
     }
 }
 
+// Every metric has its bit in `Metrics::dirty`.
+const _: () = assert!(Metric::ALL.len() <= 64);
+
 /// Host metric ids, defined once per VM. A metric the host refused to define is skipped.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -128,6 +131,9 @@ pub struct Metrics {
     /// Counts from the request path, held in the VM and handed to the host by [`Metrics::flush`]
     /// on the root context's tick: a host call per request saved.
     pending: [Cell<u64>; Metric::ALL.len()],
+    /// One bit per metric with a count in `pending`: the native adapter flushes after every
+    /// request, which usually holds one count, so the flush visits only those.
+    dirty: Cell<u64>,
 }
 
 impl Metrics {
@@ -139,6 +145,7 @@ impl Metrics {
         Metrics {
             ids,
             pending: Default::default(),
+            dirty: Cell::new(0),
         }
     }
 
@@ -147,6 +154,7 @@ impl Metrics {
         Metrics {
             ids: [None; Metric::ALL.len()],
             pending: Default::default(),
+            dirty: Cell::new(0),
         }
     }
 
@@ -168,14 +176,19 @@ impl Metrics {
     pub(crate) fn add_deferred(&self, metric: Metric, n: u64) {
         if let Some(cell) = self.pending.get(metric.index()) {
             cell.set(cell.get().saturating_add(n));
+            self.dirty.set(self.dirty.get() | 1 << metric.index());
         }
     }
 
     /// Hands the counts held since the last flush to the host.
     pub fn flush(&self, host: &dyn Host) {
-        for (metric, cell) in Metric::ALL.iter().zip(&self.pending) {
-            let n = cell.replace(0);
-            self.add(host, *metric, n);
+        let mut dirty = self.dirty.replace(0);
+        while dirty != 0 {
+            let i = dirty.trailing_zeros() as usize;
+            dirty &= dirty - 1;
+            if let (Some(metric), Some(cell)) = (Metric::ALL.get(i), self.pending.get(i)) {
+                self.add(host, *metric, cell.replace(0));
+            }
         }
     }
 
@@ -190,6 +203,36 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::host::mock::MockHost;
+
+    /// A flush hands over every deferred count once, whichever metrics hold one (the first and
+    /// the last of the list too), and nothing on the next flush.
+    #[test]
+    fn a_flush_hands_over_each_deferred_count_once() {
+        let host = MockHost::new();
+        let m = Metrics::define(&host);
+        let first = Metric::ALL[0];
+        let last = Metric::ALL[Metric::ALL.len() - 1];
+        for (metric, n) in [
+            (first, 2),
+            (Metric::SpansRecorded, 3),
+            (last, 1),
+            (first, 5),
+        ] {
+            m.add_deferred(metric, n);
+        }
+        m.flush(&host);
+        m.flush(&host);
+        #[rustfmt::skip]
+        let cases = [
+            (first, 7, "the first metric, twice deferred"),
+            (Metric::SpansRecorded, 3, "one in the middle"),
+            (last, 1, "the last metric"),
+            (Metric::SpansExported, 0, "one never deferred"),
+        ];
+        for (metric, want, reason) in cases {
+            assert_eq!(host.metric(metric.name()), want, "{reason}");
+        }
+    }
 
     #[test]
     fn every_metric_is_defined_and_counts() {
