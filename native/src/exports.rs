@@ -160,6 +160,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config_module: *const c_void,
     _filter_envoy: abi::FilterEnvoyPtr,
@@ -177,6 +178,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: abi::FilterEnvoyPtr,
     filter_module: *const c_void,
@@ -209,6 +211,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: abi::FilterEnvoyPtr,
     filter_module: *const c_void,
@@ -224,6 +227,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     _filter_envoy: abi::FilterEnvoyPtr,
     _filter_module: *const c_void,
@@ -241,6 +245,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy: abi::FilterEnvoyPtr,
     filter_module: *const c_void,
@@ -254,6 +259,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 }
 
 #[no_mangle]
+#[inline(never)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *const c_void) {
     guard((), || {
         if filter_module.is_null() || filter_module == inert() {
