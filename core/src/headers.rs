@@ -370,12 +370,14 @@ mod tests {
         }
     }
 
+    type Pair = (&'static [u8], &'static [u8]);
+
     /// The native adapter's constructor gives the map the serialized form gives, for the same
     /// pairs: the same lookups, the same name filter, the same lossy reading.
     #[test]
     fn pairs_handed_over_separately_make_the_same_map_as_their_serialization() {
         #[rustfmt::skip]
-        let cases: [(&[(&[u8], &[u8])], &str); 5] = [
+        let cases: [(&[Pair], &str); 5] = [
             (&[], "no headers"),
             (&[(b":path", b"/a"), (b"tracestate", b"a=1"), (b"tracestate", b"b=2")], "order and repeats"),
             (&[(b"x-empty", b"")], "an empty value"),

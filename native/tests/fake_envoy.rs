@@ -710,6 +710,8 @@ fn the_default_publishes_the_two_ids() {
     assert_eq!(keys, ["wasm.meshtrace.span_id", "wasm.meshtrace.trace_id"]);
 }
 
+type Header = (&'static str, &'static str);
+
 /// Headers the request does not carry are added (Envoy's `addCopy`, no scan for old values),
 /// headers it carries are replaced (`setCopy`): either way the upstream sees exactly one
 /// `traceparent` and one `x-request-id`, ours.
@@ -720,7 +722,7 @@ fn injected_headers_are_added_when_absent_and_replaced_when_present() {
     let mut with_parent = basic_headers();
     with_parent.push(("traceparent", TRACEPARENT));
     #[rustfmt::skip]
-    let cases: [(&[(&str, &str)], &str, &str); 2] = [
+    let cases: [(&[Header], &str, &str); 2] = [
         (&basic_headers(), "add_header", "no traceparent, no x-request-id: both added"),
         (&with_parent, "set_header", "a traceparent: replaced (x-request-id added)"),
     ];
