@@ -7,9 +7,9 @@
 //! `filter_config` picks what a stream does:
 //! - `""`: nothing (the hooks return at once; one static filter object for every stream);
 //! - `"calls"`: the callbacks the native adapter makes for an unsampled request (the request
-//!   header map's size and pairs, a `traceparent` write, two filter-state writes, the `:status`
-//!   read at the end), with fixed values and no tracing logic: Envoy's share of the adapter's
-//!   cost;
+//!   header map's size and pairs, a `traceparent` added — the request has none — two
+//!   filter-state writes, the `:status` read at the end), with fixed values and no tracing
+//!   logic: Envoy's share of the adapter's cost;
 //! - letters naming some of them, to tell their costs apart: `h` the header map, `t` the
 //!   `traceparent` write, `f` the two filter-state writes, `s` the `:status` read (`calls` is
 //!   `htfs`).
@@ -62,7 +62,7 @@ extern "C" {
         index: usize,
         size: *mut usize,
     ) -> u8;
-    fn envoy_dynamic_module_callback_http_set_header(
+    fn envoy_dynamic_module_callback_http_add_header(
         f: *mut c_void,
         kind: u32,
         key: Buf,
@@ -154,7 +154,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     }
     if mode & TRACEPARENT != 0 {
         unsafe {
-            envoy_dynamic_module_callback_http_set_header(
+            envoy_dynamic_module_callback_http_add_header(
                 f,
                 0,
                 buf(b"traceparent"),
