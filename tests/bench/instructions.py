@@ -183,7 +183,7 @@ def require_valgrind() -> None:
 def main() -> int:
     p = argparse.ArgumentParser(prog="./build.sh bench --instructions",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default=",".join(bench.CONFIGS),
+    p.add_argument("--configs", default=",".join(bench.DEFAULT_CONFIGS),
                    help="comma-separated subset of: " + ", ".join(CONFIGS))
     p.add_argument("--requests", type=int, default=300, help="requests counted per configuration")
     p.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
