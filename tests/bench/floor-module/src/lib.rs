@@ -85,7 +85,7 @@ static MODES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    b"v0.2.0\0".as_ptr().cast()
+    c"v0.2.0".as_ptr()
 }
 
 #[no_mangle]
