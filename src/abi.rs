@@ -587,16 +587,20 @@ pub mod exports {
         0
     }
 
+    /// 0: Continue. Envoy calls it only for a response with trailers (gRPC's status is there).
     #[no_mangle]
-    pub extern "C" fn proxy_on_log(context_id: u32) {
-        filter::on_log(context_id);
+    pub extern "C" fn proxy_on_response_trailers(context_id: u32, trailers: usize) -> u32 {
+        filter::on_http_response_trailers(context_id, trailers);
+        0
     }
 
-    /// Also the end of every stream's context: Envoy calls `proxy_on_done` and
-    /// `proxy_on_delete` back to back (`Context::onDestroy` in
-    /// `source/extensions/common/wasm/context.cc`), after `proxy_on_log`; the plugin frees the
-    /// context here and does not export `proxy_on_delete`, one entry into the VM fewer per
-    /// request.
+    /// Also the end of every stream: Envoy calls `proxy_on_done` and `proxy_on_delete` back to
+    /// back (`Context::onDestroy` in `source/extensions/common/wasm/context.cc`), after the
+    /// access log's `proxy_on_log` (`Context::log`). The plugin finishes the stream's span and
+    /// frees its context here, and exports neither `proxy_on_log` nor `proxy_on_delete`:
+    /// proxy-wasm-cpp-host skips a callback the module does not export (`ContextBase::onLog`,
+    /// `onDelete` in `src/context.cc` return when `wasm_->on_log_` / `on_delete_` is null), two
+    /// entries into the VM fewer per request.
     #[no_mangle]
     pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
         u32::from(filter::on_done(context_id))

@@ -231,6 +231,14 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).
     fn response_header(&self, name: &str) -> Option<String>;
+    /// The response's final HTTP status, read when the stream has ended; `None` when no response
+    /// was sent. By default its `:status` header; an adapter that ends streams where the
+    /// response's headers are no longer shown answers from the proxy's own record (the Wasm
+    /// adapter: Envoy's `response.code`).
+    fn response_status(&self) -> Option<u16> {
+        self.response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+    }
     /// Sets a response header, replacing every existing value (only in response headers).
     fn set_response_header(&self, name: &str, value: &str);
     /// Adds a value to a list-valued response header (`server-timing`), keeping every value

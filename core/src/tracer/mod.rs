@@ -101,6 +101,18 @@ pub enum Pending {
 }
 
 impl Pending {
+    /// The request is gRPC: its status comes with the response's trailers (or headers, for a
+    /// trailers-only response), which an adapter may have to keep for the stream's end.
+    pub fn is_grpc(&self) -> bool {
+        match self {
+            Pending::Recorded(active) => active
+                .headers
+                .get("content-type")
+                .is_some_and(crate::grpc::is_grpc_content_type),
+            Pending::Unsampled(unsampled) => unsampled.is_grpc(),
+        }
+    }
+
     /// The span of a recorded request; `None` for an unsampled one.
     pub fn into_recorded(self) -> Option<ActiveSpan> {
         match self {
@@ -310,8 +322,15 @@ impl Tracer {
         let pending = if !self.record_spans {
             None
         } else if !decision.sampled {
-            self.keep_unsampled(host, context, &incoming, &headers, &decision)
-                .map(|u| Pending::Unsampled(u.with_source_span(source_span_id)))
+            self.keep_unsampled(
+                host,
+                context,
+                &incoming,
+                headers,
+                generated_request_id,
+                &decision,
+            )
+            .map(|u| Pending::Unsampled(u.with_source_span(source_span_id)))
         } else {
             Some(Pending::Recorded(ActiveSpan {
                 context,

@@ -342,10 +342,10 @@ impl Tracer {
     }
 }
 
-/// The response's `:status` (one data read); `None` when no response was sent.
+/// The response's status (one data read, [`Host::response_status`]); `None` when no response was
+/// sent.
 pub(super) fn response_status(host: &dyn Host) -> Option<u16> {
-    host.response_header(":status")
-        .and_then(|s| s.trim().parse::<u16>().ok())
+    host.response_status()
 }
 
 /// The span's status: Error when [`is_error`] says so, with Envoy's reason (the gRPC message,
