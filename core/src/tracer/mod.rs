@@ -9,7 +9,7 @@ use crate::ids::{write_hex, IdGenerator, SpanId, TRACE_ID_LEN};
 use crate::metrics::{Metric, Metrics};
 use crate::naming;
 use crate::node::NodeInfo;
-use crate::propagation::{self, request_id, Extracted};
+use crate::propagation::{self, request_id, traceparent, Extracted};
 use crate::resource;
 use crate::sampling::capture::{CapturePolicy, CaptureReason};
 use crate::sampling::{Decision, ParentInfo, Reason, RequestInfo, Sampler};
@@ -39,6 +39,10 @@ const TRACE_METRIC: &str = "trace;desc=";
 const TRACE_RESPONSE: &str = "traceresponse";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
 const OT_KEY: &str = "ot";
+/// Where a `traceparent` value holds the trace id and the span id, in hex (W3C Trace Context
+/// §3.2.2: `version "-" trace-id "-" parent-id "-" trace-flags`).
+const TRACE_ID_HEX: std::ops::Range<usize> = 3..35;
+const SPAN_ID_HEX: std::ops::Range<usize> = 36..52;
 
 /// Everything decided once per configuration.
 #[derive(Debug)]
@@ -297,7 +301,8 @@ impl Tracer {
             span_id: upstream_span_id.unwrap_or(context.span_id),
             ..context
         };
-        self.inject(host, &headers, &sent, &incoming);
+        let mut sent_traceparent = None;
+        self.inject(host, &headers, &sent, &incoming, &mut sent_traceparent);
 
         let parent = incoming.parent.map(|p| p.span_id);
         let request_id = generated_request_id
@@ -305,7 +310,7 @@ impl Tracer {
             .or(incoming_request_id)
             .unwrap_or("");
         // Published: the span id the upstream received (an exported span's id when recorded).
-        self.publish(host, &sent, parent, request_id);
+        self.publish(host, &sent, sent_traceparent.as_ref(), parent, request_id);
         let response_headers = self.response_headers(&context, &sent, request_id);
         // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
         if log::log_enabled!(log::Level::Debug) {
@@ -439,13 +444,15 @@ impl Tracer {
 
     /// Step 4: the context sent on, in the configured formats. Host calls cost more than a
     /// comparison: an absent header is not removed, one that already holds exactly the value is
-    /// not rewritten.
+    /// not rewritten. The `traceparent` written is kept in `sent_traceparent` (when injected):
+    /// [`Tracer::publish`] takes the ids' hex from it rather than formatting them again.
     fn inject(
         &self,
         host: &dyn Host,
         headers: &HeaderMap,
         context: &SpanContext,
         incoming: &Extracted,
+        sent_traceparent: &mut Option<[u8; traceparent::LEN]>,
     ) {
         let prop = &self.config.propagation;
         propagation::inject(
@@ -455,6 +462,9 @@ impl Tracer {
             &prop.inject,
             &prop.extract,
             |name, value| {
+                if let Some(v) = value.filter(|_| name == propagation::TRACEPARENT) {
+                    *sent_traceparent = v.as_bytes().try_into().ok();
+                }
                 let mut present = headers.get_all(name);
                 let unchanged = match (value, present.next(), present.next()) {
                     (None, None, _) => true,
@@ -497,6 +507,7 @@ impl Tracer {
         &self,
         host: &dyn Host,
         context: &SpanContext,
+        sent_traceparent: Option<&[u8; traceparent::LEN]>,
         parent: Option<SpanId>,
         request_id: &str,
     ) {
@@ -504,12 +515,21 @@ impl Tracer {
         if published.is_empty() {
             return;
         }
-        // One buffer on the stack for the ids: no allocation at all.
+        // The ids' hex: from the `traceparent` just sent (`00-{trace id}-{span id}-{flags}`, W3C
+        // Trace Context §3.2), else written once into a buffer on the stack — no allocation.
+        let mut written = [0u8; traceparent::LEN];
+        let ids = match sent_traceparent {
+            Some(sent) => sent,
+            None => {
+                traceparent::write(context, &mut written);
+                &written
+            }
+        };
         let mut hex = [0u8; 2 * TRACE_ID_LEN];
         for value in published {
             let bytes: &[u8] = match value {
-                ContextValue::TraceId => write_hex(&mut hex, &context.trace_id.0),
-                ContextValue::SpanId => write_hex(&mut hex, &context.span_id.0),
+                ContextValue::TraceId => ids.get(TRACE_ID_HEX).unwrap_or_default(),
+                ContextValue::SpanId => ids.get(SPAN_ID_HEX).unwrap_or_default(),
                 ContextValue::ParentSpanId => match parent {
                     Some(p) => write_hex(&mut hex, &p.0),
                     None => continue,
