@@ -462,17 +462,22 @@ impl Tracer {
             &prop.inject,
             &prop.extract,
             |name, value| {
-                if let Some(v) = value.filter(|_| name == propagation::TRACEPARENT) {
+                let Some(v) = value else {
+                    // A removal: most requests carry none of the other formats' headers.
+                    if headers.contains(name) {
+                        host.set_request_header(name, None);
+                    }
+                    return;
+                };
+                if name == propagation::TRACEPARENT {
                     *sent_traceparent = v.as_bytes().try_into().ok();
                 }
+                // Rewritten unless it holds exactly this value, once.
                 let mut present = headers.get_all(name);
-                let unchanged = match (value, present.next(), present.next()) {
-                    (None, None, _) => true,
-                    (Some(v), Some(old), None) => v == old,
-                    _ => false,
-                };
+                let unchanged =
+                    matches!((present.next(), present.next()), (Some(old), None) if v == old);
                 if !unchanged {
-                    host.set_request_header(name, value);
+                    host.set_request_header(name, Some(v));
                 }
             },
         );
