@@ -235,6 +235,10 @@ fn fact_from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
 /// access log's maps only inside `proxy_on_log`), and `response.grpc_status` then only maps the
 /// HTTP status (`Grpc::Common::getGrpcStatus` reads the trailers, then the headers, then
 /// `httpToGrpcStatus` of the response code — 200 is UNKNOWN).
+/// The highest gRPC status code Envoy knows (`Grpc::Status::WellKnownGrpcStatus::MaximumKnown`,
+/// UNAUTHENTICATED).
+const GRPC_MAX_KNOWN: u64 = 16;
+
 #[derive(Debug, Default)]
 pub struct GrpcResponse {
     status: Option<i64>,
@@ -245,9 +249,17 @@ impl GrpcResponse {
     /// Reads `grpc-status` (and `grpc-message` for a status other than OK) from the response's
     /// trailers, or its headers for a trailers-only response; a map without them changes nothing.
     pub fn read(&mut self, map: abi::MapType) {
-        let Some(status) = map_value(map, "grpc-status").and_then(|s| s.trim().parse().ok()) else {
+        let Some(value) = map_value(map, "grpc-status") else {
             return;
         };
+        // As Envoy reads it (`Grpc::Common::getGrpcStatus`): a value that is not a known code
+        // (0..=16) is `InvalidCode`, -1 — which the core reads as no status at all.
+        let status = value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|code| *code <= GRPC_MAX_KNOWN)
+            .map_or(-1, |code| code as i64);
         self.status = Some(status);
         self.message = (status != 0)
             .then(|| map_value(map, "grpc-message"))

@@ -773,8 +773,10 @@ def _response_fact(stream: Stream, name: str) -> bytes | None:
     for mtype in (MapType.RESPONSE_TRAILERS, MapType.RESPONSE_HEADERS):
         pairs = _stream_map(stream, mtype, write=False)
         grpc = _first(pairs, "grpc-status") if isinstance(pairs, list) else None
-        if grpc and grpc.isdigit() and len(grpc) <= 10:
-            return struct.pack("<q", int(grpc))
+        if grpc is not None:
+            # Not a known code (0..=16): Envoy's InvalidCode, -1.
+            known = grpc.strip().isdigit() and len(grpc.strip()) <= 2 and int(grpc) <= 16
+            return struct.pack("<q", int(grpc) if known else -1)
     return None if code is None else struct.pack("<q", _http_to_grpc(code))
 
 
