@@ -69,11 +69,13 @@ ensure_apt() {
 # trip into V8 on every request (response headers, each body chunk, done). meshtrace implements
 # only these; the build drops the other exports and the code only they reach. A callback the
 # plugin starts to implement must be listed here (tests/e2e/test_foundation.py checks that).
-# Not `proxy_on_delete`: Envoy calls it right after `proxy_on_done`, which frees the context.
+# Not `proxy_on_log` nor `proxy_on_delete`: Envoy calls `proxy_on_done` for every stream right
+# after the access log, and the plugin finishes the span and frees the context there.
+# `proxy_on_response_trailers` comes only for responses with trailers (gRPC's status).
 PLUGIN_EXPORTS=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
   proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response
-  proxy_on_context_create proxy_on_request_headers proxy_on_response_headers proxy_on_log
-  proxy_on_done)
+  proxy_on_context_create proxy_on_request_headers proxy_on_response_headers
+  proxy_on_response_trailers proxy_on_done)
 # What rustc emits for wasm32-wasip1, so binaryen keeps the module valid.
 WASM_FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
   --enable-nontrapping-float-to-int)

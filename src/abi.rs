@@ -328,14 +328,9 @@ pub fn set_property(name: &str, value: &[u8]) -> Result<(), HostError> {
 
 /// A host property by path; `None` when the host has no such property.
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-    // The ABI's path: segments joined by NUL.
-    let mut serialized = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
-    for (i, segment) in path.iter().enumerate() {
-        if i > 0 {
-            serialized.push(0);
-        }
-        serialized.extend_from_slice(segment.as_bytes());
-    }
+    let mut inline = [0u8; PATH_INLINE];
+    let mut heap = Vec::new();
+    let serialized = property_path(path, &mut inline, &mut heap);
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: `serialized` outlives the call; the host writes a pointer and a size into our
     // locals.
@@ -347,6 +342,44 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
     }
     // SAFETY: `data` and `size` are the host's answer to this call, as `take` requires.
     unsafe { take(status, data, size) }
+}
+
+/// Room on the stack for a property path: every path the plugin reads but a node label with a
+/// long name fits, so a read allocates nothing for its path.
+const PATH_INLINE: usize = 96;
+
+/// The ABI's form of a property path: its segments joined by NUL, written into `inline` when it
+/// fits, else into `heap`.
+fn property_path<'a>(
+    path: &[&str],
+    inline: &'a mut [u8; PATH_INLINE],
+    heap: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    let size = path
+        .iter()
+        .map(|p| p.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let serialized: &mut [u8] = match inline.get_mut(..size) {
+        Some(room) => room,
+        None => {
+            heap.resize(size, 0);
+            heap
+        }
+    };
+    let mut at = 0;
+    for segment in path {
+        if let Some(dst) = serialized.get_mut(at..at + segment.len()) {
+            dst.copy_from_slice(segment.as_bytes());
+        }
+        at += segment.len();
+        // The separator.
+        if let Some(nul) = serialized.get_mut(at) {
+            *nul = 0;
+        }
+        at += 1;
+    }
+    serialized
 }
 
 /// Calls one of the host's foreign functions by name (Envoy: `expr_create`, `expr_evaluate`,
@@ -587,16 +620,20 @@ pub mod exports {
         0
     }
 
+    /// 0: Continue. Envoy calls it only for a response with trailers (gRPC's status is there).
     #[no_mangle]
-    pub extern "C" fn proxy_on_log(context_id: u32) {
-        filter::on_log(context_id);
+    pub extern "C" fn proxy_on_response_trailers(context_id: u32, trailers: usize) -> u32 {
+        filter::on_http_response_trailers(context_id, trailers);
+        0
     }
 
-    /// Also the end of every stream's context: Envoy calls `proxy_on_done` and
-    /// `proxy_on_delete` back to back (`Context::onDestroy` in
-    /// `source/extensions/common/wasm/context.cc`), after `proxy_on_log`; the plugin frees the
-    /// context here and does not export `proxy_on_delete`, one entry into the VM fewer per
-    /// request.
+    /// Also the end of every stream: Envoy calls `proxy_on_done` and `proxy_on_delete` back to
+    /// back (`Context::onDestroy` in `source/extensions/common/wasm/context.cc`), after the
+    /// access log's `proxy_on_log` (`Context::log`). The plugin finishes the stream's span and
+    /// frees its context here, and exports neither `proxy_on_log` nor `proxy_on_delete`:
+    /// proxy-wasm-cpp-host skips a callback the module does not export (`ContextBase::onLog`,
+    /// `onDelete` in `src/context.cc` return when `wasm_->on_log_` / `on_delete_` is null), two
+    /// entries into the VM fewer per request.
     #[no_mangle]
     pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
         u32::from(filter::on_done(context_id))
@@ -607,6 +644,22 @@ pub mod exports {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    #[rustfmt::skip]
+    fn a_property_path_is_its_segments_joined_by_nul() {
+        let long = "l".repeat(PATH_INLINE);
+        let cases: [(&[&str], Vec<u8>, &str); 4] = [
+            (&["xds", "cluster_name"], b"xds\0cluster_name".to_vec(), "two segments"),
+            (&["id"], b"id".to_vec(), "one segment, no separator"),
+            (&[], Vec::new(), "no segment"),
+            (&["metadata", "LABELS", &long], [&b"metadata\0LABELS\0"[..], long.as_bytes()].concat(), "longer than the stack's room"),
+        ];
+        for (path, want, why) in cases {
+            let (mut inline, mut heap) = ([0xff; PATH_INLINE], Vec::new());
+            assert_eq!(property_path(path, &mut inline, &mut heap), want.as_slice(), "{why}");
+        }
+    }
 
     /// Statuses a host may answer: every `WasmResult` and numbers outside the enum.
     const STATUSES: [u32; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 10, 0xffff_ffff];

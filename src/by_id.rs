@@ -66,14 +66,13 @@ impl<T> ById<T> {
         }
     }
 
-    pub(crate) fn remove(&mut self, id: u32) {
-        if let Ok(at) = self.find(id) {
-            let (_, slot) = self.index.remove(at);
-            if let Some(place) = self.slots.get_mut(slot as usize) {
-                *place = None;
-                self.free.push(slot);
-            }
-        }
+    /// Takes the item out; its slot is reused.
+    pub(crate) fn remove(&mut self, id: u32) -> Option<T> {
+        let at = self.find(id).ok()?;
+        let (_, slot) = self.index.remove(at);
+        let item = self.slots.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        item
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::abi;
 use crate::by_id::ById;
-use crate::proxy_host::{self, ProxyHost};
+use crate::proxy_host::{self, GrpcResponse, ProxyHost};
 use log::{error, info, warn};
 use meshtrace_core::config::Config;
 use meshtrace_core::export::{ExportResponse, Exporter, MAX_RESPONSE_BODY};
@@ -84,7 +84,7 @@ impl Root {
                 return false;
             }
         };
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         let node = NodeInfo::read(&host);
         let config = match Config::parse_for(&bytes, node.is_gateway()) {
             Ok(config) => config,
@@ -115,7 +115,7 @@ impl Root {
     fn on_tick(&mut self) {
         let Some(shared) = &self.shared else { return };
         abi::refresh_log_level();
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         shared
             .exporter
             .borrow_mut()
@@ -165,7 +165,7 @@ impl Root {
         } else {
             Vec::new()
         };
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         shared.exporter.borrow_mut().on_response(
             token_id,
             &ExportResponse {
@@ -187,7 +187,7 @@ impl Root {
         let Some(shared) = &self.shared else {
             return true;
         };
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         shared
             .exporter
             .borrow_mut()
@@ -206,7 +206,7 @@ impl Root {
         let Some(shared) = self.shared.as_ref().filter(|_| self.done_pending) else {
             return;
         };
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         let mut exporter = shared.exporter.borrow_mut();
         if !exporter.drained() {
             if !exporter.drain_overdue(host.now_unix_nanos()) {
@@ -227,6 +227,7 @@ impl Root {
         Some(Request {
             shared,
             state: RequestState::default(),
+            grpc: GrpcResponse::default(),
         })
     }
 }
@@ -255,18 +256,20 @@ fn os_seed() -> u64 {
     let mut buf = [0u8; 8];
     match getrandom::fill(&mut buf) {
         Ok(()) => u64::from_le_bytes(buf),
-        Err(_) => ProxyHost.now_unix_nanos() ^ 0x9e37_79b9_7f4a_7c15,
+        Err(_) => ProxyHost::default().now_unix_nanos() ^ 0x9e37_79b9_7f4a_7c15,
     }
 }
 
 struct Request {
     shared: Rc<Shared>,
     state: RequestState,
+    /// A gRPC request's status and message, kept from the response's callbacks for its end.
+    grpc: GrpcResponse,
 }
 
 impl Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) {
-        let host = ProxyHost;
+        let host = ProxyHost::default();
         let shared = &self.shared;
         let Ok(mut ids) = shared.ids.try_borrow_mut() else {
             return;
@@ -276,17 +279,42 @@ impl Request {
             .on_request_headers(&host, &mut ids, &shared.metrics);
     }
 
-    /// Exported for `propagation.traceResponse` / `responseRequestId`; with both off (the
-    /// default) nothing is kept, so this returns at once. Local replies come through here too.
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) {
-        self.state.on_response_headers(&ProxyHost);
+    /// Writes `server-timing`/`traceresponse`/`x-request-id` when configured (nothing by
+    /// default; local replies come through here too). A gRPC response that ends here (trailers-only)
+    /// carries its status in these headers: kept for the stream's end.
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) {
+        self.state.on_response_headers(&ProxyHost::default());
+        if end_of_stream && self.is_grpc() {
+            self.grpc.read(abi::map::RESPONSE_HEADERS);
+        }
     }
 
-    fn on_log(&mut self) {
+    /// A gRPC response's status and message are in its trailers: kept for the stream's end.
+    /// Envoy calls this only for a response with trailers (`Context::encodeTrailers`), so a plain
+    /// HTTP stream never enters the VM for it.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) {
+        if self.is_grpc() {
+            self.grpc.read(abi::map::RESPONSE_TRAILERS);
+        }
+    }
+
+    fn is_grpc(&self) -> bool {
+        self.state.pending.as_ref().is_some_and(Pending::is_grpc)
+    }
+
+    /// The stream ended: its span is finished (or captured) here rather than in `proxy_on_log`,
+    /// which the plugin does not export — one entry into the VM fewer per request. Envoy calls
+    /// `proxy_on_done` for every stream whose context exists, after `proxy_on_log` would have
+    /// come (`Context::onDestroy` after `Context::log` in
+    /// `source/extensions/common/wasm/context.cc`; the filter manager logs, then destroys the
+    /// filters); the stream's facts are still there (its stream info), its header maps are not:
+    /// the status comes from `response.code` ([`ProxyHost`]), a gRPC status from what the
+    /// response callbacks kept, the request's headers from the request's record.
+    fn on_done(&mut self) {
         let Some(pending) = self.state.pending.take() else {
             return;
         };
-        let host = ProxyHost;
+        let host = ProxyHost::at_stream_end(&self.grpc);
         let shared = &self.shared;
         if shared.retired.get() {
             // Not expected (the host deletes a root only after its streams), but never silent.
@@ -399,18 +427,18 @@ pub fn on_http_response_headers(context_id: u32, headers: usize, end_of_stream: 
     });
 }
 
-pub fn on_log(context_id: u32) {
-    with_request(context_id, Request::on_log);
+pub fn on_http_response_trailers(context_id: u32, trailers: usize) {
+    with_request(context_id, |r| r.on_http_response_trailers(trailers));
 }
 
-/// The context is done. A stream's is freed: Envoy calls `proxy_on_done` right before
-/// `proxy_on_delete` and after `proxy_on_log` (`Context::onDestroy`, `Context::log` in
+/// The context is done. A stream's span is finished and its context freed: Envoy calls
+/// `proxy_on_done` right before `proxy_on_delete` (`Context::onDestroy` in
 /// `source/extensions/common/wasm/context.cc`). A root may defer its deletion (draining its
 /// queue); one that does not is freed now.
 pub fn on_done(context_id: u32) -> bool {
     with_contexts(|c| {
-        if c.requests.get(context_id).is_some() {
-            c.requests.remove(context_id);
+        if let Some(mut request) = c.requests.remove(context_id) {
+            request.on_done();
             return true;
         }
         let done = c.roots.get_mut(context_id).map(Root::on_done);

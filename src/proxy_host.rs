@@ -228,10 +228,67 @@ fn fact_from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProxyHost;
+/// What a gRPC response said about its end, kept by the stream's response callbacks for its end:
+/// Envoy shows neither the response's headers nor its trailers in `proxy_on_done`
+/// (`Context::encodeHeaders` / `encodeTrailers` in `source/extensions/common/wasm/context.cc`
+/// forget each map once the filter continues, and `Context::getConstMap` falls back to the
+/// access log's maps only inside `proxy_on_log`), and `response.grpc_status` then only maps the
+/// HTTP status (`Grpc::Common::getGrpcStatus` reads the trailers, then the headers, then
+/// `httpToGrpcStatus` of the response code — 200 is UNKNOWN).
+/// The highest gRPC status code Envoy knows (`Grpc::Status::WellKnownGrpcStatus::MaximumKnown`,
+/// UNAUTHENTICATED).
+const GRPC_MAX_KNOWN: u64 = 16;
 
-impl Host for ProxyHost {
+#[derive(Debug, Default)]
+pub struct GrpcResponse {
+    status: Option<i64>,
+    message: Option<String>,
+}
+
+impl GrpcResponse {
+    /// Reads `grpc-status` (and `grpc-message` for a status other than OK) from the response's
+    /// trailers, or its headers for a trailers-only response; a map without them changes nothing.
+    pub fn read(&mut self, map: abi::MapType) {
+        let Some(value) = map_value(map, "grpc-status") else {
+            return;
+        };
+        // As Envoy reads it (`Grpc::Common::getGrpcStatus`): a value that is not a known code
+        // (0..=16) is `InvalidCode`, -1 — which the core reads as no status at all.
+        let status = value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|code| *code <= GRPC_MAX_KNOWN)
+            .map_or(-1, |code| code as i64);
+        self.status = Some(status);
+        self.message = (status != 0)
+            .then(|| map_value(map, "grpc-message"))
+            .flatten();
+    }
+}
+
+/// [`Host`] over the ABI. At a stream's end (`proxy_on_done`) it carries what the response
+/// callbacks kept of a gRPC response ([`GrpcResponse`]) and answers from it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyHost<'a> {
+    ended_grpc: Option<&'a GrpcResponse>,
+}
+
+impl<'a> ProxyHost<'a> {
+    /// The host for the end of a stream whose response callbacks kept `grpc`.
+    pub fn at_stream_end(grpc: &'a GrpcResponse) -> Self {
+        ProxyHost {
+            ended_grpc: Some(grpc),
+        }
+    }
+
+    /// The gRPC status the response carried, when it was kept.
+    fn kept_grpc_status(&self) -> Option<Fact> {
+        self.ended_grpc?.status.map(Fact::Int)
+    }
+}
+
+impl Host for ProxyHost<'_> {
     fn now_unix_nanos(&self) -> u64 {
         abi::now_unix_nanos().unwrap_or(0)
     }
@@ -245,7 +302,19 @@ impl Host for ProxyHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        map_value(abi::map::RESPONSE_HEADERS, name)
+        match self.ended_grpc {
+            Some(grpc) if name == "grpc-message" => grpc.message.clone(),
+            _ => map_value(abi::map::RESPONSE_HEADERS, name),
+        }
+    }
+
+    /// Envoy's `response.code` (its stream info's response code, the `:status` it sent): the
+    /// plugin reads it in `proxy_on_done`, where the response's header map is gone.
+    fn response_status(&self) -> Option<u16> {
+        match self.stream_fact(StreamFact::ResponseCode)? {
+            Fact::Int(code) => u16::try_from(code).ok(),
+            Fact::Text(_) => None,
+        }
     }
 
     fn set_response_header(&self, name: &str, value: &str) {
@@ -262,7 +331,10 @@ impl Host for ProxyHost {
     }
 
     fn response_trailer(&self, name: &str) -> Option<String> {
-        map_value(abi::map::RESPONSE_TRAILERS, name)
+        match self.ended_grpc {
+            Some(grpc) if name == "grpc-message" => grpc.message.clone(),
+            _ => map_value(abi::map::RESPONSE_TRAILERS, name),
+        }
     }
 
     fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {
@@ -280,6 +352,11 @@ impl Host for ProxyHost {
     }
 
     fn stream_fact(&self, fact: StreamFact) -> Option<Fact> {
+        if fact == StreamFact::GrpcStatus {
+            if let Some(kept) = self.kept_grpc_status() {
+                return Some(kept);
+            }
+        }
         let path = property_path(fact, XDS.with(Cell::get));
         let bytes = abi::property(path).ok().flatten()?;
         fact_from_bytes(fact, &bytes)
@@ -303,6 +380,12 @@ impl Host for ProxyHost {
             if let Some(value) = self.stream_fact(fact) {
                 facts.set(fact, value);
             }
+        }
+        if let Some(kept) = self
+            .kept_grpc_status()
+            .filter(|_| wanted.contains(StreamFact::GrpcStatus))
+        {
+            facts.set(StreamFact::GrpcStatus, kept);
         }
         facts
     }

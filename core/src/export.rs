@@ -146,7 +146,7 @@ impl Exporter {
     /// Sends every full batch the in-flight limit allows, now rather than at the next tick: at
     /// ~10,000 spans/s a tick every 200 ms (later on a saturated worker, whose timers wait for
     /// the event loop) finds 2,000 or more spans against a queue of 2,048, and dropped some with
-    /// a collector that kept up. Called when a span is queued — from the stream's `on_log`:
+    /// a collector that kept up. Called when a span is queued — from the stream's end (`proxy_on_done`):
     /// `proxy_http_call` is owned by the root context whatever context dispatches it
     /// (proxy-wasm-cpp-host `src/exports.cc`, `http_call`: `contextOrEffectiveContext()->
     /// root_context()`), so the answer comes to the root's `on_http_call_response` — and when an

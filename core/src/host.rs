@@ -231,9 +231,10 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// One response header (e.g. `:status`).
     fn response_header(&self, name: &str) -> Option<String>;
-    /// The response's `:status`; `None` when no response was sent. By default the header read
-    /// and parsed; an adapter that can read it without a copy (the native one, from Envoy's
-    /// buffer) overrides this — it runs at the end of every request where errors are captured.
+    /// The response's final HTTP status, read when the stream has ended; `None` when no response
+    /// was sent. By default its `:status` header; an adapter that ends streams where the
+    /// response's headers are no longer shown answers from the proxy's own record (the Wasm
+    /// adapter: Envoy's `response.code`); the native one parses it in Envoy's buffer, no copy.
     fn response_status(&self) -> Option<u16> {
         self.response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok())

@@ -112,7 +112,9 @@ pub(crate) fn hex_digit_lower(c: u8) -> Option<u8> {
     }
 }
 
-/// Decodes `2 * out.len()` lowercase hex characters into `out`; false on any other input.
+/// Decodes `2 * out.len()` lowercase hex characters into `out`; false on any other input. Not
+/// inlined: eight callers, each unrolling a copy of its own, cost the module kilobytes.
+#[inline(never)]
 pub(crate) fn decode_hex_lower(input: &[u8], out: &mut [u8]) -> bool {
     if input.len() != out.len() * 2 {
         return false;

@@ -24,11 +24,18 @@
 //!    (`meshtrace.trace_id`, …; `propagation.publishContext`) for every request, sampled or not.
 //!    The request keeps a [`tracer::RequestState`]: a [`tracer::Pending`] — an
 //!    [`tracer::ActiveSpan`] when recorded; when unsampled and capture is on, a small
-//!    [`tracer::Unsampled`] record (no header map) — and the response headers to add
+//!    [`tracer::Unsampled`] record (the header map the host handed over, kept for a capture's
+//!    attributes) — and the response headers to add
 //!    (`server-timing`'s W3C `trace` metric, appended; `x-request-id`) when configured.
 //!    Then **response headers** (`Request::on_http_response_headers`, local replies included):
-//!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default.
-//! 3. **Log** — the stream ended (`Request::on_log` → [`tracer::Tracer::end`]): an unsampled
+//!    [`tracer::RequestState::on_response_headers`] writes those headers; nothing by default. A
+//!    gRPC request's status and message are kept from the response's trailers (or a
+//!    trailers-only response's headers) by the Wasm adapter (`GrpcResponse` in
+//!    `src/proxy_host.rs`), which cannot read them at the stream's end.
+//! 3. **End of stream** — the stream ended (Wasm: `proxy_on_done`, `Request::on_done`, after the
+//!    access log; `proxy_on_log` is not exported, one callback fewer per request, and Envoy shows
+//!    no header map there — the status comes from `response.code`, [`host::Host::response_status`];
+//!    native: `on_stream_complete`) → [`tracer::Tracer::end`]: an unsampled
 //!    request is captured when it failed or was slow ([`sampling::capture`], read one fact at a
 //!    time, under its own cap; `is_capturable`); for a recorded or captured one
 //!    [`tracer::Tracer::read_outcome`] asks the host's stream facts (status, gRPC status, flags,

@@ -202,3 +202,56 @@ def test_a_cel_expression_that_keeps_failing_is_dropped():
         host.request(REQUEST, properties=INBOUND_STREAM)
     assert host.calls["proxy_call_foreign_function"] - compiled == 8, \
         "tried 8 times, then never again"
+
+
+GRPC_REQUEST = [(":authority", "cart:9090"), (":path", "/shop.Cart/Add"), (":method", "POST"),
+                (":scheme", "http"), ("content-type", "application/grpc"), ("te", "trailers")]
+
+
+# (response headers, trailers, sampling %, the span's gRPC status or None for no span, message,
+# why). The stream ends in proxy_on_done, where Envoy shows neither the response's headers nor
+# its trailers and `response.grpc_status` maps the HTTP status (200 is UNKNOWN): the status and
+# message must come from what the response callbacks kept.
+GRPC_ENDS = [
+    ([(":status", "200")], [("grpc-status", "14"), ("grpc-message", "backend down")], 0, 14,
+     "backend down", "an error in the trailers is captured, with its message"),
+    ([(":status", "200")], [("grpc-status", "0")], 0, None, None,
+     "OK in the trailers: not an error, though 200 maps to UNKNOWN"),
+    ([(":status", "200")], [("grpc-status", "0")], 100, 0, None, "a recorded OK call"),
+    ([(":status", "200"), ("grpc-status", "5"), ("grpc-message", "no such cart")], [], 100, 5,
+     "no such cart", "trailers-only: the status in the headers"),
+    ([(":status", "503")], [], 0, 14, None, "no gRPC status: Envoy maps the HTTP status"),
+    ([(":status", "200")], [("grpc-status", "99")], 100, -1, None,
+     "not a known code: Envoy's InvalidCode, the span carries no gRPC status"),
+]
+
+
+@pytest.mark.parametrize("response,trailers,percent,status,message,why", GRPC_ENDS,
+                         ids=[row[-1] for row in GRPC_ENDS])
+def test_a_grpc_status_reaches_the_span_from_the_trailers_or_headers_it_came_in(
+        response, trailers, percent, status, message, why):
+    host = started({"randomSamplingPercentage": percent})
+    host.request(GRPC_REQUEST, response=response, trailers=trailers, properties=INBOUND_STREAM)
+    flush(host)
+    if status is None:
+        assert host.http_calls == [], why
+        return
+    [call] = host.http_calls
+    [span] = decode_export(call.body).resource_spans[0].scope_spans[0].spans
+    a = attrs(span.attributes)
+    assert a.get("rpc.grpc.status_code", -1) == status, why
+    assert a.get("grpc.message") == message, why
+
+
+def test_a_stream_ends_in_proxy_on_done_alone():
+    """Envoy calls proxy_on_log and proxy_on_delete only when exported (proxy-wasm-cpp-host
+    `ContextBase::onLog`/`onDelete`): the plugin exports neither, and a stream's span is
+    finished, and its context freed, in proxy_on_done."""
+    host = started({"randomSamplingPercentage": 100})
+    assert "proxy_on_done" in host.exported
+    assert not {"proxy_on_log", "proxy_on_delete"} & host.exported
+    for _ in range(3):
+        host.request(REQUEST, properties=INBOUND_STREAM)
+    flush(host)
+    [call] = host.http_calls
+    assert len(decode_export(call.body).resource_spans[0].scope_spans[0].spans) == 3

@@ -18,10 +18,23 @@ Envoy's behaviour this host reproduces (proxy-wasm-cpp-host, the ABI implementat
 - header maps travel as `u32 count, count × (u32 key size, u32 value size), key\\0 value\\0 …`
   (src/pairs_util.cc, `PairsUtil::marshalPairs`), property paths as segments joined by `\\0`;
 - a stream's callbacks come as `proxy_on_context_create`, `proxy_on_request_headers`,
-  `proxy_on_response_headers`, `proxy_on_log`, then `proxy_on_done` and `proxy_on_delete` back to
-  back (Envoy's `Context::log` and `Context::onDestroy`, source/extensions/common/wasm/context.cc;
-  the order seen on Envoy 1.40); only the callbacks the module exports are called, as Envoy does
-  with a build that trimmed the others (build.sh, PLUGIN_EXPORTS).
+  `proxy_on_response_headers` (when a response was sent), `proxy_on_response_trailers` (when it
+  has trailers), `proxy_on_log`, then `proxy_on_done` and `proxy_on_delete` back to back (Envoy's
+  `Context::log` and `Context::onDestroy`, source/extensions/common/wasm/context.cc; the order seen
+  on Envoy 1.40); only the callbacks the module exports are called, as proxy-wasm-cpp-host skips
+  the others (`ContextBase::onLog` returns when `wasm_->on_log_` is null; build.sh,
+  PLUGIN_EXPORTS);
+- each header map only while Envoy shows it (context.cc): the request's in
+  `proxy_on_request_headers`, the response's in `proxy_on_response_headers`, its trailers in
+  `proxy_on_response_trailers` (`decodeHeaders`, `encodeHeaders`, `encodeTrailers` forget the
+  map when the filter continues), all three read-only in `proxy_on_log` (`getConstMap` in the
+  access-log phase); elsewhere — `proxy_on_done` included — a value read or a write answers
+  BAD_ARGUMENT (`getHeaderMapValue`, `getMap`) and a pairs read an empty map
+  (`headerMapToPairs(nullptr)`);
+- `response.code` is the `:status` sent (stream info's response code, absent with no response);
+  `response.grpc_status` as Envoy computes it (`Grpc::Common::getGrpcStatus`): the trailers'
+  `grpc-status`, else the headers', else the HTTP status mapped (`Grpc::Utility::httpToGrpcStatus`:
+  200 is UNKNOWN) — from the maps Envoy still shows in that callback.
 
 Small API (see tests/abi/test_abi_plugin.py for use):
 
@@ -158,6 +171,9 @@ class Stream:
     request: Union[Pairs, bytes]
     response: Union[Pairs, bytes]
     properties: dict
+    trailers: Pairs = field(default_factory=list)
+    # The callback running: which header maps Envoy shows (see the module's docstring).
+    phase: str = "create"
     # Filter callback results, by callback name.
     actions: dict = field(default_factory=dict)
 
@@ -270,11 +286,13 @@ class Host:
         headers: HeaderInput,
         *,
         response: HeaderInput = ((":status", "200"),),
+        trailers: HeaderInput = (),
         properties: dict | None = None,
         advance_ns: int = 1_000_000,
     ) -> Stream:
-        """A whole HTTP stream: request headers, response headers, end. `headers` and `response`
-        are pairs, or raw bytes handed to the plugin as they are (malformed maps).
+        """A whole HTTP stream: request headers, response headers (none when `response` is
+        empty: no response was sent), trailers, end. `headers` and `response` are pairs, or raw
+        bytes handed to the plugin as they are (malformed maps).
         `properties` are this stream's attributes (`xds.cluster_name`, `response.code_details`…),
         over the host's."""
         cid = self._next_context
@@ -284,19 +302,29 @@ class Host:
             request=headers if isinstance(headers, bytes) else _pairs(headers),
             response=response if isinstance(response, bytes) else _pairs(response),
             properties={tuple(k): _property_bytes(v) for k, v in (properties or {}).items()},
+            trailers=_pairs(trailers),
         )
         self._streams[cid] = stream
         self._effective = cid
         try:
             self._call("proxy_on_context_create", cid, ROOT_CONTEXT_ID)
+            stream.phase = "request_headers"
             stream.actions["request_headers"] = self._call_if(
                 "proxy_on_request_headers", cid, _count(stream.request), 0
             )
             self.now_ns += advance_ns
-            stream.actions["response_headers"] = self._call_if(
-                "proxy_on_response_headers", cid, _count(stream.response), 0
-            )
+            if stream.response != []:
+                stream.phase = "response_headers"
+                stream.actions["response_headers"] = self._call_if(
+                    "proxy_on_response_headers", cid, _count(stream.response),
+                    int(not stream.trailers)
+                )
+            if stream.trailers:
+                stream.phase = "response_trailers"
+                self._call_if("proxy_on_response_trailers", cid, len(stream.trailers))
+            stream.phase = "log"
             self._call_if("proxy_on_log", cid)
+            stream.phase = "done"
             self._call_if("proxy_on_done", cid)
             self._call_if("proxy_on_delete", cid)
         finally:
@@ -425,6 +453,9 @@ class Host:
 
     def _property(self, path: tuple[str, ...]) -> bytes | None:
         stream = self._streams.get(self._effective)
+        if stream and isinstance(stream.response, list) and path in (
+                ("response", "code"), ("response", "grpc_status")):
+            return _response_fact(stream, path[1])
         value = stream.properties.get(path) if stream else None
         return self.properties.get(path) if value is None else value
 
@@ -441,12 +472,10 @@ class Host:
         (stream.properties if stream else self.properties)[path] = m.read(value_ptr, value_size)
         return Status.OK
 
-    def _map(self, mtype) -> Union[Pairs, bytes, None]:
+    def _map(self, mtype, write: bool = False) -> Union[Pairs, bytes, None]:
         stream = self._streams.get(self._effective)
-        if mtype == MapType.REQUEST_HEADERS and stream:
-            return stream.request
-        if mtype == MapType.RESPONSE_HEADERS and stream:
-            return stream.response
+        if stream and mtype in _STREAM_MAPS:
+            return _stream_map(stream, mtype, write)
         if mtype == MapType.HTTP_CALL_RESPONSE_HEADERS and self._call_response:
             return self._call_response[0]
         if mtype == MapType.HTTP_CALL_RESPONSE_TRAILERS and self._call_response:
@@ -455,6 +484,8 @@ class Host:
 
     def on_proxy_get_header_map_pairs(self, m, mtype, ret_ptr, ret_size):
         pairs = self._map(mtype)
+        if pairs is None and self._streams.get(self._effective) and mtype in _STREAM_MAPS:
+            pairs = []  # Envoy: `headerMapToPairs(nullptr)`, an empty map
         if pairs is None:
             return Status.BAD_ARGUMENT
         blob = pairs if isinstance(pairs, bytes) else (serialize_pairs(pairs) if pairs else b"")
@@ -471,7 +502,7 @@ class Host:
         return m.give(value, ret_ptr, ret_size)
 
     def _edit_map(self, mtype, edit) -> Status:
-        pairs = self._map(mtype)
+        pairs = self._map(mtype, write=True)
         if pairs is None:
             return Status.BAD_ARGUMENT
         if isinstance(pairs, list):
@@ -707,6 +738,46 @@ def _parse_cel_list(expr: str) -> list[tuple[tuple[str, ...], bool]] | None:
         else:
             return None
     return items
+
+
+_STREAM_MAPS = (MapType.REQUEST_HEADERS, MapType.RESPONSE_HEADERS, MapType.RESPONSE_TRAILERS)
+# Which of a stream's maps Envoy shows in each callback (context.cc: `getMap` for writes,
+# `getConstMap` for reads; the access-log phase shows all three, read-only).
+_SHOWN = {
+    "request_headers": {MapType.REQUEST_HEADERS},
+    "response_headers": {MapType.RESPONSE_HEADERS},
+    "response_trailers": {MapType.RESPONSE_TRAILERS},
+}
+_LOG_SHOWN = set(_STREAM_MAPS)
+
+
+def _stream_map(stream: Stream, mtype, write: bool) -> Union[Pairs, bytes, None]:
+    shown = _SHOWN.get(stream.phase, set() if write or stream.phase != "log" else _LOG_SHOWN)
+    if mtype not in shown:
+        return None
+    return {MapType.REQUEST_HEADERS: stream.request, MapType.RESPONSE_HEADERS: stream.response,
+            MapType.RESPONSE_TRAILERS: stream.trailers}[mtype]
+
+
+def _http_to_grpc(code: int) -> int:
+    """Envoy's `Grpc::Utility::httpToGrpcStatus` (source/common/grpc/status.cc)."""
+    return {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}.get(code, 2)
+
+
+def _response_fact(stream: Stream, name: str) -> bytes | None:
+    """`response.code` and `response.grpc_status` as Envoy answers them for this stream now."""
+    status = _first(stream.response, ":status")
+    code = int(status) if status and status.isdigit() and len(status) <= 3 else None
+    if name == "code":
+        return None if code is None else struct.pack("<q", code)
+    for mtype in (MapType.RESPONSE_TRAILERS, MapType.RESPONSE_HEADERS):
+        pairs = _stream_map(stream, mtype, write=False)
+        grpc = _first(pairs, "grpc-status") if isinstance(pairs, list) else None
+        if grpc is not None:
+            # Not a known code (0..=16): Envoy's InvalidCode, -1.
+            known = grpc.strip().isdigit() and len(grpc.strip()) <= 2 and int(grpc) <= 16
+            return struct.pack("<q", int(grpc) if known else -1)
+    return None if code is None else struct.pack("<q", _http_to_grpc(code))
 
 
 def _count(m: Union[Pairs, bytes]) -> int:

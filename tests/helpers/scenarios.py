@@ -15,7 +15,7 @@ SIDECAR = {
     ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-name"): "reviews",
     ("xds", "node", "metadata", "LABELS", "service.istio.io/canonical-revision"): "v1",
 }
-# What Envoy 1.40 answers about an inbound stream at its end (`proxy_on_log`), as read on the
+# What Envoy 1.40 answers about an inbound stream at its end (`proxy_on_log`, `proxy_on_done`), as read on the
 # e2e sidecar (tests/e2e `Sidecar`, a GET answered 200 by the app; tests/bench/envoy-probe):
 # every attribute below is present, integers as 8 little-endian bytes, `request.time` in Unix
 # nanoseconds; only the waypoint's and Istio's peer attributes are absent (NOT_FOUND). Envoy's

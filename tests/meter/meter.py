@@ -7,8 +7,8 @@ the clock 1 ms) with the plugin's own tick period (200 ms today), so each tick f
 requests of its period. A window of WINDOW requests runs once to warm up (allocator, queues,
 first export), then once more measured; each window ends with one flush interval of quiet so
 its own spans are all sent. Per request:
-- `request`: the stream's callbacks (context create, request headers, log, delete), averaged
-  over the requests the case is about (`unsampled_1pct` leaves out the ~1% it samples);
+- `request`: the stream's callbacks (context create, request headers, response headers, done),
+  averaged over the requests the case is about (`unsampled_1pct` leaves out the ~1% it samples);
 - `ticks`: every tick of the window and the collector's answers (batch encoding, dispatch,
   metrics flush), divided by the window's requests: the amortized export cost of a span. A
   batch that fills up (512 spans) leaves with the request that filled it, so at 100% part of the

@@ -9,10 +9,31 @@ pub const MAX_LEN: usize = 128;
 /// An opaque id of sane length made of visible ASCII that cannot break a log line, a header
 /// list or a CSV/JSON field: no spaces, controls, quotes, commas, semicolons or backslashes.
 pub fn is_acceptable(id: &str) -> bool {
-    (1..=MAX_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
+    (1..=MAX_LEN).contains(&id.len()) && id.bytes().all(allowed)
+}
+
+/// The bytes [`is_acceptable`] allows, one bit each: every request with an `x-request-id` checks
+/// it, and one table lookup per byte costs a Wasm VM a quarter of the range and four comparisons.
+const ALLOWED: [u64; 2] = [allowed_bits(0), allowed_bits(64)];
+
+/// The allowed bytes among `base..base + 64`.
+const fn allowed_bits(base: u8) -> u64 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < 64 {
+        let b = base + i;
+        if b >= 0x21 && b <= 0x7e && !matches!(b, b'"' | b',' | b';' | b'\\') {
+            bits |= 1 << i;
+        }
+        i += 1;
+    }
+    bits
+}
+
+fn allowed(b: u8) -> bool {
+    ALLOWED
+        .get(usize::from(b / 64))
+        .is_some_and(|bits| bits & (1 << (b % 64)) != 0)
 }
 
 /// A random UUID, version 4 (RFC 9562 §5.4): version nibble 4, variant bits `10`.
@@ -37,6 +58,15 @@ pub(crate) fn generate(ids: &mut IdGenerator) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table says what the rule says, byte by byte.
+    #[test]
+    fn the_allowed_table_is_the_rule() {
+        for b in 0..=255u8 {
+            let rule = (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\');
+            assert_eq!(allowed(b), rule, "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn acceptable_ids() {

@@ -1,12 +1,15 @@
 //! What an unsampled request keeps, and its capture when it ends (see [`crate::sampling::capture`]).
 //!
-//! Cost is paid by every unsampled request of the mesh, so it keeps a small fixed record and no
-//! header map; the clock is read at its start only when a latency threshold applies to it. When
-//! it ends, `:status` is read (one host call) and more only when the status does not settle it.
-//! A captured request — a few per second at most — then pays what a sampled one pays: the
-//! request headers again (Envoy keeps them readable while logging: `Context::getConstMap` in
-//! `source/extensions/common/wasm/context.cc` falls back to the access-log request headers), the
-//! outcome, and its start from Envoy's `request.time` when the clock was not read.
+//! Cost is paid by every unsampled request of the mesh, so it keeps a small record: the request's
+//! header map as the host handed it over (moved, not copied — a captured span's attributes are
+//! read from it, as a sampled one's), and reads the clock at its start only when a latency
+//! threshold applies to it. When it ends, the response status is read (one host call) and more
+//! only when the status does not settle it. A captured request — a few per second at most — then
+//! pays what a sampled one pays: the outcome, and its start from Envoy's `request.time` when the
+//! clock was not read. The headers are kept rather than read again at the end: the Wasm adapter
+//! ends a stream in `proxy_on_done`, where Envoy no longer shows the request's headers
+//! (`Context::decodeHeaders` in `source/extensions/common/wasm/context.cc` forgets them once the
+//! filter continues).
 
 use super::outcome::response_status;
 use super::{ActiveSpan, Finished, Note, Tracer};
@@ -28,6 +31,10 @@ pub struct Unsampled {
     parent: Option<SpanId>,
     /// Empty (no allocation) for the many requests without `tracestate`.
     trace_state: String,
+    /// The request's headers as they arrived (the host's own buffer, kept).
+    headers: HeaderMap,
+    /// The request id this proxy generated, as [`ActiveSpan`] keeps it.
+    generated_request_id: Option<String>,
     /// The request is gRPC (its status is in `response.grpc_status`).
     grpc: bool,
     /// `(start, threshold)` when latency capture applies: the clock read at the start.
@@ -43,6 +50,11 @@ impl Unsampled {
             ..self
         }
     }
+
+    /// The request is gRPC (Envoy's test: [`is_grpc_content_type`]).
+    pub(super) fn is_grpc(&self) -> bool {
+        self.grpc
+    }
 }
 
 impl Tracer {
@@ -52,7 +64,8 @@ impl Tracer {
         host: &dyn Host,
         context: SpanContext,
         incoming: &Extracted,
-        headers: &HeaderMap,
+        headers: HeaderMap,
+        generated_request_id: Option<String>,
         decision: &Decision,
     ) -> Option<Unsampled> {
         let latency = decision.capture_slower_than;
@@ -66,6 +79,8 @@ impl Tracer {
             grpc: headers
                 .get("content-type")
                 .is_some_and(is_grpc_content_type),
+            headers,
+            generated_request_id,
             latency: latency.map(|threshold| (host.now_unix_nanos(), threshold)),
             source_span_id: None,
         })
@@ -118,9 +133,8 @@ impl Tracer {
             parent: unsampled.parent,
             trace_state: unsampled.trace_state,
             start_unix_nanos: start,
-            // A request id this proxy generated was written into these headers.
-            headers: host.request_headers(),
-            generated_request_id: None,
+            headers: unsampled.headers,
+            generated_request_id: unsampled.generated_request_id,
             note: Some(Note::Captured(reason)),
             // Unsampled requests send their own span id upstream: no CLIENT child to record.
             upstream_span_id: None,

@@ -9,7 +9,7 @@ use crate::ids::{write_hex, IdGenerator, SpanId, TRACE_ID_LEN};
 use crate::metrics::{Metric, Metrics};
 use crate::naming;
 use crate::node::NodeInfo;
-use crate::propagation::{self, request_id, Extracted};
+use crate::propagation::{self, request_id, traceparent, Extracted};
 use crate::resource;
 use crate::sampling::capture::{CapturePolicy, CaptureReason};
 use crate::sampling::{Decision, ParentInfo, Reason, RequestInfo, Sampler};
@@ -39,6 +39,10 @@ const TRACE_METRIC: &str = "trace;desc=";
 const TRACE_RESPONSE: &str = "traceresponse";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
 const OT_KEY: &str = "ot";
+/// Where a `traceparent` value holds the trace id and the span id, in hex (W3C Trace Context
+/// §3.2.2: `version "-" trace-id "-" parent-id "-" trace-flags`).
+const TRACE_ID_HEX: std::ops::Range<usize> = 3..35;
+const SPAN_ID_HEX: std::ops::Range<usize> = 36..52;
 
 /// Everything decided once per configuration.
 #[derive(Debug)]
@@ -101,6 +105,18 @@ pub enum Pending {
 }
 
 impl Pending {
+    /// The request is gRPC: its status comes with the response's trailers (or headers, for a
+    /// trailers-only response), which an adapter may have to keep for the stream's end.
+    pub fn is_grpc(&self) -> bool {
+        match self {
+            Pending::Recorded(active) => active
+                .headers
+                .get("content-type")
+                .is_some_and(crate::grpc::is_grpc_content_type),
+            Pending::Unsampled(unsampled) => unsampled.is_grpc(),
+        }
+    }
+
     /// The span of a recorded request; `None` for an unsampled one.
     pub fn into_recorded(self) -> Option<ActiveSpan> {
         match self {
@@ -285,7 +301,8 @@ impl Tracer {
             span_id: upstream_span_id.unwrap_or(context.span_id),
             ..context
         };
-        self.inject(host, &headers, &sent, &incoming);
+        let mut sent_traceparent = None;
+        self.inject(host, &headers, &sent, &incoming, &mut sent_traceparent);
 
         let parent = incoming.parent.map(|p| p.span_id);
         let request_id = generated_request_id
@@ -293,7 +310,7 @@ impl Tracer {
             .or(incoming_request_id)
             .unwrap_or("");
         // Published: the span id the upstream received (an exported span's id when recorded).
-        self.publish(host, &sent, parent, request_id);
+        self.publish(host, &sent, sent_traceparent.as_ref(), parent, request_id);
         let response_headers = self.response_headers(&context, &sent, request_id);
         // No formatting unless the proxy's Wasm log level is debug (the adapter follows it).
         if log::log_enabled!(log::Level::Debug) {
@@ -310,8 +327,15 @@ impl Tracer {
         let pending = if !self.record_spans {
             None
         } else if !decision.sampled {
-            self.keep_unsampled(host, context, &incoming, &headers, &decision)
-                .map(|u| Pending::Unsampled(u.with_source_span(source_span_id)))
+            self.keep_unsampled(
+                host,
+                context,
+                &incoming,
+                headers,
+                generated_request_id,
+                &decision,
+            )
+            .map(|u| Pending::Unsampled(u.with_source_span(source_span_id)))
         } else {
             Some(Pending::Recorded(ActiveSpan {
                 context,
@@ -420,13 +444,15 @@ impl Tracer {
 
     /// Step 4: the context sent on, in the configured formats. Host calls cost more than a
     /// comparison: an absent header is not removed, one that already holds exactly the value is
-    /// not rewritten.
+    /// not rewritten. The `traceparent` written is kept in `sent_traceparent` (when injected):
+    /// [`Tracer::publish`] takes the ids' hex from it rather than formatting them again.
     fn inject(
         &self,
         host: &dyn Host,
         headers: &HeaderMap,
         context: &SpanContext,
         incoming: &Extracted,
+        sent_traceparent: &mut Option<[u8; traceparent::LEN]>,
     ) {
         let prop = &self.config.propagation;
         propagation::inject(
@@ -436,14 +462,22 @@ impl Tracer {
             &prop.inject,
             &prop.extract,
             |name, value| {
-                let mut present = headers.get_all(name);
-                let unchanged = match (value, present.next(), present.next()) {
-                    (None, None, _) => true,
-                    (Some(v), Some(old), None) => v == old,
-                    _ => false,
+                let Some(v) = value else {
+                    // A removal: most requests carry none of the other formats' headers.
+                    if headers.contains(name) {
+                        host.set_request_header(name, None);
+                    }
+                    return;
                 };
+                if name == propagation::TRACEPARENT {
+                    *sent_traceparent = v.as_bytes().try_into().ok();
+                }
+                // Rewritten unless it holds exactly this value, once.
+                let mut present = headers.get_all(name);
+                let unchanged =
+                    matches!((present.next(), present.next()), (Some(old), None) if v == old);
                 if !unchanged {
-                    host.set_request_header(name, value);
+                    host.set_request_header(name, Some(v));
                 }
             },
         );
@@ -478,6 +512,7 @@ impl Tracer {
         &self,
         host: &dyn Host,
         context: &SpanContext,
+        sent_traceparent: Option<&[u8; traceparent::LEN]>,
         parent: Option<SpanId>,
         request_id: &str,
     ) {
@@ -485,12 +520,21 @@ impl Tracer {
         if published.is_empty() {
             return;
         }
-        // One buffer on the stack for the ids: no allocation at all.
+        // The ids' hex: from the `traceparent` just sent (`00-{trace id}-{span id}-{flags}`, W3C
+        // Trace Context §3.2), else written once into a buffer on the stack — no allocation.
+        let mut written = [0u8; traceparent::LEN];
+        let ids = match sent_traceparent {
+            Some(sent) => sent,
+            None => {
+                traceparent::write(context, &mut written);
+                &written
+            }
+        };
         let mut hex = [0u8; 2 * TRACE_ID_LEN];
         for value in published {
             let bytes: &[u8] = match value {
-                ContextValue::TraceId => write_hex(&mut hex, &context.trace_id.0),
-                ContextValue::SpanId => write_hex(&mut hex, &context.span_id.0),
+                ContextValue::TraceId => ids.get(TRACE_ID_HEX).unwrap_or_default(),
+                ContextValue::SpanId => ids.get(SPAN_ID_HEX).unwrap_or_default(),
                 ContextValue::ParentSpanId => match parent {
                     Some(p) => write_hex(&mut hex, &p.0),
                     None => continue,

@@ -342,7 +342,8 @@ impl Tracer {
     }
 }
 
-/// The response's `:status` (one data read); `None` when no response was sent.
+/// The response's status (one data read, [`Host::response_status`]); `None` when no response was
+/// sent.
 pub(super) fn response_status(host: &dyn Host) -> Option<u16> {
     host.response_status()
 }

@@ -756,6 +756,30 @@ fn every_request_publishes_the_context_sent_upstream_as_filter_state() {
     }
 }
 
+/// The published ids come from the `traceparent` sent when it is sent, and are written on their
+/// own when it is not (B3 only): the same ids either way.
+#[test]
+fn the_published_ids_are_the_ids_sent_in_any_format() {
+    for (inject, why) in [
+        (r#"["tracecontext"]"#, "W3C"),
+        (r#"["b3multi"]"#, "B3 only"),
+    ] {
+        let t = tracer(&format!(r#"{{"propagation": {{"inject": {inject}}}}}"#));
+        let host = base_request().with_header("traceparent", &format!("00-{TRACE}-{SPAN}-01"));
+        state(&host, &t);
+        let span = match host.header("traceparent") {
+            Some(_) => traceparent(&host).1,
+            None => host.header("x-b3-spanid").expect("B3 sent"),
+        };
+        assert_eq!(
+            host.property_set("meshtrace.trace_id").as_deref(),
+            Some(TRACE),
+            "{why}"
+        );
+        assert_eq!(host.property_set("meshtrace.span_id"), Some(span), "{why}");
+    }
+}
+
 #[test]
 fn publish_context_sets_only_the_listed_values_one_host_call_each() {
     #[rustfmt::skip]

@@ -83,6 +83,8 @@ def main() -> int:
         car = Sidecar(stack, "\n".join(lines), node=Node())
         for _ in range(3 if mode == "timing" else 1):
             car.request("/items/1?q=1", headers={"user-agent": "probe"})
+        if mode != "timing":  # an error from the upstream, answered through the app
+            car.request("/status/503", headers={"user-agent": "probe"})
         log = car.envoy.log()
     for line in log.splitlines():
         if "PROBE" in line or "expr_create" in line:

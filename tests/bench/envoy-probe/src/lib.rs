@@ -321,6 +321,15 @@ fn report(phase: &str) {
         "PROBE {phase} header :status status={st} {}",
         show(&out)
     ));
+    let (mut d, mut s) = (null_mut(), 0);
+    let st = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut d, &mut s) };
+    let pairs = take(d, s);
+    let count = pairs
+        .get(..4)
+        .map_or(0, |c| u32::from_le_bytes(c.try_into().unwrap()));
+    log(&format!(
+        "PROBE {phase} request header pairs status={st} count={count}"
+    ));
     for p in unsafe { PATHS.iter() } {
         let (st, out) = property(p);
         log(&format!(
