@@ -155,15 +155,28 @@ fn expression_for(wanted: FactSet) -> Option<FactsExpression> {
 /// should not pay a wasted crossing on every span.
 const CEL_FAILURES_TOLERATED: u32 = 8;
 
+/// The facts of [`CEL_FACTS`] in table order, for [`Facts::read_list`].
+// Evaluated at compile time: an index out of range fails the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const CEL_ORDER: [StreamFact; CEL_FACTS.len()] = {
+    let mut order = [StreamFact::UpstreamCluster; CEL_FACTS.len()];
+    let mut i = 0;
+    while i < CEL_FACTS.len() {
+        order[i] = CEL_FACTS[i].0;
+        i += 1;
+    }
+    order
+};
+
 /// Evaluates the facts expression: the answers to `wanted` among [`CEL_FACTS`], or `None` when
 /// the evaluation failed.
 fn evaluate_facts(expr: FactsExpression, wanted: FactSet, facts: &mut Facts) -> Option<()> {
     let answer = abi::call_foreign_function("expr_evaluate", &expr.token.to_le_bytes());
-    let values = match &answer {
-        Ok(Some(bytes)) => list_items(bytes).filter(|v| v.len() == listed(expr.facts).count()),
+    let read = match &answer {
+        Ok(Some(bytes)) => facts.read_list(bytes, &CEL_ORDER, expr.facts, wanted),
         _ => None,
     };
-    let Some(values) = values else {
+    if read.is_none() {
         let failures = CEL_FAILURES.with(|f| {
             f.set(f.get().saturating_add(1));
             f.get()
@@ -177,55 +190,9 @@ fn evaluate_facts(expr: FactsExpression, wanted: FactSet, facts: &mut Facts) -> 
             );
         }
         return None;
-    };
+    }
     CEL_FAILURES.with(|f| f.set(0));
-    for (fact, value) in listed(expr.facts).zip(values) {
-        if wanted.contains(fact) {
-            if let Some(answer) = fact_from_bytes(fact, value) {
-                facts.set(fact, answer);
-            }
-        }
-    }
     Some(())
-}
-
-/// The items of a CEL list as Envoy serializes it for a plugin (`serializeValue` in
-/// `source/extensions/common/wasm/context.cc`: proxy-wasm's pairs layout with each item as a
-/// key and an empty value). `None` when the layout does not add up.
-fn list_items(bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(b)).ok()
-    };
-    let count = u32_at(0)?;
-    let mut at = count.checked_mul(8)?.checked_add(4)?;
-    let mut items = Vec::with_capacity(count.min(bytes.len() / 2));
-    for i in 0..count {
-        let key = u32_at(4 + 8 * i)?;
-        let value = u32_at(8 + 8 * i)?;
-        items.push(bytes.get(at..at.checked_add(key)?)?);
-        // key, NUL, value, NUL
-        at = at.checked_add(key)?.checked_add(value)?.checked_add(2)?;
-    }
-    (at <= bytes.len()).then_some(items)
-}
-
-/// One answer's bytes as the fact's type: 8 little-endian bytes for an integer, UTF-8 text;
-/// empty is absent.
-fn fact_from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
-    if bytes.is_empty() {
-        return None;
-    }
-    if fact.is_int() {
-        // Envoy serialises integers, timestamps and durations as 8 little-endian bytes
-        // (`serializeValue` in `source/extensions/common/wasm/context.cc`).
-        let bytes: [u8; 8] = bytes.try_into().ok()?;
-        Some(Fact::Int(i64::from_le_bytes(bytes)))
-    } else {
-        std::str::from_utf8(bytes)
-            .ok()
-            .map(|s| Fact::Text(s.to_string()))
-    }
 }
 
 /// What a gRPC response said about its end, kept by the stream's response callbacks for its end:
@@ -359,7 +326,7 @@ impl Host for ProxyHost<'_> {
         }
         let path = property_path(fact, XDS.with(Cell::get));
         let bytes = abi::property(path).ok().flatten()?;
-        fact_from_bytes(fact, &bytes)
+        Fact::from_bytes(fact, &bytes)
     }
 
     fn answers_facts_at_once(&self) -> bool {
@@ -501,57 +468,83 @@ mod tests {
         property_path(fact, xds)
     }
 
+    /// A CEL list answer in the pairs layout: each item a key with an empty value.
+    fn cel_list(items: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = (items.len() as u32).to_le_bytes().to_vec();
+        for item in items {
+            bytes.extend((item.len() as u32).to_le_bytes());
+            bytes.extend(0u32.to_le_bytes());
+        }
+        for item in items {
+            bytes.extend(*item);
+            bytes.extend([0, 0]);
+        }
+        bytes
+    }
+
     /// The list as Envoy 1.40 serialized it on the e2e sidecar (the probe): `[xds.cluster_name,
-    /// response.flags, '']` — a text, an int64, an absent value.
+    /// response.flags, '']` — a text, an int64, an absent value; read in the table's order, and
+    /// only the facts wanted kept.
     #[test]
     fn a_cel_list_is_read_item_by_item() {
-        let mut bytes = vec![3, 0, 0, 0];
+        use StreamFact::*;
+        let listed = FactSet::EMPTY
+            .with(ResponseCode)
+            .with(ResponseFlags)
+            .with(UpstreamCluster);
+        let bytes = cel_list(&[b"inbound|9080||", &[0x20, 0, 0, 0, 0, 0, 0, 0], b""]);
+        let mut envoy = vec![3, 0, 0, 0];
         for (k, v) in [(14u32, 0u32), (8, 0), (0, 0)] {
-            bytes.extend(k.to_le_bytes());
-            bytes.extend(v.to_le_bytes());
+            envoy.extend(k.to_le_bytes());
+            envoy.extend(v.to_le_bytes());
         }
-        bytes.extend(b"inbound|9080||\0\0");
-        bytes.extend([0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        bytes.extend([0, 0]);
-        let items = list_items(&bytes).expect("well-formed");
+        envoy.extend(b"inbound|9080||\0\0");
+        envoy.extend([0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        envoy.extend([0, 0]);
+        assert_eq!(bytes, envoy, "the layout Envoy sends");
+        let mut facts = Facts::default();
         assert_eq!(
-            items,
-            [
-                &b"inbound|9080||"[..],
-                &[0x20, 0, 0, 0, 0, 0, 0, 0][..],
-                &[][..]
-            ]
+            facts.read_list(&bytes, &CEL_ORDER, listed, listed),
+            Some(())
+        );
+        assert_eq!(facts.text(UpstreamCluster), Some("inbound|9080||"));
+        assert_eq!(facts.int(ResponseFlags), Some(0x20));
+        assert_eq!(facts.int(ResponseCode), None, "'' is absent");
+        let only_flags = FactSet::EMPTY.with(ResponseFlags);
+        let mut facts = Facts::default();
+        assert_eq!(
+            facts.read_list(&bytes, &CEL_ORDER, listed, only_flags),
+            Some(())
         );
         assert_eq!(
-            fact_from_bytes(StreamFact::UpstreamCluster, items[0]),
-            Some(Fact::Text("inbound|9080||".into()))
-        );
-        assert_eq!(
-            fact_from_bytes(StreamFact::ResponseFlags, items[1]),
-            Some(Fact::Int(0x20))
-        );
-        assert_eq!(
-            fact_from_bytes(StreamFact::RouteName, items[2]),
+            facts.text(UpstreamCluster),
             None,
-            "'' is absent"
+            "listed but not wanted: not kept"
         );
+        assert_eq!(facts.int(ResponseFlags), Some(0x20));
     }
 
     #[test]
     #[rustfmt::skip]
     fn a_malformed_cel_answer_is_refused_not_half_read() {
-        let cases: [(&[u8], &str); 5] = [
-            (&[],                                   "empty"),
-            (&[1, 0, 0],                            "count cut short"),
-            (&[1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], "an item longer than the buffer"),
-            (&[0xff, 0xff, 0xff, 0xff],             "a count beyond the buffer"),
-            (&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x'], "no room for the NULs"),
+        let one = FactSet::EMPTY.with(StreamFact::UpstreamCluster);
+        let two = one.with(StreamFact::Protocol);
+        let cases: [(&[u8], FactSet, &str); 7] = [
+            (&[],                                   one, "empty"),
+            (&[1, 0, 0],                            one, "count cut short"),
+            (&[1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], one, "an item longer than the buffer"),
+            (&[0xff, 0xff, 0xff, 0xff],             one, "a count beyond the buffer"),
+            (&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x'], one, "no room for the NULs"),
+            (&cel_list(&[b"a"]),                    two, "fewer items than listed"),
+            (&cel_list(&[b"a", b"b"]),              one, "more items than listed"),
         ];
-        for (bytes, why) in cases {
-            assert_eq!(list_items(bytes), None, "{why}");
+        for (bytes, listed, why) in cases {
+            let mut facts = Facts::default();
+            assert_eq!(facts.read_list(bytes, &CEL_ORDER, listed, listed), None, "{why}");
+            assert_eq!(facts, Facts::default(), "{why}: nothing recorded");
         }
-        assert_eq!(fact_from_bytes(StreamFact::ResponseFlags, b"abc"), None, "an int64 is 8 bytes");
-        assert_eq!(fact_from_bytes(StreamFact::Protocol, &[0xff]), None, "text is UTF-8");
+        assert_eq!(Fact::from_bytes(StreamFact::ResponseFlags, b"abc"), None, "an int64 is 8 bytes");
+        assert_eq!(Fact::from_bytes(StreamFact::Protocol, &[0xff]), None, "text is UTF-8");
     }
 
     /// The expression lists the asked facts in the table's order, a `has()` guard where an

@@ -150,6 +150,24 @@ pub enum Fact {
     Int(i64),
 }
 
+impl Fact {
+    /// One answer's bytes as `fact`'s type, as Envoy serialises a value for a plugin
+    /// (`serializeValue` in `source/extensions/common/wasm/context.cc`): 8 little-endian bytes
+    /// for an integer, timestamp or duration, UTF-8 text; empty is absent.
+    #[inline(never)]
+    pub fn from_bytes(fact: StreamFact, bytes: &[u8]) -> Option<Fact> {
+        if bytes.is_empty() {
+            return None;
+        }
+        if fact.is_int() {
+            let bytes: [u8; 8] = bytes.try_into().ok()?;
+            Some(Fact::Int(i64::from_le_bytes(bytes)))
+        } else {
+            String::from_utf8(bytes.to_vec()).ok().map(Fact::Text)
+        }
+    }
+}
+
 /// A set of [`StreamFact`]s, asked for together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FactSet(u32);
@@ -211,6 +229,60 @@ impl Facts {
             Some(Fact::Int(i)) => Some(*i),
             _ => None,
         }
+    }
+
+    /// Records the answers in a CEL list as Envoy serializes it for a plugin (`serializeValue`
+    /// in `source/extensions/common/wasm/context.cc`: proxy-wasm's pairs layout, each item a key
+    /// with an empty value): item `i` answers the `i`-th fact of `order` in `listed`; those in
+    /// `wanted` are kept ([`Fact::from_bytes`]). `None`, and nothing recorded, when the layout
+    /// does not add up or the list is not as long as `listed` says: an answer is read whole or
+    /// not at all. Here rather than in the Wasm adapter because the core is built for speed and
+    /// the adapter for size: there, the same reading took ~6,400 instructions for a sidecar
+    /// span's eleven items.
+    #[inline(never)]
+    pub fn read_list(
+        &mut self,
+        bytes: &[u8],
+        order: &[StreamFact],
+        listed: FactSet,
+        wanted: FactSet,
+    ) -> Option<()> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(b)).ok()
+        };
+        let count = u32_at(0)?;
+        let start = count.checked_mul(8)?.checked_add(4)?;
+        let listed = || order.iter().copied().filter(move |f| listed.contains(*f));
+        // The layout first, so that a malformed answer records nothing.
+        let mut at = start;
+        for i in 0..count {
+            // 4 + 8 * i < 4 + 8 * count, which did not overflow.
+            let key = u32_at(4 + 8 * i)?;
+            let value = u32_at(8 + 8 * i)?;
+            // key, NUL, value, NUL
+            at = at.checked_add(key)?.checked_add(value)?.checked_add(2)?;
+        }
+        if at > bytes.len() || listed().count() != count {
+            return None;
+        }
+        // Then each item, every one within `bytes`.
+        let mut at = start;
+        for (i, fact) in listed().enumerate() {
+            let key = u32_at(4 + 8 * i).unwrap_or(0);
+            let value = u32_at(8 + 8 * i).unwrap_or(0);
+            if wanted.contains(fact) {
+                let item = bytes.get(at..at.saturating_add(key)).unwrap_or_default();
+                if let Some(answer) = Fact::from_bytes(fact, item) {
+                    self.set(fact, answer);
+                }
+            }
+            at = at
+                .saturating_add(key)
+                .saturating_add(value)
+                .saturating_add(2);
+        }
+        Some(())
     }
 
     /// Moves a text answer out (the core keeps some in the span).
