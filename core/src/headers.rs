@@ -17,6 +17,25 @@ pub struct HeaderMap {
     names: u64,
 }
 
+/// Which header names a map may hold, one bit per name as [`HeaderMap`] keeps them: a name it
+/// says no to is certainly absent; yes may be another name sharing the bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameFilter(u64);
+
+impl NameFilter {
+    /// Nothing known: every name may be there.
+    pub const ANY: NameFilter = NameFilter(u64::MAX);
+
+    pub fn may_contain(self, name: &str) -> bool {
+        self.0 & name_bit(name.as_bytes()) != 0
+    }
+
+    /// The filter once `name` is there too.
+    pub fn with(self, name: &str) -> NameFilter {
+        NameFilter(self.0 | name_bit(name.as_bytes()))
+    }
+}
+
 /// One header: the name is `text[start..split]`, the value `text[split + 1..end]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -186,7 +205,13 @@ impl HeaderMap {
     }
 
     fn may_contain(&self, name: &str) -> bool {
-        self.names & name_bit(name.as_bytes()) != 0
+        self.name_filter().may_contain(name)
+    }
+
+    /// The names this map may hold: kept by an adapter that hands the map to the core and
+    /// writes headers afterwards (the native one adds a header the request does not carry).
+    pub fn name_filter(&self) -> NameFilter {
+        NameFilter(self.names)
     }
 
     /// Lookups run a dozen times per request: compare lengths, then bytes, and slice the value

@@ -12,7 +12,7 @@
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer, ModuleHeader};
 use crate::filter::Hub;
 use crate::node::Node;
-use meshtrace_core::headers::HeaderMap;
+use meshtrace_core::headers::{HeaderMap, NameFilter};
 use meshtrace_core::host::{Fact, Host, HostError, MetricKind, NodeFact, Outgoing, StreamFact};
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
@@ -39,15 +39,9 @@ pub fn now_unix_nanos() -> u64 {
 pub struct StreamHost<'a> {
     pub filter: abi::FilterEnvoyPtr,
     pub hub: &'a Hub,
-    /// The request header names read in this hook, as a filter ([`name_bit`]): a header the
+    /// The request header names read in this hook (the map's own [`NameFilter`]): a header the
     /// request does not carry is added, not set (below). `None` until the map is read.
-    request_names: Cell<Option<u64>>,
-}
-
-/// A header name's bit in a 64-bit filter (its length and last byte): no false negatives.
-fn name_bit(name: &[u8]) -> u64 {
-    let last = name.last().copied().unwrap_or(0) as usize;
-    1 << ((name.len().wrapping_mul(31).wrapping_add(last)) % 64)
+    request_names: Cell<Option<NameFilter>>,
 }
 
 impl<'a> StreamHost<'a> {
@@ -219,11 +213,7 @@ impl Host for StreamHost<'_> {
         if ok == 0 {
             return HeaderMap::new();
         }
-        let names = pairs
-            .iter()
-            .fold(0, |bits, h| bits | name_bit_of_len(h.key_ptr, h.key_len));
-        self.request_names.set(Some(names));
-        HeaderMap::from_byte_pairs(pairs.iter().filter_map(|h| {
+        let map = HeaderMap::from_byte_pairs(pairs.iter().filter_map(|h| {
             // SAFETY: Envoy's buffers, valid until the end of this hook.
             let (k, v) = unsafe {
                 (
@@ -232,7 +222,15 @@ impl Host for StreamHost<'_> {
                 )
             };
             Some((k?, v?))
-        }))
+        }));
+        // A pair Envoy handed over unreadable is not in the map: any name may then be there.
+        let names = if map.len() == count {
+            map.name_filter()
+        } else {
+            NameFilter::ANY
+        };
+        self.request_names.set(Some(names));
+        map
     }
 
     /// A value for a header the request does not carry (as read in this hook) is added:
@@ -243,7 +241,7 @@ impl Host for StreamHost<'_> {
         let absent = self
             .request_names
             .get()
-            .is_some_and(|names| names & name_bit(name.as_bytes()) == 0);
+            .is_some_and(|names| !names.may_contain(name));
         match value {
             Some(v) if absent && !v.is_empty() => {
                 // SAFETY: the stream's pointer; both buffers are read during the call only.
@@ -256,11 +254,8 @@ impl Host for StreamHost<'_> {
                     );
                 }
                 // Present from now on: a second write of the name replaces this one.
-                self.request_names.set(
-                    self.request_names
-                        .get()
-                        .map(|n| n | name_bit(name.as_bytes())),
-                );
+                self.request_names
+                    .set(self.request_names.get().map(|n| n.with(name)));
             }
             _ => self.set_header(abi::header_type::REQUEST_HEADER, name, value),
         }
@@ -397,15 +392,6 @@ impl Host for StreamHost<'_> {
     }
 
     fn record_metric(&self, _id: u32, _value: u64) {}
-}
-
-/// [`name_bit`] of a name Envoy handed over; an unreadable one sets every bit (present).
-fn name_bit_of_len(ptr: *const u8, len: usize) -> u64 {
-    // SAFETY: Envoy's buffer, valid until the end of this hook.
-    match unsafe { abi::envoy_bytes(ptr, len) } {
-        Some(name) => name_bit(name),
-        None => u64::MAX,
-    }
 }
 
 /// Envoy's default limit of request headers is 100 (`max_headers_count`), configurable up to
