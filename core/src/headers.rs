@@ -280,14 +280,14 @@ impl<'a> FromIterator<(&'a str, &'a str)> for HeaderMap {
 /// default request header limit is 60 KiB, `max_request_headers_kb`).
 const MAX_RESERVED_TEXT: usize = 64 * 1024;
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+/// The little-endian `u32` at `at` of proxy-wasm's pairs layout (a count, then each pair's two
+/// sizes), as a `usize`.
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let four = bytes.get(at..at.checked_add(4)?)?;
     let n = u32::from_le_bytes(<[u8; 4]>::try_from(four).ok()?);
     usize::try_from(n).ok()
 }
 
-/// A name's bit in [`HeaderMap::names`], from its length and last two bytes (the first bytes of
-/// header names repeat: `x-b3-…`, `x-forwarded-…`).
 /// `a == b` for two header names, four bytes at a time (the last word overlapping the end): a
 /// slice comparison is a call to `memcmp`, a byte loop in a Wasm VM, on every header looked up.
 fn same_name(a: &[u8], b: &[u8]) -> bool {
@@ -310,6 +310,8 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// A name's bit in [`HeaderMap::names`], from its length and last two bytes (the first bytes of
+/// header names repeat: `x-b3-…`, `x-forwarded-…`).
 fn name_bit(name: &[u8]) -> u64 {
     let (last, before) = match name {
         [.., a, b] => (*b, *a),

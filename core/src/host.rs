@@ -247,10 +247,7 @@ impl Facts {
         listed: FactSet,
         wanted: FactSet,
     ) -> Option<()> {
-        let u32_at = |at: usize| -> Option<usize> {
-            let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-            usize::try_from(u32::from_le_bytes(b)).ok()
-        };
+        let u32_at = |at: usize| crate::headers::read_u32(bytes, at);
         let count = u32_at(0)?;
         let start = count.checked_mul(8)?.checked_add(4)?;
         let listed = || order.iter().copied().filter(move |f| listed.contains(*f));
