@@ -195,6 +195,10 @@ fn evaluate_facts(expr: FactsExpression, wanted: FactSet, facts: &mut Facts) -> 
     Some(())
 }
 
+/// The highest gRPC status code Envoy knows (`Grpc::Status::WellKnownGrpcStatus::MaximumKnown`,
+/// UNAUTHENTICATED).
+const GRPC_MAX_KNOWN: u64 = 16;
+
 /// What a gRPC response said about its end, kept by the stream's response callbacks for its end:
 /// Envoy shows neither the response's headers nor its trailers in `proxy_on_done`
 /// (`Context::encodeHeaders` / `encodeTrailers` in `source/extensions/common/wasm/context.cc`
@@ -202,10 +206,6 @@ fn evaluate_facts(expr: FactsExpression, wanted: FactSet, facts: &mut Facts) -> 
 /// access log's maps only inside `proxy_on_log`), and `response.grpc_status` then only maps the
 /// HTTP status (`Grpc::Common::getGrpcStatus` reads the trailers, then the headers, then
 /// `httpToGrpcStatus` of the response code — 200 is UNKNOWN).
-/// The highest gRPC status code Envoy knows (`Grpc::Status::WellKnownGrpcStatus::MaximumKnown`,
-/// UNAUTHENTICATED).
-const GRPC_MAX_KNOWN: u64 = 16;
-
 #[derive(Debug, Default)]
 pub struct GrpcResponse {
     status: Option<i64>,
