@@ -125,6 +125,11 @@ def instructions_per_request(stack: Stack, upstream: int, name: str, filters: li
     return counted(out) / requests
 
 
+def gate_configurations() -> list[str]:
+    """What the gate measures: `none`, each gated configuration and its reference."""
+    return sorted({"none", *GATED, *GATED.values()}, key=CONFIGS.index)
+
+
 def measure(names: list[str], requests: int,
             builds: dict[str, Path] | None = None) -> dict[str, float]:
     """Instructions per request by configuration (`none` included), one Envoy each; `builds`:
@@ -195,7 +200,7 @@ def main() -> int:
     require_valgrind()
     names = [c for c in args.configs.split(",") if c]
     if args.update_budget:
-        names = sorted({"none", *GATED, *GATED.values()}, key=CONFIGS.index)
+        names = gate_configurations()
     builds = {b: Path(p) for b, p in (m.split("=", 1) for m in args.module)}
     if not all(re.fullmatch(r"[a-z0-9_]+", b) and p.is_file() for b, p in builds.items()):
         raise SystemExit("--module NAME=PATH: NAME in [a-z0-9_], PATH an existing file")

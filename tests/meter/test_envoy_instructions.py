@@ -21,9 +21,7 @@ REQUESTS = 200
 @pytest.fixture(scope="module")
 def figures():
     instructions.require_valgrind()  # fails loudly: build.sh test installs valgrind
-    names = sorted({"none", *instructions.GATED, *instructions.GATED.values()},
-                   key=instructions.CONFIGS.index)
-    return instructions.measure(names, REQUESTS)
+    return instructions.measure(instructions.gate_configurations(), REQUESTS)
 
 
 def test_the_budget_gates_exactly_these_configurations():
