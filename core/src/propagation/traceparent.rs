@@ -3,8 +3,13 @@
 use crate::context::{SpanContext, TraceFlags};
 use crate::ids::{decode_hex_lower, write_hex, SpanId, TraceId, TRACE_ID_LEN};
 
-/// §3.2.2: `version-traceid-parentid-flags` is 2+1+32+1+16+1+2 characters.
-const VERSION_00_LEN: usize = 55;
+/// Bytes of a version-00 `traceparent` (§3.2.2: `version-traceid-parentid-flags` is
+/// 2 + 1 + 32 + 1 + 16 + 1 + 2).
+pub const LEN: usize = 55;
+/// Where version 00 holds the trace id and the parent id, in hex (§3.2.2:
+/// `version "-" trace-id "-" parent-id "-" trace-flags`); a later version starts the same way.
+pub const TRACE_ID_HEX: std::ops::Range<usize> = 3..35;
+pub const PARENT_ID_HEX: std::ops::Range<usize> = 36..52;
 /// §3.2.2.1: version `ff` is forbidden.
 const INVALID_VERSION: u8 = 0xff;
 
@@ -33,30 +38,30 @@ pub enum TraceparentError {
 /// not the header's (RFC 9110 §5.5), so it is trimmed first.
 pub fn parse(value: &str) -> Result<SpanContext, TraceparentError> {
     let v = value.trim_matches([' ', '\t']).as_bytes();
-    if v.len() < VERSION_00_LEN {
+    if v.len() < LEN {
         return Err(TraceparentError::Malformed);
     }
-    let field = |from: usize, to: usize| v.get(from..to).unwrap_or_default();
+    let field = |at: std::ops::Range<usize>| v.get(at).unwrap_or_default();
     let dash = |at: usize| v.get(at) == Some(&b'-');
     if !(dash(2) && dash(35) && dash(52)) {
         return Err(TraceparentError::Malformed);
     }
     let mut version = [0u8; 1];
-    if !decode_hex_lower(field(0, 2), &mut version) || version[0] == INVALID_VERSION {
+    if !decode_hex_lower(field(0..2), &mut version) || version[0] == INVALID_VERSION {
         return Err(TraceparentError::BadVersion);
     }
-    if v.len() > VERSION_00_LEN {
+    if v.len() > LEN {
         if version[0] == 0 {
             return Err(TraceparentError::TrailingData);
         }
         // §3.2.4 (versioning): a higher version is parsed for its first four fields; what
         // follows must start with `-`.
-        if !dash(VERSION_00_LEN) {
+        if !dash(LEN) {
             return Err(TraceparentError::FutureVersionMalformed);
         }
     }
     let mut trace = [0u8; 16];
-    if !decode_hex_lower(field(3, 35), &mut trace) {
+    if !decode_hex_lower(field(TRACE_ID_HEX), &mut trace) {
         return Err(TraceparentError::BadTraceId);
     }
     let trace_id = TraceId(trace);
@@ -64,7 +69,7 @@ pub fn parse(value: &str) -> Result<SpanContext, TraceparentError> {
         return Err(TraceparentError::BadTraceId);
     }
     let mut span = [0u8; 8];
-    if !decode_hex_lower(field(36, 52), &mut span) {
+    if !decode_hex_lower(field(PARENT_ID_HEX), &mut span) {
         return Err(TraceparentError::BadParentId);
     }
     let span_id = SpanId(span);
@@ -72,7 +77,7 @@ pub fn parse(value: &str) -> Result<SpanContext, TraceparentError> {
         return Err(TraceparentError::BadParentId);
     }
     let mut flags = [0u8; 1];
-    if !decode_hex_lower(field(53, 55), &mut flags) {
+    if !decode_hex_lower(field(53..LEN), &mut flags) {
         return Err(TraceparentError::BadFlags);
     }
     Ok(SpanContext {
@@ -104,9 +109,6 @@ pub fn parse_all<'a>(
 pub fn format(context: &SpanContext) -> String {
     write(context, &mut [0; LEN]).to_string()
 }
-
-/// Bytes of a version-00 `traceparent` (§3.2: 2 + 1 + 32 + 1 + 16 + 1 + 2).
-pub const LEN: usize = 55;
 
 /// [`format`] into a buffer on the caller's stack: the request path sends it without a heap
 /// allocation.

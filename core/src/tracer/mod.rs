@@ -39,10 +39,6 @@ const TRACE_METRIC: &str = "trace;desc=";
 const TRACE_RESPONSE: &str = "traceresponse";
 /// The tracestate key of OpenTelemetry's own entries (`ot=th:…;rv:…`).
 const OT_KEY: &str = "ot";
-/// Where a `traceparent` value holds the trace id and the span id, in hex (W3C Trace Context
-/// §3.2.2: `version "-" trace-id "-" parent-id "-" trace-flags`).
-const TRACE_ID_HEX: std::ops::Range<usize> = 3..35;
-const SPAN_ID_HEX: std::ops::Range<usize> = 36..52;
 
 /// Everything decided once per configuration.
 #[derive(Debug)]
@@ -533,8 +529,9 @@ impl Tracer {
         let mut hex = [0u8; 2 * TRACE_ID_LEN];
         for value in published {
             let bytes: &[u8] = match value {
-                ContextValue::TraceId => ids.get(TRACE_ID_HEX).unwrap_or_default(),
-                ContextValue::SpanId => ids.get(SPAN_ID_HEX).unwrap_or_default(),
+                ContextValue::TraceId => ids.get(traceparent::TRACE_ID_HEX).unwrap_or_default(),
+                // The parent-id of the `traceparent` sent on is the span id the upstream got.
+                ContextValue::SpanId => ids.get(traceparent::PARENT_ID_HEX).unwrap_or_default(),
                 ContextValue::ParentSpanId => match parent {
                     Some(p) => write_hex(&mut hex, &p.0),
                     None => continue,
