@@ -87,6 +87,24 @@ def build_floor_module() -> Path:
     return FLOOR_MODULE / "target" / "release" / "libmtfloor.so"
 
 
+def on_build(filters: list[dict], build: str) -> list[dict]:
+    """`filters` (a native adapter's) loading another build of the adapter, given as
+    `--module NAME=PATH`: `dynamic_module_config.name` meshtrace_NAME."""
+    for f in filters:
+        f["typed_config"]["dynamic_module_config"]["name"] = f"meshtrace_{build}"
+    return filters
+
+
+def use_modules(workdir: Path, builds: dict[str, Path], names: list[str]) -> None:
+    """Envoy's module search path for `names`: the adapter under test, the other builds given
+    (`meshtrace_NAME`) and, when an ablation configuration is named, the floor module."""
+    modules = {f"meshtrace_{b}": Path(p) for b, p in builds.items()}
+    if any(n.startswith(("mtn-floor", "mtn-calls")) for n in names):
+        modules["mtfloor"] = build_floor_module()
+    if modules:
+        harness.NATIVE_DIR = module_search_path(workdir, modules)
+
+
 def module_search_path(workdir: Path, modules: dict[str, Path]) -> Path:
     """One directory for Envoy's ENVOY_DYNAMIC_MODULES_SEARCH_PATH holding the adapter under
     test (libmeshtrace.so) and each other module by its name (lib{name}.so)."""
@@ -112,9 +130,8 @@ def configuration(name: str, minimal_wasm: Path) -> tuple[list[dict], dict | Non
         return [native_filter(name.removeprefix("mtn-calls-"), module="mtfloor")], None
     if "@" in name:  # mtn-1@NAME: the adapter built elsewhere, loaded as meshtrace_NAME
         base, build = name.split("@", 1)
-        f = meshtrace(1 if base == "mtn-1" else 100, True, adapter="native")
-        f["typed_config"]["dynamic_module_config"]["name"] = f"meshtrace_{build}"
-        return [f], None
+        filters, tracing = configuration(base, minimal_wasm)
+        return on_build(filters, build), tracing
     return {
         "none": ([], None),
         "native": ([], native_tracing()),
@@ -239,11 +256,7 @@ def main() -> int:
     try:
         up = direct_response_upstream(stack)
         minimal = build_minimal()
-        modules = {f"meshtrace_{b}": Path(p) for b, p in builds.items()}
-        if any(n.startswith(("mtn-floor", "mtn-calls")) for n in names):
-            modules["mtfloor"] = build_floor_module()
-        if modules:
-            harness.NATIVE_DIR = module_search_path(stack.workdir, modules)
+        use_modules(stack.workdir, builds, names)
         listeners = {name: configuration(name, minimal) for name in names}
         for r in range(args.rounds):
             got = cpu_side_by_side(stack, up, listeners, args.seconds, args.connections,

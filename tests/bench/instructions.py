@@ -60,10 +60,10 @@ OWN_CONFIGS = ("mt-0", "mtn-0")
 
 
 def configuration(name: str, minimal: Path) -> tuple[list[dict], dict | None]:
-    if name.startswith("mtn-0@"):  # another build of the adapter, loaded as meshtrace_NAME
-        f = meshtrace(0, True, adapter="native")
-        f["typed_config"]["dynamic_module_config"]["name"] = f"meshtrace_{name.split('@', 1)[1]}"
-        return [f], None
+    if "@" in name:  # mtn-0@NAME: another build of the adapter, loaded as meshtrace_NAME
+        base, build = name.split("@", 1)
+        filters, tracing = configuration(base, minimal)
+        return bench.on_build(filters, build), tracing
     if name == "mt-0":
         return [meshtrace(0, True, "mt-0", adapter="wasm")], None
     if name == "mtn-0":
@@ -140,11 +140,7 @@ def measure(names: list[str], requests: int,
     try:
         upstream = direct_response_upstream(stack)
         minimal = bench.build_minimal()
-        modules = {f"meshtrace_{b}": p for b, p in (builds or {}).items()}
-        if any(n.startswith(("mtn-floor", "mtn-calls")) for n in names):
-            modules["mtfloor"] = bench.build_floor_module()
-        if modules:
-            harness.NATIVE_DIR = bench.module_search_path(stack.workdir, modules)
+        bench.use_modules(stack.workdir, builds or {}, names)
         for name in names:
             filters, tracing = configuration(name, minimal)
             figures[name] = instructions_per_request(stack, upstream, name, filters, tracing,
