@@ -403,7 +403,11 @@ impl Hub {
             main.exporter.on_tick(&owner.host, &main.metrics, now);
             tend_orphans(&mut main.orphans, owner, now);
             self.flush_counters(main, owner);
-            let depth = main.exporter.queue_len() + self.waiting.load(Ordering::Relaxed);
+            // The exporter's queue, bounded as the Wasm plugin's is. Not the channel: spans
+            // handed over since `take_handoffs` (above) join the queue at the next wake-up,
+            // which drops the oldest if it is full; counting them let the gauge read above
+            // `maxQueueSize` (51 of 50 in CI).
+            let depth = main.exporter.queue_len();
             main.metrics
                 .set(&owner.host, Metric::QueueDepth, depth as u64);
         }

@@ -289,6 +289,48 @@ fn the_last_configuration_counts_what_it_could_not_send() {
     assert_eq!((recorded, lost), (3, 3), "recorded, and counted lost");
 }
 
+#[test]
+fn the_queue_depth_gauge_stays_within_max_queue_size() {
+    let _turn = serial();
+    // A collector that never answers: four batches of one go out, then the queue fills.
+    let config = new_config(&config_json(
+        r#", "randomSamplingPercentage": 100, "exporter": {"maxQueueSize": 4, "maxBatchSize": 1}"#,
+    ))
+    .unwrap();
+    set_attributes();
+    for _ in 0..8 {
+        request(&config, &basic_headers(), "200");
+    }
+    config.tick();
+    for _ in 0..5 {
+        request(&config, &basic_headers(), "200");
+    }
+    // A worker hands a span over while the tick is between taking the channel and setting the
+    // gauge (here: while it flushes the counters). CI once saw 51 with a queue of 50.
+    let worker = config.clone();
+    at_next_counter(move || request(&worker, &basic_headers(), "200"));
+    config.tick();
+    assert_eq!(
+        stat("meshtrace_queue_depth"),
+        4,
+        "a full queue, and no more"
+    );
+    config.tick();
+    assert_eq!(
+        stat("meshtrace_queue_depth"),
+        4,
+        "the late span took the oldest one's place"
+    );
+    assert_eq!(stat("meshtrace_spans_recorded"), 14);
+    assert_eq!(
+        stat("meshtrace_spans_dropped_queue_full"),
+        14 - 4 - 4,
+        "all but the four in flight and the four queued, dropped oldest first"
+    );
+    config.destroy();
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The native meter: callbacks into Envoy per request, per case.
 

@@ -65,6 +65,14 @@ pub(crate) struct Fake {
 
 thread_local! {
     static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
+    /// Runs inside the next `increment_counter`: what another thread does while the main
+    /// thread's tick is between two of its steps.
+    static AT_NEXT_COUNTER: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+}
+
+/// `f` runs inside the module's next `increment_counter` call (once).
+pub(crate) fn at_next_counter(f: impl FnOnce() + 'static) {
+    AT_NEXT_COUNTER.with(|hook| *hook.borrow_mut() = Some(Box::new(f)));
 }
 
 /// Scheduler commits from any thread (the module's tick thread too).
@@ -374,6 +382,9 @@ pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_cou
     value: u64,
 ) -> u32 {
     count("increment_counter");
+    if let Some(hook) = AT_NEXT_COUNTER.with(|hook| hook.borrow_mut().take()) {
+        hook();
+    }
     with(|f| match f.stats.get_mut(id) {
         Some(s) => {
             s.1 += value;
@@ -492,6 +503,7 @@ pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A configuration: its (fake) Envoy pointer and the module's.
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) envoy: *mut c_void,
     pub(crate) module: *const c_void,
