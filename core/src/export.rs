@@ -229,6 +229,7 @@ impl Exporter {
     /// Gives up on whatever is still unanswered or unsent, counting it as lost to shutdown.
     pub fn abandon(&mut self, host: &dyn Host, metrics: &Metrics) {
         let lost = self.sender.abandon() + self.queue.clear();
+        metrics.flush(host); // their recorded counts first, as in `Sender::send`
         metrics.add(host, Metric::SpansDroppedShutdown, lost);
     }
 }

@@ -107,6 +107,9 @@ impl Sender {
     }
 
     pub fn send(&mut self, batch: Batch, s: &ExportSettings, host: &dyn Host, m: &Metrics) {
+        // The batch's spans were counted recorded in deferred counts: they reach the host
+        // before any outcome of theirs can (one call per count that moved, once per batch).
+        m.flush(host);
         m.inc(host, Metric::ExportRequests);
         let headers = s
             .request_headers

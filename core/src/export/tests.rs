@@ -117,6 +117,45 @@ fn full_batches_leave_at_once_and_partial_ones_after_the_flush_interval() {
     assert_eq!(e.in_flight(), 0);
 }
 
+/// An operator reads `spans_exported` and the drops against `spans_recorded`: no outcome may
+/// reach the host before the spans it counts were counted recorded (which is deferred to the
+/// tick). A saturated run once read exported 24 above recorded.
+#[test]
+fn no_outcome_is_counted_before_its_spans_are_counted_recorded() {
+    #[rustfmt::skip]
+    let cases: [(ExportResponse<'static>, &str, &str); 3] = [
+        (ok(), "meshtrace_spans_exported", "delivered"),
+        (http(Some(400)), "meshtrace_spans_dropped_export_failed", "refused for good"),
+        (http(None), "meshtrace_spans_exported", "retried, then delivered"),
+    ];
+    for (answer, outcome, why) in cases {
+        let (mut e, host, m) = exporter(r#"{"exporter": {"maxBatchSize": 2}}"#);
+        fill(&mut e, &host, &m, &["a", "b"]);
+        e.on_response(1, &answer, &host, &m, SEC);
+        e.on_tick(&host, &m, 100 * SEC);
+        e.on_response(2, &ok(), &host, &m, 100 * SEC);
+        assert_eq!(host.metric(outcome), 2, "{why}: the outcome");
+        assert_eq!(
+            host.metric("meshtrace_spans_recorded"),
+            2,
+            "{why}: recorded already"
+        );
+    }
+    let (mut e, host, m) = exporter("{}");
+    fill(&mut e, &host, &m, &["a"]);
+    e.abandon(&host, &m);
+    assert_eq!(
+        host.metric("meshtrace_spans_dropped_shutdown"),
+        1,
+        "abandoned"
+    );
+    assert_eq!(
+        host.metric("meshtrace_spans_recorded"),
+        1,
+        "abandoned: recorded already"
+    );
+}
+
 /// At ~10,000 spans/s a batch of 512 fills every 50 ms: waiting for the tick (200 ms, later on
 /// a saturated worker) overflowed the queue of 2,048 with a collector that kept up (issue 18).
 #[test]
