@@ -227,6 +227,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _ThreadingServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog (socketserver's default is 5). A burst of new connections from Envoy
+    # (tests/e2e/test_capture.py opens 8 at once) overflowed 5 while a loaded machine kept the
+    # accepting thread off the CPU: the kernel dropped the SYN, its retransmission comes after
+    # 1 s, and Envoy's connect_timeout (1 s) answered 503 "connection timeout" instead.
+    request_queue_size = 128
 
     def __init__(self, port: int, owner: "HttpServer") -> None:
         self.owner = owner
