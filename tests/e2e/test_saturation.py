@@ -37,7 +37,8 @@ def test_a_saturated_worker_at_100_percent_drops_nothing_with_a_healthy_collecto
 
     # One read of /stats: a span of a request wrk cut off at its end can be counted recorded
     # between two reads, before its batch's answer is counted (a later `spans_recorded` read
-    # above an earlier `spans_exported` one).
+    # above an earlier `spans_exported` one). One read lists the names in order (Envoy
+    # `stats_request.h`, a btree_map by name): `spans_exported` is read before `spans_recorded`.
     def settled() -> dict[str, int] | None:
         stats = {k.removeprefix("wasmcustom.meshtrace_"): v
                  for k, v in envoy.stats("wasmcustom.meshtrace_").items()}
