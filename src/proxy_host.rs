@@ -253,6 +253,15 @@ impl<'a> ProxyHost<'a> {
     fn kept_grpc_status(&self) -> Option<Fact> {
         self.ended_grpc?.status.map(Fact::Int)
     }
+
+    /// A response header or trailer; at the stream's end, `grpc-message` is the one kept
+    /// (trailers-only responses carry it in the headers).
+    fn response_value(&self, map: abi::MapType, name: &str) -> Option<String> {
+        match self.ended_grpc {
+            Some(grpc) if name == "grpc-message" => grpc.message.clone(),
+            _ => map_value(map, name),
+        }
+    }
 }
 
 impl Host for ProxyHost<'_> {
@@ -269,10 +278,7 @@ impl Host for ProxyHost<'_> {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        match self.ended_grpc {
-            Some(grpc) if name == "grpc-message" => grpc.message.clone(),
-            _ => map_value(abi::map::RESPONSE_HEADERS, name),
-        }
+        self.response_value(abi::map::RESPONSE_HEADERS, name)
     }
 
     /// Envoy's `response.code` (its stream info's response code, the `:status` it sent): the
@@ -298,10 +304,7 @@ impl Host for ProxyHost<'_> {
     }
 
     fn response_trailer(&self, name: &str) -> Option<String> {
-        match self.ended_grpc {
-            Some(grpc) if name == "grpc-message" => grpc.message.clone(),
-            _ => map_value(abi::map::RESPONSE_TRAILERS, name),
-        }
+        self.response_value(abi::map::RESPONSE_TRAILERS, name)
     }
 
     fn node_fact(&self, fact: NodeFact<'_>) -> Option<String> {

@@ -53,7 +53,9 @@ impl<'a> StreamHost<'a> {
         }
     }
 
-    fn header(&self, map: u32, name: &str) -> Option<String> {
+    /// The first value of `name`, in Envoy's buffer: valid until the end of this hook, which
+    /// this host does not outlive.
+    fn header_bytes(&self, map: u32, name: &str) -> Option<&[u8]> {
         let mut value = EnvoyBuffer::empty();
         // SAFETY: `filter` is the stream's pointer, valid during this event hook; Envoy writes
         // one buffer into `value` and reads `name` only during the call.
@@ -71,7 +73,26 @@ impl<'a> StreamHost<'a> {
             return None;
         }
         // SAFETY: Envoy's buffer, valid until the end of this hook.
-        unsafe { abi::envoy_str(value.ptr, value.len) }
+        unsafe { abi::envoy_bytes(value.ptr, value.len) }
+    }
+
+    /// Bytes that are not UTF-8 read as U+FFFD (header values may carry obs-text).
+    fn header(&self, map: u32, name: &str) -> Option<String> {
+        self.header_bytes(map, name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// One more value of `name`, every value already there kept (Envoy's `addCopy`).
+    fn add_header(&self, map: u32, name: &str, value: &str) {
+        // SAFETY: the stream's pointer; both buffers are read during the call only.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.filter,
+                map,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
     }
 
     fn set_header(&self, map: u32, name: &str, value: Option<&str>) {
@@ -244,15 +265,7 @@ impl Host for StreamHost<'_> {
             .is_some_and(|names| !names.may_contain(name));
         match value {
             Some(v) if absent && !v.is_empty() => {
-                // SAFETY: the stream's pointer; both buffers are read during the call only.
-                unsafe {
-                    abi::envoy_dynamic_module_callback_http_add_header(
-                        self.filter,
-                        abi::header_type::REQUEST_HEADER,
-                        ModuleBuffer::of(name.as_bytes()),
-                        ModuleBuffer::of(v.as_bytes()),
-                    );
-                }
+                self.add_header(abi::header_type::REQUEST_HEADER, name, v);
                 // Present from now on: a second write of the name replaces this one.
                 self.request_names
                     .set(self.request_names.get().map(|n| n.with(name)));
@@ -267,23 +280,7 @@ impl Host for StreamHost<'_> {
 
     /// Parsed in Envoy's buffer: no copy, no allocation (the end of every request).
     fn response_status(&self) -> Option<u16> {
-        let mut value = EnvoyBuffer::empty();
-        // SAFETY: the stream's pointer; Envoy writes one buffer into `value`.
-        let ok = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_header(
-                self.filter,
-                abi::header_type::RESPONSE_HEADER,
-                ModuleBuffer::of(b":status"),
-                &mut value,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return None;
-        }
-        // SAFETY: Envoy's buffer, valid until the end of this hook.
-        let bytes = unsafe { abi::envoy_bytes(value.ptr, value.len) }?;
+        let bytes = self.header_bytes(abi::header_type::RESPONSE_HEADER, ":status")?;
         std::str::from_utf8(bytes).ok()?.trim().parse().ok()
     }
 
@@ -291,17 +288,8 @@ impl Host for StreamHost<'_> {
         self.set_header(abi::header_type::RESPONSE_HEADER, name, Some(value));
     }
 
-    /// One more value (Envoy's add: every value already there is kept).
     fn add_response_header(&self, name: &str, value: &str) {
-        // SAFETY: the stream's pointer; both buffers are read during the call only.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
-                self.filter,
-                abi::header_type::RESPONSE_HEADER,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            );
-        }
+        self.add_header(abi::header_type::RESPONSE_HEADER, name, value);
     }
 
     fn response_trailer(&self, name: &str) -> Option<String> {

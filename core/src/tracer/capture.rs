@@ -11,7 +11,6 @@
 //! (`Context::decodeHeaders` in `source/extensions/common/wasm/context.cc` forgets them once the
 //! filter continues).
 
-use super::outcome::response_status;
 use super::{ActiveSpan, Finished, Note, Tracer};
 use crate::context::SpanContext;
 use crate::grpc::is_grpc_content_type;
@@ -98,7 +97,7 @@ impl Tracer {
         let status = self
             .capture
             .captures_errors()
-            .then(|| response_status(host));
+            .then(|| host.response_status());
         let reason = if self.is_capturable_error(host, &unsampled, status.flatten()) {
             CaptureReason::Error
         } else {

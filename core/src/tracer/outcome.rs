@@ -182,7 +182,7 @@ impl Tracer {
     /// A host that answers facts at once ([`Host::answers_facts_at_once`]: the Wasm adapter on an
     /// Envoy with CEL) is asked for all of them — the response status included — in one set.
     pub(crate) fn read_outcome(&self, host: &dyn Host, active: &ActiveSpan) -> Outcome {
-        let status = (!host.answers_facts_at_once()).then(|| response_status(host));
+        let status = (!host.answers_facts_at_once()).then(|| host.response_status());
         self.read_outcome_after_status(host, active, status)
     }
 
@@ -199,7 +199,7 @@ impl Tracer {
         let status = match status {
             Some(known) => Some(known),
             None if at_once => None,
-            None => Some(response_status(host)),
+            None => Some(host.response_status()),
         };
         let compat = self.config.attributes.istio_compat;
         let headers = &active.headers;
@@ -340,12 +340,6 @@ impl Tracer {
             SpanNameMode::Route | SpanNameMode::TemplatedPath
         )
     }
-}
-
-/// The response's status (one data read, [`Host::response_status`]); `None` when no response was
-/// sent.
-pub(super) fn response_status(host: &dyn Host) -> Option<u16> {
-    host.response_status()
 }
 
 /// The span's status: Error when [`is_error`] says so, with Envoy's reason (the gRPC message,
