@@ -56,8 +56,8 @@ from pathlib import Path
 
 from helpers import harness
 from helpers.harness import Stack, native_filter, plugin_filter, wasm_path
-from helpers.load import (COLLECTOR_GRPC, URL_PATH, direct_response_upstream, meshtrace, parse_wrk,
-                          pin, rss_bytes, start, subject, wrk, wrk_command)
+from helpers.load import (COLLECTOR_GRPC, COLLECTOR_HOST, URL_PATH, direct_response_upstream,
+                          meshtrace, parse_wrk, pin, rss_bytes, start, subject, wrk, wrk_command)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,12 @@ def module_search_path(workdir: Path, modules: dict[str, Path]) -> Path:
 def native_tracing() -> dict:
     return {"provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-        "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_GRPC}, "timeout": "5s"},
+        # Istio sets the authority to the collector's host (pilot/pkg/networking/core/tracing.go,
+        # otelConfig); without it the stream's :authority is the cluster name,
+        # whose `|` the collector's HTTP/2 server refuses with a reset: every export failed.
+        "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_GRPC,
+                                        "authority": COLLECTOR_HOST},
+                         "timeout": "5s"},
         "service_name": "bench"}},
         "random_sampling": {"value": 100}, "spawn_upstream_span": False}
 

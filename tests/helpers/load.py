@@ -12,6 +12,7 @@ from .harness import INBOUND, Node, Stack, free_port, listener, plugin_filter, s
 
 COLLECTOR_HTTP = "outbound|4318||opentelemetry-collector.observability.svc.cluster.local"
 COLLECTOR_GRPC = "outbound|4317||opentelemetry-collector.observability.svc.cluster.local"
+COLLECTOR_HOST = "opentelemetry-collector.observability.svc.cluster.local"
 UPSTREAM = "inbound|8080||"
 URL_PATH = "/api/items/42?q=1"
 
