@@ -15,6 +15,14 @@ die() { printf '\033[31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
 
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup)"
+  # rust-toolchain.toml pins the compiler; install it where it is missing.
+  local channel
+  channel=$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$ROOT/rust-toolchain.toml")
+  if ! rustup toolchain list 2>/dev/null | grep -q "^$channel-"; then
+    say "installing the pinned Rust toolchain $channel"
+    rustup toolchain install "$channel" --profile minimal --component rustfmt,clippy \
+      --target "$WASM_TARGET" || die "could not install Rust $channel (rust-toolchain.toml)"
+  fi
   if ! rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
     say "adding Rust target $WASM_TARGET"
     rustup target add "$WASM_TARGET" || die "could not add the $WASM_TARGET target"

@@ -10,6 +10,15 @@ after another on one kept-alive connection, and `-i off` switches it off; the En
 callgrind writes the total. Every thread counts: the worker's request path, the main thread's
 export at 100% (batches, callouts, the collector's answers), timers.
 
+The collector is an Envoy answering every export at once (helpers/load.py `prompt_collector`):
+a real collector's batching, back-pressure and scheduling would decide how many exports, retries
+and connections fall in the window — the one thing in it that is not the same on every run and
+machine. A configuration that exports every span must see each export answered 2xx, or the
+measurement is refused (`export_trouble`): a refused or reset export costs another amount than a
+delivered one (Envoy's tracer measured against rotel with the cluster name as gRPC authority had
+every export reset). The compiler is pinned (rust-toolchain.toml); CPU features, the CPU count,
+another rustc (1.99.1) and pauses in the window each moved the ratios by 1% or less.
+
 What the figure is and is not: instructions executed (`Ir`), not time — cache misses, branch
 mispredictions and the VM transitions' memory traffic are not in it, and V8's JIT code is
 counted as it runs under valgrind's translation. Repeat runs agree within 0.5%; the ratios
@@ -24,9 +33,9 @@ changes; the timed run states the targets.
         --module main=OLD/libmeshtrace.so                    # another build of the adapter beside
 
 The CI gate (tests/meter/test_envoy_instructions.py) holds each of meshtrace's configurations to
-its ratio over a reference measured in the same run — the minimal Wasm filter for the unsampled path (0%), Envoy's own
-tracer at 100% — as tests/meter/envoy_budget.json says: ratios, not absolute counts, so another
-CPU (other V8 code, other `memcpy`) moves both sides alike.
+its ratio over a reference measured in the same run — the minimal Wasm filter for the unsampled
+path (0%), Envoy's own tracer at 100% — as tests/meter/envoy_budget.json says: ratios, not
+absolute counts, so another CPU (other V8 code, other `memcpy`) moves both sides alike.
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ import json
 
 import helpers.harness as harness
 from helpers.harness import Stack
-from helpers.load import direct_response_upstream, meshtrace, subject
+from helpers.load import direct_response_upstream, meshtrace, prompt_collector, subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402 (the configurations and the minimal filter's build)
@@ -57,6 +66,8 @@ BUDGET = Path(__file__).resolve().parents[1] / "meter" / "envoy_budget.json"
 GATED = {"mt-0": "minimal", "mt-100": "native", "mtn-0": "minimal", "mtn-100": "native"}
 # The gate's configurations beside bench.py's.
 OWN_CONFIGS = ("mt-0", "mtn-0")
+# The configurations that record and export every request's span (the subject's server span).
+EXPORTING = ("native", "mt-100", "mtn-100")
 
 
 def configuration(name: str, minimal: Path) -> tuple[list[dict], dict | None]:
@@ -104,14 +115,16 @@ def counted(out: Path) -> int:
     return int(match.group(1))
 
 
-def instructions_per_request(stack: Stack, upstream: int, name: str, filters: list[dict],
-                             tracing: dict | None, requests: int, envoy: str) -> float:
+def instructions_per_request(stack: Stack, upstream: int, collector: int, name: str,
+                             filters: list[dict], tracing: dict | None, requests: int,
+                             envoy: str) -> float:
     """Instructions per request of an Envoy whose one listener has `filters` (and `tracing`)."""
     script, out = callgrind_wrapper(stack.workdir, name, envoy)
     real = harness.envoy_bin
     harness.envoy_bin = lambda: str(script)
     try:
-        proxy, ports = subject(stack, f"callgrind-{name}", upstream, {name: (filters, tracing)})
+        proxy, ports = subject(stack, f"callgrind-{name}", upstream, {name: (filters, tracing)},
+                               collector=collector)
     finally:
         harness.envoy_bin = real
     connection = http.client.HTTPConnection("127.0.0.1", ports[name], timeout=120)
@@ -121,8 +134,34 @@ def instructions_per_request(stack: Stack, upstream: int, name: str, filters: li
     send(connection, requests)
     subprocess.run([*control, "off", str(proxy.proc.pid)], check=True, capture_output=True)
     connection.close()
+    if name.split("@")[0] in EXPORTING:
+        # A refused or reset export costs another amount than a delivered one.
+        trouble = export_trouble(proxy.stats_text())
+        if trouble:
+            raise RuntimeError(f"{name}: its exports did not all succeed ({trouble}): "
+                               "the figure would not be the cost of tracing")
     proxy.close()  # callgrind writes its file as Envoy exits
     return counted(out) / requests
+
+
+def export_trouble(stats: str) -> str:
+    """What went wrong with an Envoy's exports, by its counters: no answered export, or an
+    answer other than 2xx, a reset, a failure meshtrace counted; '' when all went through."""
+    values = {k: int(v) for k, _, v in (line.partition(": ") for line in stats.splitlines())
+              if v.isdigit()}
+
+    def total(pattern: str) -> int:
+        return sum(v for k, v in values.items() if re.search(pattern, k))
+
+    collector = r"^cluster\.outbound\|431[78]\|\|opentelemetry-collector[^:]*\."
+    wrong = {what: total(collector + pattern) for what, pattern in {
+        "non-2xx answers": r"upstream_rq_[345]xx$", "resets": r"upstream_rq_(rx|tx)_reset$",
+        "timeouts": r"upstream_rq_timeout$"}.items()}
+    wrong["meshtrace_export_failures"] = total(r"meshtrace_export_failures$")
+    said = ", ".join(f"{n} {what}" for what, n in wrong.items() if n)
+    if said:
+        return said
+    return "" if total(collector + r"upstream_rq_2xx$") else "no export answered"
 
 
 def gate_configurations() -> list[str]:
@@ -135,16 +174,17 @@ def measure(names: list[str], requests: int,
     """Instructions per request by configuration (`none` included), one Envoy each; `builds`:
     other builds of the adapter by name (configurations `mtn-0@NAME`, `mtn-1@NAME`, …)."""
     envoy = harness.envoy_bin()
-    stack = Stack()
+    stack = Stack(collector=False)
     figures: dict[str, float] = {}
     try:
         upstream = direct_response_upstream(stack)
+        collector = prompt_collector(stack)
         minimal = bench.build_minimal()
         bench.use_modules(stack.workdir, builds or {}, names)
         for name in names:
             filters, tracing = configuration(name, minimal)
-            figures[name] = instructions_per_request(stack, upstream, name, filters, tracing,
-                                                     requests, envoy)
+            figures[name] = instructions_per_request(stack, upstream, collector, name, filters,
+                                                     tracing, requests, envoy)
             print(f"{name}: {figures[name]:,.0f} instructions per request", file=sys.stderr)
     finally:
         stack.close()

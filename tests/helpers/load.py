@@ -40,21 +40,25 @@ def meshtrace(percentage: float, export: bool, vm_id: str = "meshtrace",
     return plugin_filter(wasm_path(), config, vm_id=vm_id, adapter=adapter)
 
 
-def clusters(stack: Stack, upstream_port: int) -> list[dict]:
+def clusters(stack: Stack, upstream_port: int, collector: int | None = None) -> list[dict]:
+    """The upstream and the collector's two clusters: the stack's collector, or `collector`,
+    one port answering both OTLP/HTTP and OTLP/gRPC."""
+    http_port, grpc_port = ((collector, collector) if collector is not None
+                            else (stack.collector.http_port, stack.collector.grpc_port))
     return [static_cluster(UPSTREAM, upstream_port),
-            static_cluster(COLLECTOR_HTTP, stack.collector.http_port),
-            static_cluster(COLLECTOR_GRPC, stack.collector.grpc_port, http2=True)]
+            static_cluster(COLLECTOR_HTTP, http_port),
+            static_cluster(COLLECTOR_GRPC, grpc_port, http2=True)]
 
 
 def subject(stack: Stack, name: str, upstream_port: int, listeners: dict[str, tuple],
-            concurrency: int = 1) -> tuple:
+            concurrency: int = 1, collector: int | None = None) -> tuple:
     """An Envoy with one inbound listener per configuration; returns (envoy, {config: port})."""
     ports = {config: free_port() for config in listeners}
     bootstrap = {"node": Node(app="bench").envoy_node(), "static_resources": {
         "listeners": [listener(f"in-{config}", ports[config], INBOUND, UPSTREAM, filters,
                                tracing=tracing)
                       for config, (filters, tracing) in listeners.items()],
-        "clusters": clusters(stack, upstream_port)}}
+        "clusters": clusters(stack, upstream_port, collector)}}
     return stack.envoy(name, bootstrap, log_level="warning", concurrency=concurrency), ports
 
 
@@ -66,18 +70,42 @@ def start(stack: Stack, name: str, upstream_port: int, filters: list[dict],
 
 
 def direct_response_upstream(stack: Stack) -> int:
+    return direct_response_envoy(stack, "upstream", [
+        {"match": {"prefix": "/"}, "direct_response": {
+            "status": 200, "body": {"inline_string": "ok"}}}])
+
+
+def prompt_collector(stack: Stack) -> int:
+    """A collector that accepts every export at once, from Envoy's direct responses: OTLP/HTTP
+    an empty ExportTraceServiceResponse (200, application/x-protobuf), OTLP/gRPC a
+    trailers-only OK (grpc-status 0 in the headers, gRPC over HTTP/2 "Responses"). What the
+    exporting Envoy does is then the same on every run and machine, with no collector's
+    batching, back-pressure or scheduling in it."""
+    def answer(prefix: str, content_type: str, extra: dict[str, str]) -> dict:
+        headers = {"content-type": content_type, **extra}
+        return {"match": {"prefix": prefix}, "direct_response": {"status": 200},
+                "response_headers_to_add": [
+                    {"header": {"key": k, "value": v},
+                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in headers.items()]}
+    return direct_response_envoy(stack, "prompt-collector", [
+        answer("/opentelemetry.proto.collector.trace.v1.TraceService/", "application/grpc",
+               {"grpc-status": "0"}),
+        answer("/", "application/x-protobuf", {})])
+
+
+def direct_response_envoy(stack: Stack, name: str, routes: list[dict]) -> int:
+    """An Envoy answering every request from `routes` (HTTP/1.1 and HTTP/2); returns its port."""
     port = free_port()
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network."
                     "http_connection_manager.v3.HttpConnectionManager",
-           "stat_prefix": "upstream",
-           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-               {"match": {"prefix": "/"}, "direct_response": {
-                   "status": 200, "body": {"inline_string": "ok"}}}]}]},
+           "stat_prefix": name,
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                               "routes": routes}]},
            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
-    stack.envoy("upstream", {"static_resources": {"listeners": [{
-        "name": "upstream", "address": {"socket_address": {"address": "127.0.0.1",
-                                                           "port_value": port}},
+    stack.envoy(name, {"static_resources": {"listeners": [{
+        "name": name, "address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": port}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}]}]}},
         concurrency=2, log_level="warning")

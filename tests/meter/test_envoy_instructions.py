@@ -40,4 +40,28 @@ def test_configuration_within_budget(config, figures):
         f"COST REGRESSION on the real Envoy: {config} adds {figures[config] - base:,.0f} "
         f"instructions per request, {ratio:.3f} × {budget['over']}'s "
         f"{figures[budget['over']] - base:,.0f}; budget {budget['max_ratio']} "
-        f"(measured {budget['measured_ratio']} when it was set)")
+        f"(measured {budget['measured_ratio']} when it was set); this run, instructions per "
+        f"request: " + ", ".join(f"{name} {value:,.0f}" for name, value in figures.items()))
+
+
+COLLECTOR = "cluster.outbound|4318||opentelemetry-collector.observability.svc.cluster.local."
+GRPC_COLLECTOR = "cluster.outbound|4317||opentelemetry-collector.observability.svc.cluster.local."
+
+
+@pytest.mark.parametrize("stats,trouble", [
+    # every export answered 200: the figure is the cost of tracing
+    (f"{COLLECTOR}upstream_rq_2xx: 4\n{COLLECTOR}upstream_rq_5xx: 0\n", ""),
+    # Envoy's tracer over gRPC, answered
+    (f"{GRPC_COLLECTOR}upstream_rq_2xx: 40\n", ""),
+    # the collector reset the stream (what an invalid :authority got from rotel)
+    (f"{GRPC_COLLECTOR}upstream_rq_2xx: 0\n{GRPC_COLLECTOR}upstream_rq_rx_reset: 2\n", "2 resets"),
+    # refused: retried exports would be counted as tracing's cost
+    (f"{COLLECTOR}upstream_rq_2xx: 3\n{COLLECTOR}upstream_rq_5xx: 1\n", "1 non-2xx answers"),
+    # meshtrace counted a failure the cluster did not (a gRPC status in a 200)
+    (f"{COLLECTOR}upstream_rq_2xx: 3\nwasmcustom.meshtrace_export_failures: 1\n",
+     "1 meshtrace_export_failures"),
+    # no export answered: the collector never saw the spans
+    (f"{COLLECTOR}upstream_rq_2xx: 0\n", "no export answered"),
+])
+def test_a_measurement_whose_exports_failed_is_refused(stats, trouble):
+    assert instructions.export_trouble(stats) == trouble
