@@ -84,11 +84,12 @@ def configuration(name: str, minimal: Path) -> tuple[list[dict], dict | None]:
 
 CONFIGS = (*bench.CONFIGS, *OWN_CONFIGS)
 # A ratio may grow this much over the measured one before the gate fails. Repeat runs here agree
-# within 1%, but the gate's first run on CI's machine read mtn-100 6% above this machine's ratio
-# at the same commit (0.438 against 0.412; the other three passed within 4%), and what differs
-# there could not be reproduced here (see the module's doc). The band holds across machines; the
-# exact meters (host calls, fuel) stay the fine gate on meshtrace's own work.
-HEADROOM = 0.08
+# within 1%, but the gate's first run on CI's machine read mtn-100 6.3% above this machine's
+# ratio at the same commit (0.438 against 0.412; the other three passed within 4%), and what
+# differs there could not be reproduced here (see the module's doc). The band covers that
+# difference, this machine's spread and a margin; the exact meters (host calls, fuel) stay the
+# fine gate on meshtrace's own work.
+HEADROOM = 0.10
 
 
 def callgrind_wrapper(workdir: Path, name: str, envoy: str) -> tuple[Path, Path]:
