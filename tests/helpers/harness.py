@@ -150,6 +150,18 @@ def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "cond
         delay = min(delay * 2, 0.1)
 
 
+def parse_stats(text: str) -> dict[str, int]:
+    """Envoy's admin `/stats` text as counters and gauges by name (histograms are left out)."""
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(": ")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            pass
+    return out
+
+
 def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
     def accepting() -> bool:
         if proc is not None and proc.poll() is not None:
@@ -736,15 +748,7 @@ class Envoy:
     def _stats(self, filter_: str) -> dict[str, int]:
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}"
         with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            k, _, v = line.partition(": ")
-            try:
-                out[k] = int(v)
-            except ValueError:
-                pass
-        return out
+            return parse_stats(r.read().decode())
 
     def config_dump(self) -> dict:
         """Envoy's admin `/config_dump`, as `istioctl proxy-config all -o json` reads it."""

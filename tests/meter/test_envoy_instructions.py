@@ -14,6 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import instructions  # noqa: E402
+from helpers.harness import parse_stats  # noqa: E402
+from helpers.load import COLLECTOR_GRPC, COLLECTOR_HTTP  # noqa: E402
 
 REQUESTS = 200
 
@@ -44,8 +46,8 @@ def test_configuration_within_budget(config, figures):
         f"request: " + ", ".join(f"{name} {value:,.0f}" for name, value in figures.items()))
 
 
-COLLECTOR = "cluster.outbound|4318||opentelemetry-collector.observability.svc.cluster.local."
-GRPC_COLLECTOR = "cluster.outbound|4317||opentelemetry-collector.observability.svc.cluster.local."
+COLLECTOR = f"cluster.{COLLECTOR_HTTP}."
+GRPC_COLLECTOR = f"cluster.{COLLECTOR_GRPC}."
 
 
 @pytest.mark.parametrize("stats,trouble", [
@@ -64,4 +66,4 @@ GRPC_COLLECTOR = "cluster.outbound|4317||opentelemetry-collector.observability.s
     (f"{COLLECTOR}upstream_rq_2xx: 0\n", "no export answered"),
 ])
 def test_a_measurement_whose_exports_failed_is_refused(stats, trouble):
-    assert instructions.export_trouble(stats) == trouble
+    assert instructions.export_trouble(parse_stats(stats)) == trouble
